@@ -1,0 +1,80 @@
+"""Session fixtures: tiny models built once, offline (HF_HUB_OFFLINE=1 is set for the whole suite)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def build_random_gpt2(folder: Path, n_layer: int = 3, d_model: int = 64, d_mlp: int = 256, n_head: int = 4,
+                      n_ctx: int = 64, seed: int = 0, tied: bool = True) -> Path:
+    """A random GPT-2 with the real tokenizer and RANDOMISED LayerNorm parameters (so folding matters)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from anneuron.tokenizer import gpt2_tokenizer
+
+    tok = gpt2_tokenizer()
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=n_ctx, n_embd=d_model, n_layer=n_layer, n_head=n_head,
+                     n_inner=d_mlp, activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
+                     attn_pdrop=0.0, tie_word_embeddings=tied, bos_token_id=tok.bos_token_id,
+                     eos_token_id=tok.eos_token_id)
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(cfg).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "ln" in name:
+                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.2 * torch.randn(p.shape, generator=g))
+            elif name.endswith("bias"):
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+            else:
+                p.mul_(5.0)  # larger than init so activations, LN and attention are far from trivial
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """3 layers, d_model 64, d_mlp 256, full GPT-2 vocabulary, random LayerNorms."""
+    return build_random_gpt2(tmp_path_factory.mktemp("models") / "tiny-random")
+
+
+@pytest.fixture(scope="session")
+def tiny_bridge(tiny_dir):
+    from anneuron.models import load_model
+
+    return load_model(str(tiny_dir), device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    """The planted demo model (DESIGN §5), with ground_truth.json beside it."""
+    from anneuron.demo import write_planted_model
+
+    folder = tmp_path_factory.mktemp("models") / "demo-planted"
+    write_planted_model(folder, seed=0)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def demo_bridge(demo_dir):
+    from anneuron.models import load_model
+
+    return load_model(str(demo_dir), device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def ground_truth(demo_dir) -> dict:
+    from anneuron.demo import load_ground_truth
+
+    return load_ground_truth(demo_dir)

@@ -1,0 +1,40 @@
+# The offline demo models and corpora (DESIGN.md §5): built here, no network needed.
+
+
+rule demo_model:
+    output:
+        directory("resources/models/demo-planted"),
+    params:
+        seed=config["demo"]["seed"],
+    log:
+        "logs/demo_model/demo-planted.log",
+    benchmark:
+        "benchmarks/demo_model/demo-planted.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../../scripts/demo_model.py"
+
+
+rule demo_corpus:
+    output:
+        "resources/data/demo-planted.parquet",
+    params:
+        seed=config["demo"]["seed"],
+        docs=config["demo"]["docs"],
+    log:
+        "logs/demo_corpus/demo-planted.log",
+    benchmark:
+        "benchmarks/demo_corpus/demo-planted.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../../scripts/demo_corpus.py"
