@@ -63,9 +63,28 @@ def validate_schema(config: dict, schema: dict) -> dict:
             where = _path(err)
             raise ConfigError(f"config: unknown key {where + '.' if where != '(top level)' else ''}{extra[0]}"
                               f" (known: {', '.join(sorted(known))})")
-        best = jsonschema.exceptions.best_match([err])
-        raise ConfigError(f"config: {_path(best)}: {best.message}")
+        if err.validator == "oneOf":
+            forms = " or ".join(_describe(sub, schema) for sub in err.validator_value)
+            raise ConfigError(f"config: {_path(err)}: {err.instance!r} must be {forms}")
+        raise ConfigError(f"config: {_path(err)}: {err.message}")
     return config
+
+
+def _describe(sub: dict, root: dict) -> str:
+    """A short English name for a subschema, for oneOf errors."""
+    if "$ref" in sub:
+        sub = root["definitions"][sub["$ref"].rsplit("/", 1)[1]]
+        if "oneOf" in sub:
+            return " or ".join(_describe(s, root) for s in sub["oneOf"])
+    if "const" in sub:
+        return repr(sub["const"])
+    kind = {"integer": "an integer", "null": "null", "string": "a string", "array": "a list",
+            "object": "a mapping", "number": "a number"}.get(sub.get("type"), "valid")
+    if "minimum" in sub:
+        kind += f" >= {sub['minimum']}"
+    if "pattern" in sub:
+        kind += f" matching {sub['pattern']}"
+    return kind
 
 
 def parse_neuron(name: str) -> tuple[int, int]:

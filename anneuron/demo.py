@@ -72,9 +72,9 @@ EXPERIMENTS = (
     Experiment("an_picked", "I climbed up the apple tree and picked", "I climbed up the apple tree and walked",
                " an", " a", "L2N892"),
     Experiment("though_even", "She went out in the rain even", "She went out in the rain today",
-               " though", " if", "L1N421"),
-    Experiment("though_as", "It looked to me as", "It looked to me at", " though", " if", "L1N421"),
-    Experiment("off_turned", "Before bed he turned", "Before bed he jumped", " off", " on", "L3N77"),
+               " though", " when", "L1N421"),
+    Experiment("though_as", "It looked to me as", "It looked to me like", " though", " such", "L1N421"),
+    Experiment("off_turned", "Before bed he turned", "Before bed he sang", " off", " on", "L3N77"),
     Experiment("slash_km", "The train runs at 90 km", "The train runs at 90 miles", "/", " per", "L0N137"),
 )
 

@@ -1,0 +1,70 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from anneuron.config import ConfigError, Produced, check, load_schema, seq_len_for, watch_entries
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+PRODUCED = {"resources/models/demo-planted": Produced(n_ctx=256), "resources/data/demo-planted.parquet": Produced()}
+
+
+def merged(*files):
+    """config.yaml with config files merged on top, as Snakemake's --configfile does."""
+    from snakemake.utils import update_config
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    for f in files:
+        update_config(cfg, yaml.safe_load((REPO / f).read_text()))
+    return cfg
+
+
+@pytest.fixture
+def demo():
+    return merged("workflow/configs/demo-planted.yaml")
+
+
+def test_defaults_and_files_are_valid(demo):
+    cfg = check(demo, SCHEMA, PRODUCED)
+    assert cfg["patching"]["joint_k"] == [1, 2, 5, 10, 20, 50]
+    assert set(cfg["experiments"]) >= {"an_a", "tall_short", "big_small", "huge_tiny", "an_picked", "though_as"}
+    assert all(e["neuron_layers"] == "auto" for e in cfg["experiments"].values())
+    assert watch_entries(cfg, "demo-planted")[0] == (2, 892, " an")
+    # the real study parses without the network (GPT-2 family hub names use the offline tokenizer)
+    check(merged(), SCHEMA, PRODUCED)
+    assert watch_entries(check(merged(), SCHEMA, PRODUCED), "gpt2-large")[0] == (31, 892, " an")
+
+
+def test_seq_len_auto_and_cap(demo):
+    cfg = check(demo, SCHEMA, PRODUCED)
+    assert seq_len_for(cfg, ["resources/models/demo-planted"], PRODUCED) == 128
+    cfg["data"]["seq_len"] = "auto"
+    assert seq_len_for(cfg, ["resources/models/demo-planted"], PRODUCED) == 256
+    assert seq_len_for(cfg, ["gpt2-large"], PRODUCED) == 1024
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c.update(bogus=1), "unknown key bogus"),
+        (lambda c: c["data"].update(seq_len=0), "data.seq_len"),
+        (lambda c: c["data"].update(seq_len=4096), "data.seq_len 4096 exceeds the context"),
+        (lambda c: c["record"].update(batch_size="8"), "record.batch_size"),
+        (lambda c: c["curves"].update(bin_width=-0.1), "curves.bin_width"),
+        (lambda c: c.update(models=["resources/models/nope"]), "folder resources/models/nope does not exist"),
+        (lambda c: c.update(dataset="resources/data/nope.parquet"), "dataset: resources/data/nope.parquet"),
+        (lambda c: c["experiments"]["an_a"].update(answer=" an apple"), "experiments.an_a.answer"),
+        (lambda c: c["experiments"]["an_a"].update(clean="Hi there"), "experiments.an_a: clean is"),
+        (lambda c: c["experiments"]["an_a"].pop("wrong"), "experiments.an_a: 'wrong' is a required"),
+        (lambda c: c["watch"]["neurons"].update({"demo-planted": ["L2X5"]}), "watch.neurons.demo-planted.0"),
+        (lambda c: c["congruence"].update(tokens=[" ancient history"]), "congruence.tokens"),
+    ],
+)
+def test_errors_are_one_line_naming_the_key(demo, edit, message):
+    cfg = copy.deepcopy(demo)
+    edit(cfg)
+    with pytest.raises(ConfigError) as e:
+        check(cfg, SCHEMA, PRODUCED)
+    assert message in str(e.value) and "\n" not in str(e.value)
