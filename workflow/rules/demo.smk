@@ -38,3 +38,6 @@ rule demo_corpus:
         "../../envs/cpu.yaml"
     script:
         "../../scripts/demo_corpus.py"
+
+
+TARGETS.append(lambda mid: [model_name(mid)] if str(Path(model_name(mid))) in PRODUCED else [])

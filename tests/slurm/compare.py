@@ -1,0 +1,243 @@
+"""Checks after `make test-slurm` ran the demo locally and through SLURM (tests/slurm/run.sh).
+
+"Equal" here means:
+- the same output files under results/ and resources/ (logs and benchmarks aside);
+- Parquet tables: same schema, same rows in the same order, integers/strings/booleans identical, floats within
+  rtol 1e-5 / atol 1e-6 (a job may run with another thread count on the cluster: float sums may reorder);
+- JSON: same keys and values, floats within the same tolerance;
+- figures: PNG of the same size whose pixels differ in at most 0.1% of places (each by any amount: a moved
+  antialiased edge), SVG identical after numbers are rounded to 3 significant digits;
+- anything else (model weights, tokenizer files, manifests): identical bytes.
+Then, from the queue log (squeue every second) and the Snakemake log: every job of the SLURM run was submitted
+to SLURM; jobs of GPU rules (the slurm profile's set-resources entries on the gpu partition) ran on the gpu
+partition with one GPU; two `record` shards ran at the same time.
+Prints what it checked; exits 1 on the first list of failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pyarrow.types as pt
+import yaml
+
+RTOL, ATOL = 1e-5, 1e-6
+PNG_MAX_DIFF_FRACTION = 1e-3
+OUTPUT_ROOTS = ("results", "resources")
+
+
+def output_files(root: Path) -> dict[str, Path]:
+    out = {}
+    for top in OUTPUT_ROOTS:
+        for p in sorted((root / top).rglob("*")):
+            if p.is_file() and not p.name.startswith("."):
+                out[str(p.relative_to(root))] = p
+    return out
+
+
+def close(a: float, b: float) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return math.isclose(a, b, rel_tol=RTOL, abs_tol=ATOL)
+
+
+def compare_values(a, b, where: str) -> list[str]:
+    """Recursive comparison of JSON-like values with float tolerance."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return [f"{where}: keys differ: {sorted(set(a) ^ set(b))}"]
+        return [e for k in a for e in compare_values(a[k], b[k], f"{where}.{k}")]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{where}: lengths {len(a)} != {len(b)}"]
+        return [e for i, (x, y) in enumerate(zip(a, b)) for e in compare_values(x, y, f"{where}[{i}]")]
+    if isinstance(a, float) or isinstance(b, float):
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and close(float(a), float(b)):
+            return []
+        return [f"{where}: {a!r} != {b!r}"]
+    return [] if a == b else [f"{where}: {a!r} != {b!r}"]
+
+
+def compare_parquet(a: Path, b: Path, where: str) -> list[str]:
+    ta, tb = pq.read_table(a), pq.read_table(b)
+    if ta.schema.remove_metadata() != tb.schema.remove_metadata():
+        return [f"{where}: schemas differ:\n{ta.schema}\n---\n{tb.schema}"]
+    if ta.num_rows != tb.num_rows:
+        return [f"{where}: {ta.num_rows} rows != {tb.num_rows}"]
+    errors = []
+    for name in ta.column_names:
+        ca, cb = ta.column(name).combine_chunks(), tb.column(name).combine_chunks()
+        if ca.equals(cb):
+            continue
+        flat_type = ca.type
+        while pt.is_list(flat_type) or pt.is_large_list(flat_type) or pt.is_fixed_size_list(flat_type):
+            flat_type = flat_type.value_type
+        if pt.is_floating(flat_type):
+            va, vb = _flat_floats(ca), _flat_floats(cb)
+            if va.shape == vb.shape:
+                if np.allclose(va, vb, rtol=RTOL, atol=ATOL, equal_nan=True):
+                    continue
+                worst = float(np.nanmax(np.abs(va - vb)))
+                errors.append(f"{where}: column {name}: floats differ (max abs diff {worst:.3g})")
+                continue
+        errors.append(f"{where}: column {name} differs")
+    return errors
+
+
+def _flat_floats(col) -> np.ndarray:
+    import pyarrow.compute as pc
+    import pyarrow.types as pt
+
+    while pt.is_list(col.type) or pt.is_large_list(col.type) or pt.is_fixed_size_list(col.type):
+        col = pc.list_flatten(col)
+    if col.null_count:
+        col = pc.fill_null(col, float("nan"))
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def compare_png(a: Path, b: Path, where: str) -> list[str]:
+    import matplotlib.image as mpimg
+
+    ia, ib = mpimg.imread(io.BytesIO(a.read_bytes())), mpimg.imread(io.BytesIO(b.read_bytes()))
+    if ia.shape != ib.shape:
+        return [f"{where}: image sizes {ia.shape} != {ib.shape}"]
+    differ = np.any(np.abs(ia - ib) > 1e-6, axis=-1).mean() if ia.ndim == 3 else (np.abs(ia - ib) > 1e-6).mean()
+    return [] if differ <= PNG_MAX_DIFF_FRACTION else [f"{where}: {differ:.2%} of pixels differ"]
+
+
+_NUMBER = re.compile(r"-?\d+\.\d+(?:e-?\d+)?")
+
+
+def compare_svg(a: Path, b: Path, where: str) -> list[str]:
+    def norm(text: str) -> str:
+        return _NUMBER.sub(lambda m: f"{float(m.group()):.3g}", text)
+
+    return [] if norm(a.read_text()) == norm(b.read_text()) else [f"{where}: SVGs differ beyond number rounding"]
+
+
+def compare_trees(local: Path, slurm: Path) -> tuple[list[str], dict[str, int]]:
+    fa, fb = output_files(local), output_files(slurm)
+    errors = []
+    only = sorted(set(fa) ^ set(fb))
+    if only:
+        errors.append("files only in one run: " + ", ".join(f"{f} ({'local' if f in fa else 'slurm'})"
+                                                             for f in only[:20]))
+    counts: dict[str, int] = defaultdict(int)
+    for rel in sorted(set(fa) & set(fb)):
+        a, b = fa[rel], fb[rel]
+        kind = a.suffix.lstrip(".") or "other"
+        counts[kind] += 1
+        if a.read_bytes() == b.read_bytes():
+            counts["identical bytes"] += 1
+            continue
+        if kind == "parquet":
+            errors += compare_parquet(a, b, rel)
+        elif kind == "json":
+            errors += compare_values(json.loads(a.read_text()), json.loads(b.read_text()), rel)
+        elif kind == "png":
+            errors += compare_png(a, b, rel)
+        elif kind == "svg":
+            errors += compare_svg(a, b, rel)
+        else:
+            errors.append(f"{rel}: bytes differ")
+    return errors, dict(counts)
+
+
+def gpu_rules(profile: Path) -> set[str]:
+    """Rules the slurm profile sends to a GPU partition."""
+    cfg = yaml.safe_load(profile.read_text())
+    gpu_partitions = {v.get("slurm_partition") for v in cfg.get("set-resources", {}).values()}
+    gpu_partitions.discard(cfg.get("default-resources", {}).get("slurm_partition"))
+    return {rule for rule, res in cfg.get("set-resources", {}).items()
+            if res.get("slurm_partition") in gpu_partitions}
+
+
+def job_stats(log_text: str) -> dict[str, int]:
+    """The 'Job stats' table Snakemake prints at the start of a run: rule -> job count."""
+    m = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal\s+(\d+)", log_text, re.S)
+    if not m:
+        return {}
+    return {line.split()[0]: int(line.split()[1]) for line in m.group(1).splitlines() if line.strip()}
+
+
+def check_slurm_usage(queue_log: Path, slurm_log: Path, profile: Path) -> tuple[list[str], list[str]]:
+    text = slurm_log.read_text()
+    stats = job_stats(text)
+    submitted = set(re.findall(r"submitted with SLURM jobid (\d+)", text)) | set(
+        re.findall(r"SLURM (?:run )?ID:? ?(\d+)", text))
+    errors, notes = [], []
+    expected = sum(n for rule, n in stats.items() if rule != "all")
+    if not stats:
+        errors.append("no 'Job stats' table in the SLURM run's log")
+    notes.append(f"jobs per rule in the SLURM run: {stats}")
+    # One row per (second, job): time|id|partition|state|tres|name|comment
+    jobs: dict[str, dict] = {}
+    running_at: dict[int, list[str]] = defaultdict(list)
+    for line in queue_log.read_text().splitlines() if queue_log.exists() else []:
+        parts = line.split("|")
+        if len(parts) < 7:
+            continue
+        t, jid, part, state, tres, _name, comment = parts[:7]
+        m = re.match(r"rule_([A-Za-z0-9_]+?)_wildcards", comment) or re.match(r"rule_([A-Za-z0-9_]+)", comment)
+        rule = m.group(1) if m else comment
+        jobs[jid] = dict(partition=part, tres=tres, rule=rule)
+        if state == "RUNNING":
+            running_at[int(t)].append(jid)
+    seen_rules = defaultdict(int)
+    for j in jobs.values():
+        seen_rules[j["rule"]] += 1
+    notes.append(f"jobs seen in squeue per rule: {dict(seen_rules)}")
+    if len(jobs) < expected:
+        # A job shorter than the 1 s sampling can be missed by squeue; the Snakemake log is the authority then.
+        if len(submitted) < expected:
+            errors.append(f"{expected} jobs to run but only {max(len(jobs), len(submitted))} went through SLURM")
+    for rule in gpu_rules(profile):
+        for jid, j in jobs.items():
+            if j["rule"] == rule and (j["partition"] != "gpu" or "gpu" not in j["tres"]):
+                errors.append(f"job {jid} of GPU rule {rule} ran on {j['partition']} with '{j['tres']}'")
+        if stats.get(rule) and not any(j["rule"] == rule for j in jobs.values()):
+            errors.append(f"no job of GPU rule {rule} seen in squeue")
+    for jid, j in jobs.items():
+        if j["rule"] not in gpu_rules(profile) and j["partition"] != "cpu":
+            errors.append(f"job {jid} of CPU rule {j['rule']} ran on partition {j['partition']}")
+    if stats.get("record", 0) >= 2:
+        most = max((sum(jobs[j]["rule"] == "record" for j in ids) for ids in running_at.values()), default=0)
+        notes.append(f"most record shards running at once: {most}")
+        if most < 2:
+            errors.append("record shards never ran concurrently")
+    else:
+        notes.append("no record stage in this DAG yet: concurrency not checked")
+    return errors, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--local", type=Path, required=True)
+    ap.add_argument("--slurm", type=Path, required=True)
+    ap.add_argument("--queue-log", type=Path)
+    ap.add_argument("--slurm-log", type=Path)
+    args = ap.parse_args(argv)
+    errors, counts = compare_trees(args.local, args.slurm)
+    print(f"compared files by type: {counts}")
+    if args.queue_log and args.slurm_log:
+        more, notes = check_slurm_usage(args.queue_log, args.slurm_log,
+                                        args.slurm / "workflow/profiles/slurm/config.yaml")
+        errors += more
+        for n in notes:
+            print(n)
+    for e in errors:
+        print("FAIL:", e, file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# `make test-slurm`: the demo pipeline through a real single-node SLURM equals a local run of it.
+#   1. installs slurm-wlm + munge (Debian packages) and starts a throwaway cluster (tests/slurm/cluster.sh):
+#      partitions cpu and gpu, two fake GPUs, no accounting;
+#   2. runs the demo (workflow/configs/demo-planted.yaml + tests/slurm/config.yaml: fewer documents, 4 record
+#      shards) twice, in two scratch copies of the repository: locally with the default profile, and with
+#      `--profile workflow/profiles/slurm` (plus the flags a cluster without accounting needs);
+#   3. checks every job went through SLURM, GPU rules on the gpu partition with one GPU each, two record shards
+#      running at the same time, and that the two runs' results are equal (tests/slurm/compare.py);
+#   4. stops the daemons it started, by pid, and puts /etc/slurm back.
+# Needs root and apt (or the packages already installed). Keep ANNEURON_SLURM_KEEP=1 to keep the scratch folder.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+PY=$REPO/.venv/bin/python
+RUN_TIMEOUT=${ANNEURON_SLURM_TIMEOUT:-420}
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+if [[ $(id -u) != 0 ]]; then
+  echo "test-slurm: needs root (it installs slurm-wlm and starts slurmctld/slurmd); skipped" >&2
+  exit 2
+fi
+
+t0=$SECONDS
+stamp() { printf '[test-slurm %4ds] %s\n' $((SECONDS - t0)) "$*"; }
+timings=()
+timed() { # timed LABEL CMD...: run CMD, remember how long it took
+  local label=$1 start=$SECONDS
+  shift
+  "$@"
+  timings+=("$label: $((SECONDS - start)) s")
+}
+
+SCRATCH=$(mktemp -d /tmp/anneuron-slurm.XXXXXX)
+MONITOR_PID=""
+cleanup() {
+  local rc=$?
+  [[ -n $MONITOR_PID ]] && kill "$MONITOR_PID" 2>/dev/null || true
+  bash "$REPO/tests/slurm/cluster.sh" down "$SCRATCH/cluster" || true
+  if [[ $rc != 0 ]]; then
+    echo "test-slurm: FAILED (rc $rc); scratch kept in $SCRATCH (logs: */logs, */.snakemake/slurm_logs, cluster/log)" >&2
+  elif [[ -z ${ANNEURON_SLURM_KEEP:-} ]]; then
+    rm -rf "$SCRATCH"
+  else
+    echo "test-slurm: scratch kept in $SCRATCH"
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A copy of the sources (not the outputs) with the environment symlinked, so the user's results are never touched.
+copy_repo() {
+  local dst=$1
+  mkdir -p "$dst"
+  tar -C "$REPO" --exclude=./.venv --exclude=./.git --exclude=./results --exclude=./resources --exclude=./logs \
+    --exclude=./benchmarks --exclude=./.snakemake --exclude=./report.html --exclude=./report.zip \
+    --exclude=__pycache__ --exclude=.pytest_cache -cf - . | tar -C "$dst" -xf -
+  ln -s "$REPO/.venv" "$dst/.venv"
+}
+
+CONFIGS=(--configfile workflow/configs/demo-planted.yaml tests/slurm/config.yaml)
+
+run_local() {
+  (cd "$SCRATCH/local" && timeout -k 10 "$RUN_TIMEOUT" .venv/bin/snakemake --workflow-profile workflow/profiles/default \
+    --cores 2 "${CONFIGS[@]}" >"$SCRATCH/local.log" 2>&1) || { tail -30 "$SCRATCH/local.log"; return 1; }
+}
+
+run_slurm() {
+  # Flags for this test cluster only: no accounting (squeue polling), no account, quick first status check,
+  # no retries (a failure should fail the test now, not three times).
+  (cd "$SCRATCH/slurm" && timeout -k 10 "$RUN_TIMEOUT" .venv/bin/snakemake --profile workflow/profiles/slurm \
+    "${CONFIGS[@]}" --slurm-status-command squeue --slurm-init-seconds-before-status-checks 5 \
+    --slurm-no-account --slurm-keep-successful-logs --retries 0 --jobs 8 \
+    >"$SCRATCH/slurm.log" 2>&1) || { tail -40 "$SCRATCH/slurm.log"; return 1; }
+}
+
+# Every second: the jobs SLURM runs (id, partition, state, GPUs, name) -> queue.log, for the checks after the run.
+monitor_queue() {
+  while true; do
+    squeue -h -o "%i|%P|%T|%b|%j|%k" 2>/dev/null | sed "s/^/$SECONDS|/" >>"$SCRATCH/queue.log" || true
+    sleep 1
+  done
+}
+
+stamp "install packages"
+timed "install (apt)" bash "$REPO/tests/slurm/cluster.sh" install
+stamp "start cluster"
+timed "cluster start" bash "$REPO/tests/slurm/cluster.sh" up "$SCRATCH/cluster"
+
+copy_repo "$SCRATCH/local"
+copy_repo "$SCRATCH/slurm"
+
+stamp "demo through SLURM"
+monitor_queue &
+MONITOR_PID=$!
+timed "demo through SLURM" run_slurm
+kill "$MONITOR_PID" 2>/dev/null || true
+MONITOR_PID=""
+
+stamp "demo locally"
+timed "demo locally" run_local
+
+stamp "compare"
+timed "checks" "$PY" "$REPO/tests/slurm/compare.py" --local "$SCRATCH/local" --slurm "$SCRATCH/slurm" \
+  --queue-log "$SCRATCH/queue.log" --slurm-log "$SCRATCH/slurm.log"
+
+stamp "passed"
+printf '  %s\n' "${timings[@]}"
