@@ -12,13 +12,14 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 
 
 try:
-    config.update(
-        check(config, load_schema(workflow.source_path("workflow/schemas/config.schema.yaml")), PRODUCED)
-    )
+    config.update(check(config, load_schema(workflow.source_path("workflow/schemas/config.schema.yaml")), PRODUCED))
 except ConfigError as err:
     sys.exit(f"anneuron: {err}")
 

@@ -131,6 +131,7 @@ def load_model(
     probe = bridge.to_tokens("The quick brown fox jumps over the lazy dog, and then an apple.")
     with torch.no_grad():
         raw = bridge(probe).float()
+        _fold_square_mlp_ln(bridge)
         bridge.enable_compatibility_mode(disable_warnings=True)
         proc = bridge(probe).float()
     diff = raw - proc
@@ -143,6 +144,26 @@ def load_model(
             "(beyond a per-position constant); refusing to analyse a changed model"
         )
     return bridge
+
+
+@torch.no_grad()
+def _fold_square_mlp_ln(bridge: TransformerBridge) -> None:
+    """Fold each block's ln_2 into its MLP input by hand when d_mlp == d_model (exact), leaving ln_2 = (1, 0).
+
+    TransformerLens 4.3 folds ln_2 into W_in along the wrong axis when W_in is square: its layout test
+    (`W_in.shape[1] == d_model` in ProcessWeights._fold_mlp_layer_norm) cannot tell [d_model, d_mlp] from
+    [d_mlp, d_model], so the processed model computes something else (demo-emergent has d_mlp = d_model = 128).
+    An identity ln_2 folds to the same weights along either axis. Centring W_in is left to TransformerLens
+    (its square-case fallback centres the right axis; the logit check below would catch it otherwise).
+    """
+    if bridge.cfg.d_mlp != bridge.cfg.d_model:
+        return
+    for block in bridge.original_model.transformer.h:  # GPT-2: c_fc is a Conv1D, weight (d_model, d_mlp)
+        gamma, beta = block.ln_2.weight, block.ln_2.bias
+        block.mlp.c_fc.bias += beta @ block.mlp.c_fc.weight
+        block.mlp.c_fc.weight.mul_(gamma[:, None])
+        block.ln_2.weight.fill_(1.0)
+        block.ln_2.bias.zero_()
 
 
 def context_length(name_or_dir: str) -> int:

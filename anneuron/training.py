@@ -52,11 +52,12 @@ class TrainConfig:
     weight_decay: float = 0.1
     warmup: int = 200
     eval_every: int = 250
-    patience: int = 4  # evaluations without a new best validation loss before stopping
+    patience: int = 4  # evaluations in a row with validation loss above min + val_tolerance before stopping
+    val_tolerance: float = 0.005  # nats: validation differences below this are noise, not a rise
     val_fraction: float = 0.05
-    eval_windows: int = 64
+    eval_windows: int = 256
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
 
 
 @dataclass
@@ -160,9 +161,11 @@ def deterministic(threads: int) -> Iterator[None]:
 
 
 def train(train_texts: Sequence[str], cfg: TrainConfig, progress: bool = True) -> TrainResult:
-    """AdamW with linear warm-up, evaluated every `eval_every` steps on held-back documents; returns the
-    checkpoint with the lowest validation loss and stops once it has not improved for `patience` evaluations
-    (so the model is taken before validation loss rises)."""
+    """AdamW with linear warm-up, evaluated every `eval_every` steps on held-back documents.
+
+    Keeps the LATEST checkpoint whose validation loss is within `val_tolerance` of the lowest so far, and stops
+    once validation loss has stayed above that band for `patience` evaluations: the model is taken before
+    validation loss rises, and a flat (noisy) plateau does not cut training short."""
     n_val = max(1, int(len(train_texts) * cfg.val_fraction))
     train_stream = token_stream(train_texts[:-n_val])
     val_stream = token_stream(train_texts[-n_val:])
@@ -180,7 +183,7 @@ def train(train_texts: Sequence[str], cfg: TrainConfig, progress: bool = True) -
         xv, yv = eval_windows(va, cfg.eval_windows, seq, bos)
         xt, yt = eval_windows(tr, cfg.eval_windows, seq, bos)
         best = dict(step=0, val=math.inf, train=math.inf)
-        best_state, curve, since_best = None, [], 0
+        best_state, curve, above, min_val = None, [], 0, math.inf
         bar = tqdm(range(1, cfg.steps + 1), desc="train", disable=not progress, mininterval=5)
         for step in bar:
             x, y = sample_batch(tr, cfg.batch_size, seq, bos, gen)
@@ -196,18 +199,21 @@ def train(train_texts: Sequence[str], cfg: TrainConfig, progress: bool = True) -
                 curve.append(point)
                 bar.set_postfix(train=f"{point['train']:.4f}", val=f"{point['val']:.4f}")
                 log.info("step %d train %.4f val %.4f", step, point["train"], point["val"])
-                if point["val"] < best["val"]:
-                    best, best_state, since_best = point, copy.deepcopy(model.state_dict()), 0
+                min_val = min(min_val, point["val"])
+                if point["val"] <= min_val + cfg.val_tolerance:
+                    best, best_state, above = point, copy.deepcopy(model.state_dict()), 0
                 else:
-                    since_best += 1
-                    if since_best >= cfg.patience:
-                        log.info("validation loss has not improved for %d evaluations: stopping", since_best)
+                    above += 1
+                    if above >= cfg.patience:
+                        log.info("validation loss above its minimum + %g for %d evaluations: stopping",
+                                 cfg.val_tolerance, above)
                         break
         model.load_state_dict(best_state)
         model.eval()
     record = dict(
         config=asdict(cfg), vocab_size=len(vocab), train_tokens=int(len(tr)), val_tokens=int(len(va)),
         steps_run=curve[-1]["step"], step_chosen=best["step"], train_loss=best["train"], val_loss=best["val"],
+        min_val_loss=min_val,
         train_seconds=round(time.perf_counter() - t0, 1), curve=curve, torch_version=torch.__version__,
     )
     return TrainResult(model, vocab, record)

@@ -78,3 +78,49 @@ def ground_truth(demo_dir) -> dict:
     from anneuron.demo import load_ground_truth
 
     return load_ground_truth(demo_dir)
+
+
+def write_token_shards(texts: list[str], folder: Path, n_shards: int, seq_len: int, chunking: str = "concat"):
+    """Token shards of a list of texts (GPT-2 tokenizer), as the tokenize stage writes them."""
+    from anneuron.data import chunk_rows, tokenize_documents, write_shards
+    from anneuron.tokenizer import gpt2_tokenizer
+
+    tok = gpt2_tokenizer()
+    rows = chunk_rows(tokenize_documents(texts, tok), seq_len, chunking, tok.bos_token_id, tok.eos_token_id)
+    paths = [folder / f"shard-{i}.parquet" for i in range(n_shards)]
+    write_shards(rows, paths)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def demo_recorded(demo_dir, ground_truth, tmp_path_factory) -> dict:
+    """The dataset pass (anneuron.record, default engine) over a small planted-demo corpus in 2 shards, watching
+    the planted token neurons and the prediction neuron: {shards, tokens, topk, watched}."""
+    from anneuron.demo import demo_documents
+    from anneuron.engines import load_engine
+    from anneuron.record import record_shard
+
+    folder = tmp_path_factory.mktemp("demo_record")
+    shards = write_token_shards(demo_documents(30, seed=7), folder, 2, seq_len=128)
+    watched = [(t["layer"], t["neuron"]) for t in ground_truth["token_neurons"]]
+    watched += [(p["layer"], p["neuron"]) for p in ground_truth["prediction_neurons"]]
+    out = dict(shards=shards, tokens=[], topk=[], watched=watched)
+    engine = load_engine(str(demo_dir), device="cpu", dtype="float32")
+    for i, s in enumerate(shards):
+        out["tokens"].append(folder / f"tokens-{i}.parquet")
+        out["topk"].append(folder / f"topk-{i}.parquet")
+        record_shard(engine, s, out["tokens"][-1], out["topk"][-1], watched, batch_size=8, top_k=5,
+                     progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_congruence(demo_bridge) -> dict:
+    """The weights pass (anneuron.congruence, basis we, fp32, default chunking) over the planted demo, as the
+    rules write it: {result, tokens, neurons (no classes), weights}."""
+    from anneuron.congruence import congruence_pass, neurons_table, token_strings, tokens_table, weights_of
+
+    weights = weights_of(demo_bridge)
+    res = congruence_pass(weights, basis="we", top_k=16, progress=False)
+    return dict(result=res, weights=weights, neurons=neurons_table(res),
+                tokens=tokens_table(res, token_strings(demo_bridge.tokenizer, weights.d_vocab)))

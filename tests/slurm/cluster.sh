@@ -54,7 +54,8 @@ start_munge() {
   mkdir -p /run/munge /var/log/munge /var/lib/munge /etc/munge
   chown munge:munge /run/munge /var/log/munge /var/lib/munge
   if [[ ! -s /etc/munge/munge.key ]]; then
-    mungekey --create --keyfile=/etc/munge/munge.key 2>/dev/null || dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 status=none
+    mungekey --create --keyfile=/etc/munge/munge.key 2>/dev/null ||
+      dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 status=none
   fi
   chown munge:munge /etc/munge/munge.key
   chmod 400 /etc/munge/munge.key
@@ -65,9 +66,9 @@ start_munge() {
 write_conf() {
   local scratch=$1 host cpus mem dev
   host=$(hostname -s)
-  # Declared, not measured (SlurmdParameters=config_overrides): at least 4 CPUs so two 1-thread GPU jobs and a CPU
-  # job fit side by side on a 2-core machine; memory is not enforced (task/none), so declare plenty.
-  cpus=$(( $(nproc) > 4 ? $(nproc) : 4 ))
+  # Declared, not measured (SlurmdParameters=config_overrides): at least 8 CPUs so two 2-thread GPU jobs and CPU jobs
+  # fit side by side on a 2-core machine; memory is not enforced (task/none), so declare plenty.
+  cpus=$(( $(nproc) > 8 ? $(nproc) : 8 ))
   mem=$(( $(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) * 9 / 10 ))
   (( mem < 64000 )) && mem=64000
   dev="$scratch/dev"
@@ -93,6 +94,7 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
+DefMemPerCPU=1000
 SlurmctldPidFile=$scratch/run/slurmctld.pid
 SlurmdPidFile=$scratch/run/slurmd.pid
 SlurmdSpoolDir=$scratch/spool

@@ -172,8 +172,7 @@ def job_stats(log_text: str) -> dict[str, int]:
 def check_slurm_usage(queue_log: Path, slurm_log: Path, profile: Path) -> tuple[list[str], list[str]]:
     text = slurm_log.read_text()
     stats = job_stats(text)
-    submitted = set(re.findall(r"submitted with SLURM jobid (\d+)", text)) | set(
-        re.findall(r"SLURM (?:run )?ID:? ?(\d+)", text))
+    submitted = set(re.findall(r"submitted with SLURM jobid (\d+)", text))
     errors, notes = [], []
     expected = sum(n for rule, n in stats.items() if rule != "all")
     if not stats:

@@ -3,8 +3,8 @@
 #   1. installs slurm-wlm + munge (Debian packages) and starts a throwaway cluster (tests/slurm/cluster.sh):
 #      partitions cpu and gpu, two fake GPUs, no accounting;
 #   2. runs the demo (workflow/configs/demo-planted.yaml + tests/slurm/config.yaml: fewer documents, 4 record
-#      shards) twice, in two scratch copies of the repository: locally with the default profile, and with
-#      `--profile workflow/profiles/slurm` (plus the flags a cluster without accounting needs);
+#      shards, two experiments) twice, in two scratch copies of the repository: locally with the default profile,
+#      and with `--profile workflow/profiles/slurm` (plus the flags a cluster without accounting needs);
 #   3. checks every job went through SLURM, GPU rules on the gpu partition with one GPU each, two record shards
 #      running at the same time, and that the two runs' results are equal (tests/slurm/compare.py);
 #   4. stops the daemons it started, by pid, and puts /etc/slurm back.
@@ -38,7 +38,8 @@ cleanup() {
   [[ -n $MONITOR_PID ]] && kill "$MONITOR_PID" 2>/dev/null || true
   bash "$REPO/tests/slurm/cluster.sh" down "$SCRATCH/cluster" || true
   if [[ $rc != 0 ]]; then
-    echo "test-slurm: FAILED (rc $rc); scratch kept in $SCRATCH (logs: */logs, */.snakemake/slurm_logs, cluster/log)" >&2
+    echo "test-slurm: FAILED (rc $rc); scratch kept in $SCRATCH" \
+      "(logs: */logs, */.snakemake/slurm_logs, cluster/log)" >&2
   elif [[ -z ${ANNEURON_SLURM_KEEP:-} ]]; then
     rm -rf "$SCRATCH"
   else
@@ -59,19 +60,26 @@ copy_repo() {
   ln -s "$REPO/.venv" "$dst/.venv"
 }
 
-CONFIGS=(--configfile workflow/configs/demo-planted.yaml tests/slurm/config.yaml)
+# The demo config with tests/slurm/config.yaml on top, and two of its experiments (an_a: the paper check reads it).
+EXPERIMENTS=an_a,an_picked
+CONFIGS=(--replace-workflow-config --configfile tests/slurm/full.yaml)
+complete_config() {
+  (cd "$1" && "$PY" tests/configs.py tests/slurm/full.yaml --experiments "$EXPERIMENTS" \
+    workflow/configs/demo-planted.yaml tests/slurm/config.yaml)
+}
 
 run_local() {
-  (cd "$SCRATCH/local" && timeout -k 10 "$RUN_TIMEOUT" .venv/bin/snakemake --workflow-profile workflow/profiles/default \
-    --cores 2 "${CONFIGS[@]}" >"$SCRATCH/local.log" 2>&1) || { tail -30 "$SCRATCH/local.log"; return 1; }
+  (cd "$SCRATCH/local" && timeout -k 10 "$RUN_TIMEOUT" .venv/bin/snakemake \
+    --workflow-profile workflow/profiles/default --cores 2 "${CONFIGS[@]}" >"$SCRATCH/local.log" 2>&1) ||
+    { tail -30 "$SCRATCH/local.log"; return 1; }
 }
 
 run_slurm() {
-  # Flags for this test cluster only: no accounting (squeue polling), no account, quick first status check,
+  # Flags for this test cluster only: no accounting (squeue polling), a quick first status check,
   # no retries (a failure should fail the test now, not three times).
   (cd "$SCRATCH/slurm" && timeout -k 10 "$RUN_TIMEOUT" .venv/bin/snakemake --profile workflow/profiles/slurm \
     "${CONFIGS[@]}" --slurm-status-command squeue --slurm-init-seconds-before-status-checks 5 \
-    --slurm-no-account --slurm-keep-successful-logs --retries 0 --jobs 8 \
+    --slurm-keep-successful-logs --retries 0 --jobs 8 \
     >"$SCRATCH/slurm.log" 2>&1) || { tail -40 "$SCRATCH/slurm.log"; return 1; }
 }
 
@@ -88,8 +96,10 @@ timed "install (apt)" bash "$REPO/tests/slurm/cluster.sh" install
 stamp "start cluster"
 timed "cluster start" bash "$REPO/tests/slurm/cluster.sh" up "$SCRATCH/cluster"
 
-copy_repo "$SCRATCH/local"
-copy_repo "$SCRATCH/slurm"
+for copy in local slurm; do
+  copy_repo "$SCRATCH/$copy"
+  complete_config "$SCRATCH/$copy"
+done
 
 stamp "demo through SLURM"
 monitor_queue &

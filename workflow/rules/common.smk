@@ -4,7 +4,6 @@ from pathlib import Path
 from anneuron import config as C
 from anneuron import models as M
 
-
 # Folders and files that rules of this workflow build, so they may be named in a config before they exist.
 PRODUCED = {
     "resources/models/demo-planted": C.Produced(tokenizer="gpt2", n_ctx=256),

@@ -1,1 +1,88 @@
-# (filled by the emergent stage)
+# demo-emergent (DESIGN.md §5): a generated a/an corpus, and a small GPT-2 trained on it offline, on CPU.
+# Seeds: the training corpus, the held-out corpus (the dataset pass reads it) and the probes that check the learned
+# rule are all derived from demo.seed, so that changing it gives an independent replicate.
+
+EMERGENT = config["demo"]["emergent"]
+EMERGENT_SEED = {"train": 1, "heldout": 2, "probes": 3}
+# The keys that shape the model (the corpus sizes are not among them: a bigger held-out corpus must not retrain it).
+EMERGENT_RECIPE = {k: v for k, v in EMERGENT.items() if not k.endswith("_docs")}
+
+
+rule emergent_corpus:
+    output:
+        "resources/data/demo-emergent-{split}.parquet",
+    wildcard_constraints:
+        split="train|heldout",
+    params:
+        seed=lambda wc: 1000 * config["demo"]["seed"] + EMERGENT_SEED[wc.split],
+        docs=lambda wc: EMERGENT[f"{wc.split}_docs"],
+    log:
+        "logs/emergent_corpus/{split}.log",
+    benchmark:
+        "benchmarks/emergent_corpus/{split}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../../scripts/emergent_corpus.py"
+
+
+rule emergent_model:
+    input:
+        train="resources/data/demo-emergent-train.parquet",
+    output:
+        directory("resources/models/demo-emergent"),
+    params:
+        seed=config["demo"]["seed"],
+        probe_seed=1000 * config["demo"]["seed"] + EMERGENT_SEED["probes"],
+        n_ctx=PRODUCED["resources/models/demo-emergent"].n_ctx,
+        recipe=EMERGENT_RECIPE,
+    log:
+        "logs/emergent_model/demo-emergent.log",
+    benchmark:
+        "benchmarks/emergent_model/demo-emergent.tsv"
+    threads: EMERGENT["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../../scripts/emergent_model.py"
+
+
+rule emergent_loss_curve:
+    input:
+        model="resources/models/demo-emergent",
+    output:
+        png=report(
+            "results/demo-emergent/figures/training/loss_curve.png",
+            caption="../report/emergent/loss_curve.rst",
+            category="demo-emergent",
+            subcategory="training",
+        ),
+        svg="results/demo-emergent/figures/training/loss_curve.svg",
+    log:
+        "logs/emergent_loss_curve/demo-emergent.log",
+    benchmark:
+        "benchmarks/emergent_loss_curve/demo-emergent.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../../scripts/emergent_figure.py"
+
+
+TARGETS.append(
+    lambda mid: (
+        ["results/demo-emergent/figures/training/loss_curve.png"]
+        if model_name(mid) == "resources/models/demo-emergent"
+        else []
+    )
+)

@@ -5,9 +5,7 @@ rule tokenize:
     input:
         dataset_input(),
     output:
-        shards=expand(
-            "resources/tokens/{{dataset}}/{{tokenizer}}/shard-{i}.parquet", i=range(N_SHARDS)
-        ),
+        shards=expand("resources/tokens/{{dataset}}/{{tokenizer}}/shard-{i}.parquet", i=range(N_SHARDS)),
         manifest="resources/tokens/{dataset}/{tokenizer}/manifest.json",
     params:
         dataset=DATASET,

@@ -1,0 +1,183 @@
+"""`python -m anneuron.bench record`: the cost of the dataset pass over a bare forward, on a GPT-2-small-shaped
+random model (12 layers, d_model 768, d_mlp 3072, the real 50,257-token vocabulary) on this CPU.
+
+The bare forward and the recording pass use the same engine (anneuron.engines; default: Hugging Face GPT-2 with
+SDPA attention and fused gelu_new); --compare-bridge also times the TransformerBridge's bare forward.
+The recording pass = forward with hooks on every layer's hook_post, the top-1 prediction and its probability,
+a default-sized watch set, the running top-k examples of all 36,864 neurons, and the Parquet write.
+Bare and recording runs are interleaved batch by batch on the same batches, so drift of a shared machine cancels.
+
+The top-k update touches only neurons whose batch maximum reaches their k-th value, so its cost falls as the
+pass goes on. Each timed round measures, on the same batch and in rotating order, the bare forward, the recording
+pass with no neuron updated (`overhead_floor`: thresholds above every value) and with every neuron updated
+(`overhead_cold`: an empty top-k, the first batches of a run). The cost is linear in the share of neurons
+updated, so `overhead` = floor + f_run·(cold − floor) with f_run the mean share over a run of `--run-tokens`
+tokens in batches of this size (run_fraction: an upper bound). Reaching that regime by recording would take
+thousands of forwards: ~k/t of the neurons are still updated at batch t.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from anneuron.bench.common import emit, peak_rss_gb
+from anneuron.data import Row
+
+
+def build_model(folder: Path, n_layer: int, d_model: int, d_mlp: int, n_head: int, n_ctx: int) -> Path:
+    """A random GPT-2 with randomised LayerNorms (so the processed model differs from the raw one)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from anneuron.tokenizer import gpt2_tokenizer
+
+    tok = gpt2_tokenizer()
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=n_ctx, n_embd=d_model, n_layer=n_layer, n_head=n_head,
+                     n_inner=d_mlp, activation_function="gelu_new", bos_token_id=tok.bos_token_id,
+                     eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(cfg).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "ln" in name:
+                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.2 * torch.randn(p.shape, generator=g))
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def corpus_rows(n_rows: int, seq_len: int, mean_doc: int, seed: int = 0) -> list[tuple[int, Row]]:
+    """Concat-like rows of random tokens: documents of random length (mean `mean_doc` tokens) cut into rows."""
+    rng = np.random.default_rng(seed)
+    rows, doc, left = [], 0, int(rng.exponential(mean_doc)) + 1
+    for c in range(n_rows):
+        docs = []
+        for _ in range(seq_len - 1):
+            if left == 0:
+                doc, left = doc + 1, int(rng.exponential(mean_doc)) + 1
+            docs.append(doc)
+            left -= 1
+        toks = [50256] + rng.integers(0, 50256, seq_len - 1).tolist()
+        rows.append((c, Row(toks, [docs[0]] + docs, int(rng.integers(0, 50256)))))
+    return rows
+
+
+def run_fraction(k: int, batches: int) -> float:
+    """Mean share of neurons whose top-k is touched over a run of `batches` batches, if documents were i.i.d.:
+    a batch can only change a neuron's top-k if one of its documents beats the k-th best of all documents so far,
+    probability ~k/t at batch t (1 for t <= k). Real neurons fire on rarer, clustered contexts: an upper bound
+    (the planted demo measured 0.64 where this gives ~1)."""
+    return sum(min(1.0, k / t) for t in range(1, batches + 1)) / batches
+
+
+def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="python -m anneuron.bench record", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=8, help="timed rounds of (bare, frozen, cold) batches")
+    ap.add_argument("--watch", type=int, default=23, help="watched neurons (20 pairs + 3 listed by default)")
+    ap.add_argument("--top-k", type=int, default=20)
+    ap.add_argument("--mean-doc", type=int, default=1000, help="mean document length in tokens (pile-10k: ~1000)")
+    ap.add_argument("--run-tokens", type=int, default=10_000_000, help="tokens of the run projected (pile-10k)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: least disturbed on a shared CPU)")
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--d-model", type=int, default=768)
+    ap.add_argument("--engine", default="auto", choices=["auto", "hf", "bridge"])
+    ap.add_argument("--compare-bridge", action="store_true",
+                    help="also time the TransformerBridge's bare forward (the engine's speed-up)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from anneuron.engines import BridgeEngine, load_engine
+    from anneuron.max_examples import TopKTracker
+    from anneuron.models import load_model
+    from anneuron.record import Recorder, _to_table, token_schema
+
+    d_mlp = 4 * args.d_model
+    neurons = args.layers * d_mlp
+    n_tok = args.batch * args.seq_len
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        build_model(tmp / "model", args.layers, args.d_model, d_mlp, args.d_model // 64, max(1024, args.seq_len))
+        dtype = getattr(torch, args.dtype)
+        engine = load_engine(str(tmp / "model"), device="cpu", dtype=dtype, engine=args.engine)
+        bridge = (BridgeEngine(load_model(str(tmp / "model"), device="cpu", dtype=dtype))
+                  if args.compare_bridge and not isinstance(engine, BridgeEngine) else None)
+        rng = np.random.default_rng(1)
+        flat = rng.choice(neurons, args.watch, replace=False)
+        watched = sorted((int(f) // d_mlp, int(f) % d_mlp) for f in flat)
+        rows = corpus_rows((1 + args.rounds) * args.batch, args.seq_len, args.mean_doc)
+        batches = [rows[i * args.batch:(i + 1) * args.batch] for i in range(1 + args.rounds)]
+        schema = token_schema(watched)
+        rec = Recorder(engine, watched, args.top_k)
+
+        def bare(b, eng=engine) -> float:
+            toks = torch.tensor([r.tokens for _, r in b])
+            t = time.perf_counter()
+            with torch.no_grad():
+                eng.logits(toks)
+            return time.perf_counter() - t
+
+        def record(b, state: str) -> float:
+            """state cold: an empty top-k (every neuron updated); frozen: thresholds at +inf (none updated, the
+            floor: hooks, run maxima, predictions, watched columns, the table)."""
+            rec.tracker = TopKTracker(args.layers, d_mlp, args.top_k, rec.device)
+            if state == "frozen":
+                rec.tracker.vals.fill_(float("inf"))
+            with pq.ParquetWriter(tmp / "tokens.parquet", schema) as w:
+                t = time.perf_counter()
+                with rec:  # hooks on for this batch only, so that the bare forwards run unhooked
+                    cols = rec.run_batch([c for c, _ in b], [r for _, r in b])
+                w.write_table(_to_table(cols, schema))
+                dt = time.perf_counter() - t
+            assert int(rec.tracker.updated) == (neurons if state == "cold" else 0)
+            return dt
+
+        bare(batches[0])  # warm the allocator and kernels
+        record(batches[0], "cold")
+        times: dict[str, list[float]] = {"bare": [], "frozen": [], "cold": [], "bridge": []}
+        for i, b in enumerate(batches[1:]):
+            steps = [("bare", lambda: bare(b)), ("frozen", lambda: record(b, "frozen")),
+                     ("cold", lambda: record(b, "cold"))]
+            if bridge is not None:
+                steps.append(("bridge", lambda: bare(b, bridge)))
+            for name, fn in steps[i % len(steps):] + steps[:i % len(steps)]:  # rotate: drift cancels
+                times[name].append(fn())
+        # per round, each pass over its neighbour bare forward; the median round (bursts of load on a shared
+        # machine hit single measurements)
+        ratio = {k: statistics.median(x / y for x, y in zip(v, times["bare"])) for k, v in times.items() if v}
+        floor, cold = ratio["frozen"], ratio["cold"]
+        frac = run_fraction(args.top_k, max(1, args.run_tokens // n_tok))
+        overhead = floor + frac * (cold - floor)
+        extra = {}
+        if bridge is not None:
+            extra = dict(bridge_bare_tok_s=round(n_tok / statistics.median(times["bridge"]), 1),
+                         engine_speedup=round(ratio["bridge"], 3))
+        emit(dict(
+            bench="record", engine=type(engine).__name__, dtype=args.dtype, threads=args.threads,
+            shape=f"{args.layers}x{args.d_model}x{d_mlp}", neurons=neurons, watched=len(watched), top_k=args.top_k,
+            batch=args.batch, seq_len=args.seq_len, rounds=args.rounds,
+            bare_tok_s=round(n_tok / statistics.median(times["bare"]), 1),
+            record_tok_s=round(n_tok / (statistics.median(times["bare"]) * overhead), 1),
+            overhead=round(overhead, 4),
+            overhead_method="floor + f_run * (cold - floor), f_run = mean share of neurons updated over the run",
+            overhead_floor=round(floor, 4), overhead_cold=round(cold, 4), f_run=round(frac, 4),
+            overhead_floor_rounds=[round(x / y, 3) for x, y in zip(times["frozen"], times["bare"])],
+            overhead_cold_rounds=[round(x / y, 3) for x, y in zip(times["cold"], times["bare"])],
+            run_tokens=args.run_tokens,
+            record_cold_tok_s=round(n_tok / statistics.median(times["cold"]), 1),
+            record_floor_tok_s=round(n_tok / statistics.median(times["frozen"]), 1),
+            peak_rss_gb=round(peak_rss_gb(), 2), **extra,
+        ))

@@ -1,0 +1,53 @@
+"""The logit lens on the logit difference (DESIGN §2): how far the residual stream already prefers the answer over
+the wrong token at each point of the network, at the last position of the clean prompt.
+
+TransformerLens' `accumulated_resid(incl_mid=True)` gives the residual before and after each attention layer
+(`0_pre`, `0_mid`, `1_pre`, …, `final_post`); each entry goes through the final LayerNorm and is projected on
+W_U[:, answer] − W_U[:, wrong] (b_U left out, as the post). The LayerNorm has two honest readings, both kept:
+`post` scales every entry by the cached scale of the final residual (the post's figure; TL's `apply_ln_to_stack`),
+which keeps the entries additive; `recomputed` normalises each entry by its own scale, i.e. what the unembedding
+would make of the stream if the model stopped there. Their last entries agree: LD_clean − (b_U[a] − b_U[w]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens import ActivationCache
+
+from anneuron.patching import unembed_direction
+
+CONVENTIONS = ("post", "recomputed")
+
+
+@dataclass(frozen=True)
+class LogitLens:
+    labels: list[str]  # 0_pre, 0_mid, 1_pre, ..., final_post
+    post: Float[Tensor, "n"]
+    recomputed: Float[Tensor, "n"]
+
+    def rows(self) -> list[dict]:
+        """The rows of logit_lens.parquet: index, label, convention, logit_diff."""
+        return [dict(index=i, label=lab, convention=conv, logit_diff=float(getattr(self, conv)[i]))
+                for conv in CONVENTIONS for i, lab in enumerate(self.labels)]
+
+    def mlp_jumps(self, convention: str = "post") -> Float[Tensor, "L"]:
+        """Change across each MLP layer: entry after block L (its successor's `_pre`, or `final_post`) minus the
+        entry after its attention (`L_mid`)."""
+        values = getattr(self, convention)
+        return values[2::2] - values[1::2]
+
+
+@torch.no_grad()
+def logit_lens(bridge, cache: ActivationCache, answer: int, wrong: int) -> LogitLens:
+    """Both conventions from a clean run's cache (resid_pre/resid_mid of every layer, the final resid_post and
+    ln_final.hook_scale)."""
+    stack, labels = cache.accumulated_resid(incl_mid=True, pos_slice=-1, return_labels=True)  # [n, 1, d_model]
+    direction, _ = unembed_direction(bridge, answer, wrong)
+    post = cache.apply_ln_to_stack(stack, layer=None, pos_slice=-1)
+    recomputed = cache.apply_ln_to_stack(stack, layer=None, pos_slice=-1, recompute_ln=True)
+    project = lambda x: (x[:, 0] @ direction).detach().float().cpu()  # noqa: E731
+    return LogitLens(list(labels), project(post), project(recomputed))

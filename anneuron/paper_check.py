@@ -1,0 +1,497 @@
+"""The paper check: every number the post published for GPT-2 Large (DESIGN §4) beside ours, read from one model's
+stage outputs (DESIGN §6).
+
+Two kinds of rows. *Same item*: our value of exactly what the post measured (P(" an") on the clean prompt, the
+mlp_out patch score of layer 31, neuron L31N892's exact patch score, ...). *Best*: what ranks first by the same
+measure in our run (the layer whose mlp_out restores most, our top mutually exclusive pair, ...), so a run that
+finds the phenomenon elsewhere still shows what it found. Rows about a GPT-2 Large neuron or layer number only make
+sense for GPT-2 Large and are left out for other models; the post's numbers stay in the table as a reference, but
+`difference` (ours - published) is filled for GPT-2 Large only. A missing input (an experiment not configured, a
+stage not run) gives null values with a note, never an error.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REFERENCE_MODEL = "gpt2-large"
+# The post's settings (DESIGN §4): its numbers are comparable to a run with these (workflow/configs/paper.yaml).
+PAPER_SETTINGS = {"chunking": "truncate", "seq_len": 1024, "pred_post": True, "basis": "we"}
+
+COLUMNS = [
+    ("section", pa.string()), ("key", pa.string()), ("quantity", pa.string()), ("published_item", pa.string()),
+    ("published", pa.float64()), ("our_item", pa.string()), ("ours", pa.float64()), ("difference", pa.float64()),
+    ("same_item", pa.bool_()), ("source", pa.string()), ("note", pa.string()),
+]
+SCHEMA = pa.schema(COLUMNS)
+
+
+@dataclass(frozen=True)
+class Value:
+    """Our side of one row: the value, what it is about, where it came from, and why it may be missing."""
+
+    value: float | None = None
+    item: str | None = None
+    source: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    """One published number and how to read ours from the outputs (`compute(outputs) -> Value`)."""
+
+    section: str
+    key: str
+    quantity: str
+    published_item: str | None
+    published: float
+    compute: Callable[["Outputs"], Value]
+    reference_only: bool = False  # names a GPT-2 Large neuron/layer: only meaningful for that model
+
+
+class Outputs:
+    """Lazy, cached access to one model's stage outputs; a missing file reads as None."""
+
+    def __init__(self, results: str | Path, dataset: str):
+        self.root = Path(results)
+        self.dataset = dataset
+        self._cache: dict[str, object] = {}
+
+    def rel(self, path: str) -> str:
+        return f"{self.root.name}/{path}"
+
+    def table(self, path: str, columns: list[str] | None = None, filters: list | None = None) -> list[dict] | None:
+        """Rows of a Parquet output (only `columns`, only rows matching pyarrow `filters`: the weights tables of
+        GPT-2 Large have 50,257 and 184,320 rows)."""
+        key = repr((path, columns, filters))
+        if key not in self._cache:
+            p = self.root / path
+            self._cache[key] = pq.read_table(p, columns=columns, filters=filters).to_pylist() if p.exists() else None
+        return self._cache[key]  # type: ignore[return-value]
+
+    def json(self, path: str) -> dict | None:
+        if path not in self._cache:
+            p = self.root / path
+            self._cache[path] = json.loads(p.read_text()) if p.exists() else None
+        return self._cache[path]  # type: ignore[return-value]
+
+
+def _missing(o: Outputs, path: str) -> Value:
+    return Value(source=o.rel(path), note=f"missing: {path}")
+
+
+def _neuron(layer: int, neuron: int) -> str:
+    return f"L{layer}N{neuron}"
+
+
+def _pair_label(token_str: str, layer: int, neuron: int) -> str:
+    return f"{token_str!r}–{_neuron(layer, neuron)}"
+
+
+# --- experiments (an_a; the post's prompt pair) ---------------------------------------------------------------
+
+def _prob(exp: str, prompt: str, token: str) -> Callable[[Outputs], Value]:
+    def f(o: Outputs) -> Value:
+        path = f"experiments/{exp}/predictions.parquet"
+        rows = o.table(path)
+        if rows is None:
+            return _missing(o, path)
+        hit = [r for r in rows if r["prompt"] == prompt and r["token_str"] == token]
+        if not hit:
+            return Value(item=repr(token), source=o.rel(path), note=f"{token!r} not among the {prompt} top tokens")
+        return Value(hit[0]["prob"], repr(token), o.rel(path))
+    return f
+
+
+def _summary(exp: str, field: str) -> Callable[[Outputs], Value]:
+    def f(o: Outputs) -> Value:
+        path = f"experiments/{exp}/summary.json"
+        s = o.json(path)
+        if s is None:
+            return _missing(o, path)
+        return Value(s.get(field), None, o.rel(path), None if field in s else f"no {field} in summary")
+    return f
+
+
+def _lens_rows(o: Outputs, exp: str, convention: str) -> list[dict] | None:
+    rows = o.table(f"experiments/{exp}/logit_lens.parquet")
+    if rows is None:
+        return None
+    return sorted((r for r in rows if r["convention"] == convention), key=lambda r: r["index"])
+
+
+def _lens_at(exp: str, label: str, convention: str = "post") -> Callable[[Outputs], Value]:
+    def f(o: Outputs) -> Value:
+        path = f"experiments/{exp}/logit_lens.parquet"
+        rows = _lens_rows(o, exp, convention)
+        if rows is None:
+            return _missing(o, path)
+        hit = [r for r in rows if r["label"] == label]
+        if not hit:
+            return Value(item=label, source=o.rel(path), note=f"no label {label} (model too shallow)")
+        return Value(hit[0]["logit_diff"], label, o.rel(path))
+    return f
+
+
+def _lens_jump(exp: str, convention: str = "post") -> Callable[[Outputs], Value]:
+    """Where the logit difference rises most in one step; the value is the lens at that label."""
+    def f(o: Outputs) -> Value:
+        path = f"experiments/{exp}/logit_lens.parquet"
+        rows = _lens_rows(o, exp, convention)
+        if rows is None:
+            return _missing(o, path)
+        if len(rows) < 2:
+            return Value(source=o.rel(path), note="fewer than two lens entries")
+        step = max(range(1, len(rows)), key=lambda i: rows[i]["logit_diff"] - rows[i - 1]["logit_diff"])
+        jump = rows[step]["logit_diff"] - rows[step - 1]["logit_diff"]
+        return Value(rows[step]["logit_diff"], rows[step]["label"], o.rel(path),
+                     f"step from {rows[step - 1]['label']}: {jump:+.3f}")
+    return f
+
+
+def _last_pos_scores(o: Outputs, exp: str, component: str) -> list[dict] | None:
+    rows = o.table(f"experiments/{exp}/layers.parquet")
+    if rows is None:
+        return None
+    rows = [r for r in rows if r["component"] == component]
+    if not rows:
+        return []
+    last = max(r["pos"] for r in rows)
+    return [r for r in rows if r["pos"] == last]
+
+
+def _layer_score(exp: str, component: str, layer: int) -> Callable[[Outputs], Value]:
+    def f(o: Outputs) -> Value:
+        path = f"experiments/{exp}/layers.parquet"
+        rows = _last_pos_scores(o, exp, component)
+        if rows is None:
+            return _missing(o, path)
+        hit = [r for r in rows if r["layer"] == layer]
+        if not hit:
+            return Value(item=f"L{layer}", source=o.rel(path), note=f"no layer {layer}")
+        return Value(hit[0]["score"], f"L{layer}", o.rel(path))
+    return f
+
+
+def _best_layer(exp: str, component: str) -> Callable[[Outputs], Value]:
+    def f(o: Outputs) -> Value:
+        path = f"experiments/{exp}/layers.parquet"
+        rows = _last_pos_scores(o, exp, component)
+        if rows is None:
+            return _missing(o, path)
+        if not rows:
+            return Value(source=o.rel(path), note=f"no {component} rows")
+        best = max(rows, key=lambda r: r["score"])
+        return Value(best["score"], f"L{best['layer']}", o.rel(path))
+    return f
+
+
+def _exact_rows(o: Outputs, exp: str) -> list[dict] | None:
+    rows = o.table(f"experiments/{exp}/neurons.parquet")
+    if rows is None:
+        return None
+    return [r for r in rows if r["exact"] is not None and not math.isnan(r["exact"])]
+
+
+def _neuron_exact(exp: str, layer: int, neuron: int) -> Callable[[Outputs], Value]:
+    def f(o: Outputs) -> Value:
+        path = f"experiments/{exp}/neurons.parquet"
+        rows = o.table(path)
+        if rows is None:
+            return _missing(o, path)
+        hit = [r for r in rows if r["layer"] == layer and r["neuron"] == neuron]
+        if not hit:
+            return Value(item=_neuron(layer, neuron), source=o.rel(path), note="neuron not in the table")
+        r = hit[0]
+        if r["exact"] is None or math.isnan(r["exact"]):
+            return Value(r["attribution"], _neuron(layer, neuron), o.rel(path), "attribution (no exact score)")
+        return Value(r["exact"], _neuron(layer, neuron), o.rel(path))
+    return f
+
+
+def _best_neuron(exp: str, rank: int) -> Callable[[Outputs], Value]:
+    """rank 1: the best exact score; rank 2: the next best in the same layer (the post patched one layer)."""
+    def f(o: Outputs) -> Value:
+        path = f"experiments/{exp}/neurons.parquet"
+        rows = _exact_rows(o, exp)
+        if rows is None:
+            return _missing(o, path)
+        if not rows:
+            return Value(source=o.rel(path), note="no exact scores")
+        ranked = sorted(rows, key=lambda r: -r["exact"])
+        if rank == 2:
+            ranked = [r for r in ranked if r["layer"] == ranked[0]["layer"]]
+        if len(ranked) < rank:
+            return Value(source=o.rel(path), note="too few exact scores")
+        r = ranked[rank - 1]
+        return Value(r["exact"], _neuron(r["layer"], r["neuron"]), o.rel(path))
+    return f
+
+
+# --- weights -----------------------------------------------------------------------------------------------------
+
+def _congruence(layer: int, neuron: int, token: str) -> Callable[[Outputs], Value]:
+    """C[n, t] if t is among the neuron's top tokens (neurons.parquet) or n among the token's top neurons."""
+    def f(o: Outputs) -> Value:
+        item = f"{_neuron(layer, neuron)}·{token!r}"
+        npath, tpath = "weights/neurons.parquet", "weights/tokens.parquet"
+        tokens = o.table(tpath, filters=[("token_str", "=", token)])
+        if tokens is None:
+            return _missing(o, tpath)
+        if not tokens:
+            return Value(item=item, source=o.rel(tpath), note=f"no token {token!r}")
+        t = tokens[0]
+        ids = o.table(npath, columns=["neuron"])
+        if ids:
+            flat = layer * (1 + max(r["neuron"] for r in ids)) + neuron  # flat id = layer * d_mlp + neuron
+            if flat in t["top_neurons"]:
+                return Value(t["top_values"][t["top_neurons"].index(flat)], item, o.rel(tpath))
+            row = o.table(npath, filters=[("layer", "=", layer), ("neuron", "=", neuron)])
+            if row and t["token_id"] in row[0]["top_token_ids"]:
+                r = row[0]
+                return Value(r["top_values"][r["top_token_ids"].index(t["token_id"])], item, o.rel(npath))
+        return Value(item=item, source=o.rel(tpath), note="not among the stored top-k (raise congruence.top_k)")
+    return f
+
+
+def _pair_at_rank(rank: int) -> Callable[[Outputs], Value]:
+    def f(o: Outputs) -> Value:
+        path = "weights/pairs.parquet"
+        rows = o.table(path)
+        if rows is None:
+            return _missing(o, path)
+        hit = [r for r in rows if r["rank"] == rank]
+        if not hit:
+            return Value(source=o.rel(path), note=f"fewer than {rank} pairs")
+        r = hit[0]
+        return Value(r["score"], _pair_label(r["token_str"], r["layer"], r["neuron"]), o.rel(path))
+    return f
+
+
+def _pair_of(token: str, layer: int, neuron: int, field: str) -> Callable[[Outputs], Value]:
+    def f(o: Outputs) -> Value:
+        path = "weights/pairs.parquet"
+        rows = o.table(path)
+        if rows is None:
+            return _missing(o, path)
+        item = _pair_label(token, layer, neuron)
+        hit = [r for r in rows if r["layer"] == layer and r["neuron"] == neuron and r["token_str"] == token]
+        if not hit:
+            return Value(item=item, source=o.rel(path), note="not a mutually exclusive pair here")
+        return Value(hit[0][field], item, o.rel(path))
+    return f
+
+
+# --- dataset -----------------------------------------------------------------------------------------------------
+
+def _count(token: str, field: str) -> Callable[[Outputs], Value]:
+    """Predicted (with `pred_post` when recorded, as the post counted) or occurred, for one token string."""
+    def f(o: Outputs) -> Value:
+        path = f"{o.dataset}/predictions.parquet"
+        hit = o.table(path, filters=[("token_str", "=", token)])
+        if hit is None:
+            return _missing(o, path)
+        if not hit:
+            return Value(0.0, repr(token), o.rel(path), "token never predicted nor seen")
+        r = hit[0]
+        if field == "predicted":
+            if r.get("predicted_post") is not None:
+                return Value(r["predicted_post"], repr(token), o.rel(path), "pred_post")
+            return Value(r["predicted"], repr(token), o.rel(path), "real top-1 (record.pred_post off)")
+        return Value(r[field], repr(token), o.rel(path))
+    return f
+
+
+# --- experiments across prompts ----------------------------------------------------------------------------------
+
+TALL_SHORT_FAMILY = ("tall_short", "big_small", "huge_tiny")
+
+
+def _standout_count(layer: int, neuron: int, exps: tuple[str, ...]) -> Callable[[Outputs], Value]:
+    def f(o: Outputs) -> Value:
+        found, flagged = [], []
+        for exp in exps:
+            rows = o.table(f"experiments/{exp}/neurons.parquet")
+            if rows is None:
+                continue
+            found.append(exp)
+            if any(r["layer"] == layer and r["neuron"] == neuron and r["standout"] for r in rows):
+                flagged.append(exp)
+        if not found:
+            return Value(source=o.rel("experiments"), note="none of " + ", ".join(exps) + " was run")
+        note = None if len(found) == len(exps) else "run: " + ", ".join(found)
+        return Value(float(len(flagged)), _neuron(layer, neuron) + (": " + ", ".join(flagged) if flagged else ""),
+                     o.rel("experiments/*/neurons.parquet"), note)
+    return f
+
+
+def _top_standout() -> Callable[[Outputs], Value]:
+    def f(o: Outputs) -> Value:
+        path = "experiments/summary.parquet"
+        rows = o.table(path)
+        if rows is None:
+            return _missing(o, path)
+        if not rows:
+            return Value(0.0, None, o.rel(path), "no neuron stands out in two experiments")
+        r = max(rows, key=lambda r: (r["n_experiments"], r["mean_z"]))
+        return Value(float(r["n_experiments"]), _neuron(r["layer"], r["neuron"]) + ": " + ", ".join(r["experiments"]),
+                     o.rel(path))
+    return f
+
+
+CHECKS: list[Check] = [
+    Check("an_a prompts", "p_answer_clean", 'P(" an") on the clean prompt', "' an'", 0.649,
+          _prob("an_a", "clean", " an")),
+    Check("an_a prompts", "p_wrong_corrupted", 'P(" a") on the corrupted prompt', "' a'", 0.851,
+          _prob("an_a", "corrupted", " a")),
+    Check("an_a prompts", "ld_clean", "logit difference, clean", None, 0.986, _summary("an_a", "ld_clean")),
+    Check("an_a logit lens", "lens_32_pre", "logit lens at 32_pre (post convention)", "32_pre", 1.09,
+          _lens_at("an_a", "32_pre"), reference_only=True),
+    Check("an_a logit lens", "lens_jump", "logit lens after its largest one-step rise", "32_pre", 1.09,
+          _lens_jump("an_a")),
+    Check("an_a patching", "mlp_out_L31", "mlp_out patch score, layer 31, last position", "L31", 0.492,
+          _layer_score("an_a", "mlp_out", 31), reference_only=True),
+    Check("an_a patching", "mlp_out_best", "best mlp_out patch score, last position", "L31", 0.492,
+          _best_layer("an_a", "mlp_out")),
+    Check("an_a patching", "attn_out_L26", "attn_out patch score, layer 26, last position", "L26", 0.524,
+          _layer_score("an_a", "attn_out", 26), reference_only=True),
+    Check("an_a patching", "attn_out_best", "best attn_out patch score, last position", "L26", 0.524,
+          _best_layer("an_a", "attn_out")),
+    Check("an_a patching", "neuron_L31N892", "exact neuron patch score of L31N892", "L31N892", 0.5032,
+          _neuron_exact("an_a", 31, 892), reference_only=True),
+    Check("an_a patching", "neuron_best", "best exact neuron patch score", "L31N892", 0.5032,
+          _best_neuron("an_a", 1)),
+    Check("an_a patching", "neuron_next", "next best exact score in the best neuron's layer", None, 0.008,
+          _best_neuron("an_a", 2)),
+    Check("weights", "congruence_L31N892_an", 'congruence of L31N892 with " an"', "L31N892·' an'", 2.749,
+          _congruence(31, 892, " an"), reference_only=True),
+    Check("weights", "pair_1", "mutually exclusive pair #1, score", "'i'–L33N4142", 7.467, _pair_at_rank(1)),
+    Check("weights", "pair_2", "mutually exclusive pair #2, score", "'/'–L34N862", 5.386, _pair_at_rank(2)),
+    Check("weights", "pair_3", "mutually exclusive pair #3, score", "'is'–L34N3402", 4.646, _pair_at_rank(3)),
+    Check("weights", "pair_though_rank", 'rank of the pair " though"–L28N1921', "' though'–L28N1921", 15,
+          _pair_of(" though", 28, 1921, "rank"), reference_only=True),
+    Check("weights", "pair_though_score", 'score of the pair " though"–L28N1921', "' though'–L28N1921", 2.274,
+          _pair_of(" though", 28, 1921, "score"), reference_only=True),
+    Check("dataset", "an_predicted", '" an" predicted (top-1)', "' an'", 1471, _count(" an", "predicted")),
+    Check("dataset", "an_occurred", '" an" occurred (next token)', "' an'", 12389, _count(" an", "occurred")),
+    Check("dataset", "though_predicted", '" though" predicted (top-1)', "' though'", 214,
+          _count(" though", "predicted")),
+    Check("dataset", "though_occurred", '" though" occurred (next token)', "' though'", 654,
+          _count(" though", "occurred")),
+    Check("experiments", "L25N4413_standout", "tall/short family experiments where L25N4413 stands out",
+          "L25N4413: tall_short, big_small, huge_tiny", 3, _standout_count(25, 4413, TALL_SHORT_FAMILY),
+          reference_only=True),
+    Check("experiments", "top_standout", "most experiments one neuron stands out in", "L25N4413", 3,
+          _top_standout()),
+]
+
+
+PAPER_EXPERIMENTS = ("an_a", *TALL_SHORT_FAMILY)
+EXPERIMENT_FILES = ("summary.json", "predictions.parquet", "logit_lens.parquet", "layers.parquet", "neurons.parquet")
+
+
+def inputs(results: str, dataset: str, experiments: list[str] | tuple[str, ...]) -> list[str]:
+    """The stage outputs the check reads under `results` (= results/{model}), for the rule's input: experiments
+    not in `experiments` (the configured ones) are left out, and their rows stay empty."""
+    files = [f"{results}/weights/{t}.parquet" for t in ("tokens", "neurons", "pairs")]
+    files.append(f"{results}/{dataset}/predictions.parquet")
+    for exp in (e for e in PAPER_EXPERIMENTS if e in experiments):
+        files += [f"{results}/experiments/{exp}/{f}" for f in EXPERIMENT_FILES]
+    files.append(f"{results}/experiments/summary.parquet")
+    return files
+
+
+def _item_core(item: str | None) -> str | None:
+    """The part of an item that identifies it (before any ': details')."""
+    return None if item is None else item.split(": ")[0]
+
+
+def paper_check(results: str | Path, model_id: str, dataset: str) -> pa.Table:
+    """The check table for one model (`results` = results/{model}); one row per applicable Check (COLUMNS)."""
+    o = Outputs(results, dataset)
+    reference = model_id == REFERENCE_MODEL
+    rows = []
+    for c in CHECKS:
+        if c.reference_only and not reference:
+            continue
+        v = c.compute(o)
+        value = None if v.value is None else float(v.value)
+        same = (None if v.item is None or c.published_item is None
+                else _item_core(v.item) == _item_core(c.published_item))
+        rows.append(dict(section=c.section, key=c.key, quantity=c.quantity, published_item=c.published_item,
+                         published=float(c.published), our_item=v.item, ours=value,
+                         difference=(value - c.published) if reference and value is not None else None,
+                         same_item=same, source=v.source, note=v.note))
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def settings_mismatch(settings: dict) -> list[str]:
+    """How a run's settings differ from the post's (chunking, seq_len, pred_post, basis)."""
+    return [f"{k} = {settings.get(k)!r} (the post: {v!r})" for k, v in PAPER_SETTINGS.items()
+            if settings.get(k) != v]
+
+
+def _fmt(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if float(x).is_integer() and abs(x) >= 10:
+        return f"{int(x):,}"
+    return f"{x:.4g}"
+
+
+def to_html(table: pa.Table, model_id: str, settings: dict) -> str:
+    """A self-contained HTML page with the table, for the Snakemake report."""
+    reference = model_id == REFERENCE_MODEL
+    mismatch = settings_mismatch(settings)
+    if reference:
+        intro = ("Each number the post published for GPT-2 Large beside ours. "
+                 + ("This run used the post's settings." if not mismatch else
+                    "This run differs from the post's settings, so some numbers are not comparable: "
+                    + "; ".join(mismatch) + ". Run with workflow/configs/paper.yaml to compare."))
+    else:
+        intro = (f"{html.escape(model_id)} is not GPT-2 Large: the post's numbers are shown for reference only; "
+                 "rows naming a GPT-2 Large neuron or layer are left out.")
+    head = ["quantity", "post: item", "post", "ours: item", "ours", "difference", "note"]
+    body = []
+    section = None
+    for r in table.to_pylist():
+        if r["section"] != section:
+            section = r["section"]
+            body.append(f'<tr class="section"><td colspan="{len(head)}">{html.escape(section)}</td></tr>')
+        same = r["same_item"]
+        cls = "" if same is None else (' class="same"' if same else ' class="other"')
+        cells = [html.escape(r["quantity"]), html.escape(r["published_item"] or ""), _fmt(r["published"]),
+                 f'<span{cls}>{html.escape(r["our_item"] or "")}</span>', _fmt(r["ours"]),
+                 "" if r["difference"] is None else f'{r["difference"]:+.4g}',
+                 html.escape(r["note"] or "")]
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    settings_line = ", ".join(f"{k} = {settings.get(k)!r}" for k in PAPER_SETTINGS)
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>paper check: {html.escape(model_id)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; font-size: 14px; margin: 1em; color: #222; }}
+table {{ border-collapse: collapse; }}
+th, td {{ padding: 3px 10px; border-bottom: 1px solid #ddd; text-align: left; vertical-align: top; }}
+td:nth-child(3), td:nth-child(5), td:nth-child(6) {{ text-align: right; font-variant-numeric: tabular-nums; }}
+tr.section td {{ background: #f0f0f0; font-weight: bold; }}
+span.same {{ color: #1a7f37; }} span.other {{ color: #b35900; }}
+p.small {{ color: #555; font-size: 12px; }}
+</style></head><body>
+<h3>Paper check: {html.escape(model_id)}</h3>
+<p>{intro}</p>
+<p class="small">Run settings: {html.escape(settings_line)}. Items in green are the post's own; orange: our run
+ranks another item first. A dash: the input is missing or the item does not exist (see note).</p>
+<table><thead><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr></thead>
+<tbody>
+{chr(10).join(body)}
+</tbody></table>
+</body></html>
+"""

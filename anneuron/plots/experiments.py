@@ -1,0 +1,239 @@
+"""Figures of one prompt experiment (DESIGN §8: results/{model}/figures/experiments/{exp}/): the logit lens, the
+layer × position patching heatmaps, each chosen layer's neuron scores, attribution vs exact, and joint patching."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.colors import TwoSlopeNorm
+
+from anneuron.io import save_figure
+from anneuron.plots import style
+
+COMPONENT_TITLES = {"resid_pre": "residual stream (resid_pre)", "attn_out": "attention output (attn_out)",
+                    "mlp_out": "MLP output (mlp_out)"}
+MAX_LABELS = 8  # standout neurons named on a figure
+
+
+def _name(layer: int, neuron: int) -> str:
+    return f"L{layer}N{neuron}"
+
+
+def _tok(s: str) -> str:
+    """A token as it reads on an axis: visible leading spaces, no newlines."""
+    return s.replace("\n", "\\n").replace(" ", "\u2423") if s.strip() == "" else s.replace("\n", "\\n")
+
+
+def _pair_title(exp: str, summary: dict) -> str:
+    return f"{exp}: {summary['answer']!r} vs {summary['wrong']!r}"
+
+
+def logit_lens_figure(lens: pd.DataFrame, summary: dict, exp: str):
+    """LD read off the residual stream at each point, both LayerNorm conventions."""
+    style()
+    labels = lens[lens.convention == "post"].sort_values("index").label.tolist()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.16 * len(labels) + 3), 4.2))
+    for conv, colour, desc in (("post", "C0", "final LN scale of the last residual (the post's)"),
+                               ("recomputed", "C1", "each entry normalised by its own LN")):
+        t = lens[lens.convention == conv].sort_values("index")
+        ax.plot(t["index"], t.logit_diff, "o-", ms=3, color=colour, label=f"{conv}: {desc}")
+    ax.axhline(0, color="0.3", lw=0.8)
+    step = 1 if len(labels) <= 30 else 2
+    ax.set_xticks(range(0, len(labels), step))
+    ax.set_xticklabels(labels[::step], rotation=90, fontsize=8)
+    ax.set_xlim(-0.5, len(labels) - 0.5)
+    ax.set_ylabel(f"logit({summary['answer']!r}) − logit({summary['wrong']!r})")
+    ax.set_title(f"Logit lens, clean prompt, last position — {_pair_title(exp, summary)}\n"
+                 f"LD_clean = {summary['ld_clean']:.3f} (b_U excluded from the lens)", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def layer_patching_figure(layers: pd.DataFrame, component: str, summary: dict, exp: str):
+    """Layer × position heatmap of one component's patch scores, token labels on the x axis."""
+    style()
+    t = layers[layers.component == component]
+    grid = t.pivot(index="layer", columns="pos", values="score").sort_index().to_numpy()
+    n_layers, n_pos = grid.shape
+    clean, corrupted = summary["tokens_clean"], summary["tokens_corrupted"]
+    ticks = [_tok(c) if c == r else f"{_tok(c)} / {_tok(r)}" for c, r in zip(clean, corrupted)]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.42 * n_pos + 2.5), max(3.0, 0.22 * n_layers + 1.8)))
+    # the same ±1 scale for every component (tiny effects stay pale), wider only when scores exceed it
+    m = max(1.0, float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0)
+    im = ax.imshow(grid, cmap="RdBu", norm=TwoSlopeNorm(0.0, -m, m), aspect="auto", interpolation="nearest")
+    ax.grid(False)
+    ax.set_xticks(range(n_pos))
+    ax.set_xticklabels(ticks, rotation=60, ha="right", fontsize=8)
+    for i, (c, r) in enumerate(zip(clean, corrupted)):
+        if c != r:
+            ax.get_xticklabels()[i].set_fontweight("bold")
+    step = 1 if n_layers <= 24 else 2
+    ax.set_yticks(range(0, n_layers, step))
+    ax.set_ylabel("layer")
+    if n_layers * n_pos <= 600:  # small grids: print the scores that matter
+        for (l, p), v in np.ndenumerate(grid):
+            if np.isfinite(v) and abs(v) >= 0.1:
+                ax.text(p, l, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if abs(v) > 0.6 * m else "black")
+    fig.colorbar(im, ax=ax, label="patch score (1 = clean LD restored)", shrink=0.9)
+    ax.set_title(f"Patching {COMPONENT_TITLES[component]} one (layer, position) at a time\n"
+                 f"{_pair_title(exp, summary)}; bold: tokens that differ (clean / corrupted)", fontsize=10)
+    return fig
+
+
+def _label_standouts(ax, rows: pd.DataFrame, x: str, y: str, scale: float) -> None:
+    """Name the largest standouts, leaving out those too close to the bulk to tell apart at this scale and those
+    whose label would sit on an earlier one."""
+    rows = rows[rows[y].abs() >= 0.1 * scale] if scale > 0 else rows
+    ax.get_xlim(), ax.get_ylim()  # settle the autoscaled limits before measuring in axes units
+    to_axes = ax.transData + ax.transAxes.inverted()
+    placed: list[np.ndarray] = []
+    for r in rows.itertuples():
+        if len(placed) == MAX_LABELS:
+            break
+        at = to_axes.transform((getattr(r, x), getattr(r, y)))
+        if any(abs(at[0] - q[0]) < 0.22 and abs(at[1] - q[1]) < 0.05 for q in placed):
+            continue
+        placed.append(at)
+        ax.annotate(f"{_name(r.layer, r.neuron)} ({getattr(r, y):.3f})", (getattr(r, x), getattr(r, y)),
+                    xytext=(4, 4), textcoords="offset points", fontsize=8)
+
+
+def neuron_figure(neurons: pd.DataFrame, layer: int, summary: dict, exp: str, standout_z: float):
+    """Exact patch score of every neuron of one layer; standouts (robust z above the threshold) named."""
+    style()
+    t = neurons[neurons.layer == layer]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    flagged = t[t.standout].sort_values("exact", ascending=False)
+    rest = t[~t.standout]
+    ax.scatter(rest.neuron, rest.exact, s=6, color="0.55", lw=0, label="neurons")
+    ax.scatter(flagged.neuron, flagged.exact, s=22, color="C3", lw=0,
+               label=f"standout (robust z > {standout_z:g}): {len(flagged)}")
+    _label_standouts(ax, flagged, "neuron", "exact", float(t.exact.abs().max()))
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_xlabel("neuron")
+    ax.set_ylabel("exact patch score")
+    ax.set_xlim(-0.01 * len(t), 1.01 * len(t))
+    ax.set_title(f"Patching each neuron of layer {layer} alone (hook_post, every position)\n"
+                 f"{_pair_title(exp, summary)}", fontsize=10)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def attribution_figure(neurons: pd.DataFrame, summary: dict, exp: str):
+    """Attribution patching (first order, every neuron at once) against exact patching where both exist."""
+    style()
+    t = neurons.dropna(subset=["exact"])
+    fig, ax = plt.subplots(figsize=(5.6, 5))
+    layers = sorted(t.layer.unique())
+    cmap = plt.get_cmap("viridis", max(2, len(layers)))
+    for i, layer in enumerate(layers):
+        s = t[t.layer == layer]
+        ax.scatter(s.exact, s.attribution, s=10, color=cmap(i), lw=0, label=f"layer {layer} ({len(s)})")
+    lo = float(np.nanmin([t.exact.min(), t.attribution.min(), 0.0]))
+    hi = float(np.nanmax([t.exact.max(), t.attribution.max(), 0.0]))
+    pad = 0.05 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="0.4", lw=0.8, label="attribution = exact")
+    _label_standouts(ax, t[t.standout].sort_values("exact", ascending=False), "exact", "attribution",
+                     float(t.attribution.abs().max()))
+    ax.set_xlabel("exact patch score")
+    ax.set_ylabel("attribution patching estimate")
+    ax.set_title(f"Attribution vs exact neuron patching\n{_pair_title(exp, summary)}", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", ncol=1 if len(layers) <= 8 else 2)
+    return fig
+
+
+def joint_figure(joint: pd.DataFrame, summary: dict, exp: str):
+    """Patch score of a layer's top-k neurons patched together, for the answer side and the wrong side."""
+    style()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, layer in enumerate(sorted(joint.layer.unique())):
+        for side, ls, desc in (("answer", "-", "top-k by score"), ("wrong", "--", "bottom-k (push to wrong)")):
+            s = joint[(joint.layer == layer) & (joint.side == side)].sort_values("k")
+            ax.plot(s.k, s.score, ls, marker="o", ms=4, color=f"C{i}", label=f"layer {layer}, {desc}")
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.axhline(1, color="0.3", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ks = sorted(joint.k.unique())
+    ax.set_xticks(ks)
+    ax.set_xticklabels([str(k) for k in ks])
+    ax.minorticks_off()
+    ax.set_xlabel("k neurons patched together")
+    ax.set_ylabel("patch score")
+    ax.set_title(f"Joint patching of the top-k neurons of a layer\n{_pair_title(exp, summary)}", fontsize=10)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def experiment_figures(exp_dir: str | Path, fig_dir: str | Path, exp: str, standout_z: float) -> list[Path]:
+    """Every figure of one experiment from its tables; returns the PNG paths."""
+    d, out = Path(exp_dir), Path(fig_dir)
+    summary = json.loads((d / "summary.json").read_text())
+    read = lambda name: pd.read_parquet(d / f"{name}.parquet")  # noqa: E731
+    layers, neurons = read("layers"), read("neurons")
+    figs = {"logit_lens": logit_lens_figure(read("logit_lens"), summary, exp)}
+    for component in COMPONENT_TITLES:
+        figs[f"patch_{component}"] = layer_patching_figure(layers, component, summary, exp)
+    for layer in summary["neuron_layers"]:
+        figs[f"patch_neurons_L{layer}"] = neuron_figure(neurons, layer, summary, exp, standout_z)
+    figs["attribution_vs_exact"] = attribution_figure(neurons, summary, exp)
+    figs["joint"] = joint_figure(read("joint"), summary, exp)
+    if summary["prompt_check"] != "ok":
+        for fig in figs.values():
+            note = textwrap.fill(f"prompt check: {summary['prompt_check']}", 110)
+            fig.text(0.5, 1.0, note, color="C3", fontsize=8, ha="center", va="bottom")
+    return [save_figure(fig, out / name)[0] for name, fig in figs.items()]
+
+
+MAX_SUMMARY_ROWS = 30
+
+
+def summary_figure(summary: pd.DataFrame, neurons: dict[str, pd.DataFrame]):
+    """Neurons standing out in two or more experiments (rows) × every experiment (columns): each cell the neuron's
+    exact score there (attribution where it has none, in italics); a box around the experiments where it stands
+    out."""
+    style()
+    exps = list(neurons)
+    rows = summary.head(MAX_SUMMARY_ROWS)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(exps) + 2.5), max(2.5, 0.35 * len(rows) + 1.8)))
+    ax.grid(False)
+    if rows.empty:
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no neuron stands out in two or more experiments", ha="center", va="center")
+        ax.set_title("Neurons standing out across experiments", fontsize=10)
+        return fig
+    grid = np.full((len(rows), len(exps)), np.nan)
+    exact = np.zeros_like(grid, dtype=bool)
+    for j, exp in enumerate(exps):
+        t = neurons[exp].set_index(["layer", "neuron"])
+        for i, r in enumerate(rows.itertuples()):
+            row = t.loc[(r.layer, r.neuron)]
+            exact[i, j] = not pd.isna(row.exact)
+            grid[i, j] = row.exact if exact[i, j] else row.attribution
+    m = max(1.0, float(np.nanmax(np.abs(grid))))
+    im = ax.imshow(grid, cmap="RdBu", norm=TwoSlopeNorm(0.0, -m, m), aspect="auto", interpolation="nearest")
+    for i, r in enumerate(rows.itertuples()):
+        for j, exp in enumerate(exps):
+            ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    style="normal" if exact[i, j] else "italic",
+                    color="white" if abs(grid[i, j]) > 0.6 * m else "black")
+            if exp in r.experiments:
+                ax.add_patch(plt.Rectangle((j - 0.48, i - 0.45), 0.96, 0.9, fill=False, lw=1.5, color="C3"))
+    ax.set_xticks(range(len(exps)))
+    ax.set_xticklabels(exps, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{_name(r.layer, r.neuron)} ({r.n_experiments})" for r in rows.itertuples()], fontsize=8)
+    fig.colorbar(im, ax=ax, label="patch score (italic: attribution only)", shrink=0.9)
+    more = f" (first {MAX_SUMMARY_ROWS} of {len(summary)})" if len(summary) > MAX_SUMMARY_ROWS else ""
+    ax.set_title(f"Neurons standing out in two or more experiments{more}\nred box: stands out there", fontsize=10)
+    return fig
+
+
+def summary_figures(summary_file: str | Path, neuron_files: dict[str, str | Path], out_stem: str | Path) -> Path:
+    neurons = {exp: pd.read_parquet(path) for exp, path in neuron_files.items()}
+    return save_figure(summary_figure(pd.read_parquet(summary_file), neurons), out_stem)[0]

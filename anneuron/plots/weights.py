@@ -1,0 +1,274 @@
+"""Figures of the weights pass (DESIGN §8, results/{model}/figures/weights/): a neuron against all tokens, a token
+against all neurons, the top-2 differences both ways, the top mutually exclusive pairs, and the vocabulary moments
+and classes by depth (Gurnee et al. 2024, Fig. 5-6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from anneuron.io import save_figure
+from anneuron.plots import style
+
+BASIS_LABEL = {"we": "w_out · W_E[t]", "wu": "w_out · W_U[:, t]", "cosine": "cos(w_out, W_U[:, t])"}
+CLASS_COLOURS = {"prediction": "C2", "suppression": "C3", "partition": "C0"}
+N_LABELS = 5  # points named on a "vs all" figure
+N_TOP = 10  # points named on a top-2 difference figure
+
+
+def _tok(s: str) -> str:
+    """A token as it reads on a figure: quoted, so leading spaces show; no raw newlines or dollar signs."""
+    return repr(s).replace("$", r"\$")
+
+
+def _name(flat: int, d_mlp: int) -> str:
+    return f"L{flat // d_mlp}N{flat % d_mlp}"
+
+
+def _layer_axis(ax, n_layers: int, d_mlp: int) -> None:
+    """x axis over flat neuron ids, ticked at layer starts."""
+    step = max(1, n_layers // 12)
+    ax.set_xticks([l * d_mlp for l in range(0, n_layers, step)])
+    ax.set_xticklabels([f"L{l}" for l in range(0, n_layers, step)])
+    ax.set_xlim(0, n_layers * d_mlp)
+    ax.set_xlabel("neuron (flat id, by layer)")
+
+
+def _layer_scatter(ax, y: np.ndarray, n_layers: int, d_mlp: int) -> None:
+    """One colour per layer (alternating), rasterised: up to 184,320 points."""
+    x = np.arange(len(y))
+    layer = x // d_mlp
+    for parity, colour in ((0, "C0"), (1, "C9")):
+        m = layer % 2 == parity
+        ax.scatter(x[m], y[m], s=2, color=colour, alpha=0.6, lw=0, rasterized=True)
+    _layer_axis(ax, n_layers, d_mlp)
+
+
+def _annotate(ax, xs, ys, labels, colour="C3") -> None:
+    """Name a few points, labels staggered so they do not overlap."""
+    for j, (x, y, label) in enumerate(zip(xs, ys, labels)):
+        ax.scatter([x], [y], s=22, color=colour, zorder=3)
+        ax.annotate(label, (x, y), xytext=(8, -4 - 11 * (j % 3)), textcoords="offset points", fontsize=8,
+                    color=colour, arrowprops=dict(arrowstyle="-", color=colour, lw=0.5),
+                    bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.75))
+
+
+def _annotate_numbered(ax, xs, ys, labels, colour="C3") -> None:
+    """Number the points (1 = best) and list them beside the axes: many outliers can sit close together."""
+    for j, (x, y) in enumerate(zip(xs, ys)):
+        ax.scatter([x], [y], s=22, color=colour, zorder=3)
+        ax.annotate(str(j + 1), (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7, color=colour)
+    text = "\n".join(f"{j + 1:>2}. {label}" for j, label in enumerate(labels))
+    ax.text(1.01, 1.0, text, transform=ax.transAxes, ha="left", va="top", fontsize=8, family="monospace")
+
+
+def neuron_vs_tokens(row: np.ndarray, layer: int, neuron: int, token_strs: Sequence[str], basis: str,
+                     stats: dict | None = None):
+    """One neuron's congruence with every token (the post's congruence illustration): token ids on x, the top
+    tokens named; right, the distribution (log counts) with its moments."""
+    style()
+    fig, (ax, axh) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw=dict(width_ratios=[3, 1]), sharey=True)
+    ax.scatter(np.arange(len(row)), row, s=2, color="0.45", alpha=0.5, lw=0, rasterized=True)
+    top = np.argsort(-row)[:N_LABELS]
+    _annotate(ax, top, row[top], [_tok(token_strs[t]) for t in top])
+    bottom = np.argsort(row)[:2]
+    _annotate(ax, bottom, row[bottom], [_tok(token_strs[t]) for t in bottom], colour="C0")
+    ax.axhline(0, color="0.3", lw=0.6)
+    ax.set_xlim(0, len(row))
+    ax.set_xlabel("token id")
+    ax.set_ylabel(f"congruence  {BASIS_LABEL[basis]}")
+    ax.set_title(f"L{layer}N{neuron} vs all {len(row):,} tokens (basis {basis})")
+    axh.hist(row, bins=120, orientation="horizontal", color="0.45", log=True)
+    axh.set_xlabel("tokens (log)")
+    if stats:
+        text = "\n".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k}: {v}" for k, v in stats.items())
+        axh.text(0.97, 0.97, text, transform=axh.transAxes, ha="right", va="top", fontsize=8,
+                 bbox=dict(boxstyle="round", fc="white", ec="0.7"))
+    fig.tight_layout()
+    return fig
+
+
+def token_vs_neurons(col: np.ndarray, token_id: int, token_str: str, n_layers: int, d_mlp: int, basis: str):
+    """One token's congruence with every neuron (the post's " an" vs all neurons): the top neurons named."""
+    style()
+    fig, ax = plt.subplots(figsize=(11, 4))
+    _layer_scatter(ax, col, n_layers, d_mlp)
+    top = np.argsort(-col)[:N_LABELS]
+    _annotate(ax, top, col[top], [_name(n, d_mlp) for n in top])
+    ax.axhline(0, color="0.3", lw=0.6)
+    ax.set_ylabel(f"congruence  {BASIS_LABEL[basis]}")
+    ax.set_title(f"Token {_tok(token_str)} (id {token_id}) vs all {len(col):,} neurons (basis {basis})")
+    fig.tight_layout()
+    return fig
+
+
+def top2_diff_per_token(tokens: pa.Table, d_mlp: int, basis: str):
+    """d_tok = top-1 minus top-2 neuron congruence, for every token: tokens with one dedicated neuron stand out."""
+    style()
+    d = tokens.column("d_tok").to_numpy()
+    strs = tokens.column("token_str").to_pylist()
+    top1 = pc.list_element(tokens.column("top_neurons"), 0).to_numpy()
+    fig, ax = plt.subplots(figsize=(11, 4))
+    ax.scatter(np.arange(len(d)), d, s=2, color="0.45", alpha=0.5, lw=0, rasterized=True)
+    top = np.argsort(-d)[:N_TOP]
+    _annotate_numbered(ax, top, d[top], [f"{_tok(strs[t])} {_name(top1[t], d_mlp)} {d[t]:.3g}" for t in top])
+    ax.set_xlim(0, len(d))
+    ax.set_xlabel("token id")
+    ax.set_ylabel("top-1 − top-2 neuron congruence")
+    ax.set_title(f"Top-1 − top-2 neuron congruence per token (basis {basis}); best {N_TOP}: token, its top neuron")
+    fig.tight_layout()
+    return fig
+
+
+def top2_diff_per_neuron(neurons: pa.Table, token_strs: Sequence[str], basis: str):
+    """d_neu = top-1 minus top-2 token congruence, for every neuron: neurons dedicated to one token stand out."""
+    style()
+    d = neurons.column("d_neu").to_numpy()
+    layers = neurons.column("layer").to_numpy()
+    n_layers = int(layers.max()) + 1
+    d_mlp = len(d) // n_layers
+    top1 = pc.list_element(neurons.column("top_token_ids"), 0).to_numpy()
+    fig, ax = plt.subplots(figsize=(11, 4))
+    _layer_scatter(ax, d, n_layers, d_mlp)
+    top = np.argsort(-d)[:N_TOP]
+    _annotate_numbered(ax, top, d[top], [f"{_name(n, d_mlp)} {_tok(token_strs[top1[n]])} {d[n]:.3g}" for n in top])
+    ax.set_ylabel("top-1 − top-2 token congruence")
+    ax.set_title(f"Top-1 − top-2 token congruence per neuron (basis {basis}); best {N_TOP}: neuron, its top token")
+    fig.tight_layout()
+    return fig
+
+
+def top_pairs(pairs: pa.Table, n: int, basis: str):
+    """The n best mutually exclusive pairs, score = d_neu · d_tok, rank 1 on top."""
+    style()
+    t = pairs.slice(0, n).to_pydict()
+    k = len(t["rank"])
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.32 * max(k, 3)))
+    y = np.arange(k)[::-1]
+    ax.barh(y, t["score"], color="C1")
+    ax.set_yticks(y)
+    ax.set_yticklabels([f"{r}. {_tok(s)} – L{l}N{nn}" for r, s, l, nn in
+                        zip(t["rank"], t["token_str"], t["layer"], t["neuron"])], fontsize=8)
+    for yy, sc, dn, dt in zip(y, t["score"], t["d_neu"], t["d_tok"]):
+        ax.text(sc, yy, f" {sc:.3g}  (d_neu {dn:.3g} · d_tok {dt:.3g})", va="center", fontsize=7)
+    ax.set_xlim(0, max(t["score"], default=1) * 1.6)
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel("score = d_neu · d_tok")
+    ax.set_title(f"Top {k} of {pairs.num_rows:,} mutually exclusive neuron–token pairs (basis {basis})")
+    fig.tight_layout()
+    return fig
+
+
+def _percentile_bands(ax, layer: np.ndarray, values: np.ndarray, n_layers: int, colour: str) -> None:
+    q = np.array([np.nanpercentile(values[layer == l], [0, 5, 50, 95, 100]) if np.any(layer == l) else
+                  [np.nan] * 5 for l in range(n_layers)])
+    x = np.arange(n_layers)
+    ax.fill_between(x, q[:, 0], q[:, 4], color=colour, alpha=0.12, lw=0, label="min–max")
+    ax.fill_between(x, q[:, 1], q[:, 3], color=colour, alpha=0.3, lw=0, label="5–95%")
+    ax.plot(x, q[:, 2], color=colour, lw=1.5, label="median")
+    ax.set_xlim(-0.5, n_layers - 0.5)
+
+
+def _classified_points(ax, layer: np.ndarray, values: np.ndarray, cls: np.ndarray) -> None:
+    """The neurons that got a class, as points over the bands (jittered within their layer)."""
+    jitter = np.random.default_rng(0).uniform(-0.25, 0.25, len(layer))
+    for name in ("prediction", "suppression", "partition"):
+        m = cls == name
+        if m.any():
+            ax.scatter(layer[m] + jitter[m], values[m], s=10, color=CLASS_COLOURS[name], lw=0, alpha=0.7,
+                       rasterized=True, zorder=3)
+
+
+def _plain_log(ax) -> None:
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 3, 5)))
+    for axis in (ax.yaxis,):
+        fmt = ScalarFormatter()
+        fmt.set_scientific(False)
+        axis.set_major_formatter(fmt)
+        axis.set_minor_formatter(plt.NullFormatter())
+
+
+def classes_by_layer(neurons: pa.Table, kurtosis: float, partition_var: float):
+    """Gurnee et al. Fig. 5-6: the cosine-congruence moments of every neuron by depth (percentile bands, classified
+    neurons as points), and the share of prediction / suppression / partition neurons per layer."""
+    style()
+    layer = neurons.column("layer").to_numpy()
+    n_layers = int(layer.max()) + 1
+    cls = np.asarray(neurons.column("neuron_class").to_pylist(), dtype=object)
+    kurt, skew, var = (neurons.column(c).to_numpy() for c in ("cos_kurt", "cos_skew", "cos_var"))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    (ak, asw), (av, ac) = axes
+    _percentile_bands(ak, layer, kurt, n_layers, "C4")
+    _classified_points(ak, layer, kurt, cls)
+    ak.axhline(kurtosis, color="k", ls="--", lw=0.8, label=f"K = {kurtosis:g}")
+    _plain_log(ak)
+    ak.set_ylabel("kurtosis (Gaussian = 3)")
+    ak.set_title("Kurtosis of W_U cosine congruence")
+    ak.legend(fontsize=7, loc="upper left")
+    _percentile_bands(asw, layer, skew, n_layers, "C1")
+    _classified_points(asw, layer, skew, cls)
+    asw.axhline(0, color="k", lw=0.6)
+    asw.set_ylabel("skew")
+    asw.set_title("Skew of W_U cosine congruence (points: classified neurons)")
+    _percentile_bands(av, layer, var, n_layers, "C0")
+    _classified_points(av, layer, var, cls)
+    av.axhline(partition_var, color="k", ls="--", lw=0.8, label=f"V = {partition_var:g}")
+    _plain_log(av)
+    av.set_ylabel("variance")
+    av.set_title("Variance of W_U cosine congruence")
+    av.legend(fontsize=7, loc="best")
+    av.set_xlabel("layer")
+    x = np.arange(n_layers)
+    width = 0.8 / 3
+    per_layer = np.bincount(layer, minlength=n_layers)
+    for j, name in enumerate(("prediction", "suppression", "partition")):
+        counts = np.bincount(layer[cls == name], minlength=n_layers)
+        ac.bar(x + (j - 1) * width, 100 * counts / per_layer, width, color=CLASS_COLOURS[name],
+               label=f"{name} ({counts.sum():,})")
+    ac.set_ylabel("% of the layer's neurons")
+    ac.set_xlabel("layer")
+    ac.set_title(f"Neuron classes (kurtosis > {kurtosis:g}; partition: var > {partition_var:g})")
+    ac.legend(fontsize=7, loc="upper left")
+    ac.set_xticks(x if n_layers <= 12 else x[:: max(1, n_layers // 12)])
+    fig.tight_layout()
+    return fig
+
+
+# --- all of a model's weights figures ------------------------------------------------------------------------------
+
+
+def draw_weights_figures(out_dir: str | Path, weights, tokens: pa.Table, neurons: pa.Table, pairs: pa.Table,
+                         neurons_to_draw: Sequence[tuple[int, int]], token_ids: Sequence[int], basis: str,
+                         kurtosis: float, partition_var: float, top_pairs_shown: int = 20) -> list[Path]:
+    """Every weights figure of DESIGN §8 into out_dir (PNG + SVG). The "vs all" figures compute their one row or
+    column of the congruence matrix directly from `weights` (anneuron.congruence.Weights): the pass keeps none."""
+    from anneuron.congruence import congruence_column, congruence_row
+
+    out_dir = Path(out_dir)
+    d_mlp = weights.d_mlp
+    strs = tokens.column("token_str").to_pylist()
+    written: list[Path] = []
+    cols = {c: neurons.column(c).to_numpy() for c in ("d_neu", "cos_skew", "cos_kurt")}
+    cls = neurons.column("neuron_class").to_pylist()
+    for layer, neuron in neurons_to_draw:
+        flat = layer * d_mlp + neuron
+        stats = {"d_neu": float(cols["d_neu"][flat]), "cos skew": float(cols["cos_skew"][flat]),
+                 "cos kurtosis": float(cols["cos_kurt"][flat]), "class": cls[flat]}
+        fig = neuron_vs_tokens(congruence_row(weights, flat, basis), layer, neuron, strs, basis, stats)
+        written += save_figure(fig, out_dir / f"L{layer}N{neuron}_vs_tokens")
+    for t in token_ids:
+        fig = token_vs_neurons(congruence_column(weights, t, basis), t, strs[t], weights.n_layers, d_mlp, basis)
+        written += save_figure(fig, out_dir / f"token_{t}_vs_neurons")
+    written += save_figure(top2_diff_per_token(tokens, d_mlp, basis), out_dir / "top2_diff_per_token")
+    written += save_figure(top2_diff_per_neuron(neurons, strs, basis), out_dir / "top2_diff_per_neuron")
+    written += save_figure(top_pairs(pairs, top_pairs_shown, basis), out_dir / "top_pairs")
+    written += save_figure(classes_by_layer(neurons, kurtosis, partition_var), out_dir / "classes_by_layer")
+    return written

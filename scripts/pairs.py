@@ -1,0 +1,9 @@
+import pyarrow.parquet as pq
+from _common import setup_logging
+
+from anneuron.io import write_parquet
+from anneuron.pairs import pairs_table
+
+setup_logging(snakemake)
+pairs = pairs_table(pq.read_table(snakemake.input.tokens), pq.read_table(snakemake.input.stats))
+write_parquet(snakemake.output[0], pairs)

@@ -1,0 +1,58 @@
+"""Complete configs for the end-to-end tests (tests/test_workflow.py, tests/slurm/run.sh): config.yaml and overlay
+files merged as Snakemake merges `--configfile`s, keeping only the experiments a test needs. Run with
+`--replace-workflow-config`, so the default experiments are not added back (fewer jobs, a faster test).
+
+    python tests/configs.py OUT.yaml --experiments an_a,an_picked workflow/configs/demo-planted.yaml more.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def merge(base: dict, overlay: dict) -> dict:
+    """Snakemake's update_config: mappings merge key by key, anything else is replaced."""
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def complete_config(overlays: list[str | Path], experiments: list[str], repo: Path = REPO) -> dict:
+    config = yaml.safe_load((repo / "config.yaml").read_text())
+    for path in overlays:
+        merge(config, yaml.safe_load((repo / path).read_text()) or {})
+    unknown = set(experiments) - set(config["experiments"])
+    if unknown:
+        raise KeyError(f"no experiments {sorted(unknown)} in the merged config")
+    config["experiments"] = {name: config["experiments"][name] for name in experiments}
+    return config
+
+
+def write_complete_config(out: Path, overlays: list[str | Path], experiments: list[str], repo: Path = REPO) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(complete_config(overlays, experiments, repo), sort_keys=False, allow_unicode=True))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("overlays", nargs="*")
+    ap.add_argument("--experiments", required=True, help="comma-separated names to keep")
+    ap.add_argument("--repo", type=Path, default=Path.cwd())
+    args = ap.parse_intermixed_args(argv)
+    write_complete_config(args.out, args.overlays, args.experiments.split(","), args.repo)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Dry-runs through the Snakemake API, several in one process (the Snakefile's imports are paid once):
+which jobs would run, per scenario. Used by tests/test_workflow.py in a subprocess (the API changes the working
+directory and installs log handlers, which a pytest process should not inherit).
+
+    python tests/dryrun_api.py WORKDIR SPEC.json   ->   prints one JSON object on its last line
+
+SPEC: {"scenario name": {"configfiles": [...], "forceall": false, "replace_workflow_config": false}, ...}, paths
+relative to WORKDIR.
+Output: {"scenario name": [{"rule": ..., "outputs": [...]}, ...], ...} (jobs Snakemake would run, `all` left out).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def scheduled(workdir: Path, configfiles: list[str], forceall: bool = False,
+              replace_workflow_config: bool = False) -> list[dict]:
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings
+
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        wf = api.workflow(
+            resource_settings=ResourceSettings(cores=1),
+            config_settings=ConfigSettings(configfiles=[workdir / c for c in configfiles],
+                                           replace_workflow_config=replace_workflow_config),
+            snakefile=workdir / "Snakefile",
+            workdir=workdir,
+        )
+        dag_api = wf.dag(DAGSettings(forceall=forceall))
+        updated: list[str] = []  # outputs of the jobs that would run, filled before scheduling
+        dag_api.execute_workflow(executor="dryrun", updated_files=updated)
+        updated_set = set(map(str, updated))
+        # The API lists outputs only; the DAG's jobs name their rules (an internal attribute, pinned Snakemake).
+        jobs = [dict(rule=j.rule.name, outputs=sorted(str(f) for f in j.output))
+                for j in wf._workflow.dag.jobs if j.rule.name != "all" and updated_set & set(map(str, j.output))]
+    return sorted(jobs, key=lambda j: (j["rule"], j["outputs"]))
+
+
+def main(argv: list[str]) -> int:
+    workdir, spec = Path(argv[0]).resolve(), json.loads(Path(argv[1]).read_text())
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    out = {}
+    for name, s in spec.items():
+        out[name] = scheduled(workdir, s["configfiles"], s.get("forceall", False),
+                              s.get("replace_workflow_config", False))
+        print(f"{name}: {len(out[name])} jobs", file=sys.stderr)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,195 @@
+"""Whole experiments on the planted demo (ground_truth.json says which neuron carries each prompt pair), the output
+contract of DESIGN §6, and the small decisions (robust z, auto layers, joint groups)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from anneuron import experiments as E
+from anneuron.config import parse_neuron
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Many tiny forwards: one thread is much faster than two on this shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def demo_results(demo_bridge, ground_truth, tmp_path_factory):
+    """Every planted experiment run and written, plus the cross-experiment summary."""
+    out = tmp_path_factory.mktemp("experiments")
+    results = {}
+    for exp in ground_truth["experiments"]:
+        res = E.run_experiment(demo_bridge, exp, E.PatchingConfig())
+        res.write(out / exp["name"])
+        results[exp["name"]] = res
+    E.write_summary({name: out / name / "neurons.parquet" for name in results}, out / "summary.parquet")
+    return out, results
+
+
+def _experiments(ground_truth):
+    return [(e["name"], e["neuron"]) for e in ground_truth["experiments"]]
+
+
+def test_each_planted_neuron_is_its_experiment_top_exact_neuron(demo_results, ground_truth):
+    _, results = demo_results
+    for name, neuron in _experiments(ground_truth):
+        layer, n = parse_neuron(neuron)
+        t = results[name].tables["neurons"].to_pandas()
+        exact = t.dropna(subset=["exact"]).sort_values("exact", ascending=False)
+        top = exact.iloc[0]
+        assert (top.layer, top.neuron) == (layer, n), (name, exact.head(3))
+        assert top.exact >= 0.8, (name, top.exact)
+        assert bool(top.standout), name
+        assert results[name].summary["prompt_check"] == "ok", name
+        assert layer in results[name].summary["neuron_layers"], name
+
+
+def test_planted_layer_mlp_out_at_the_last_position_is_the_top_mlp_cell(demo_results, ground_truth):
+    _, results = demo_results
+    for name, neuron in _experiments(ground_truth):
+        layer, _ = parse_neuron(neuron)
+        t = results[name].tables["layers"].to_pandas()
+        mlp = t[t.component == "mlp_out"]
+        best = mlp.loc[mlp.score.idxmax()]
+        assert (best.layer, best.pos) == (layer, mlp.pos.max()), (name, best)
+
+
+def test_attribution_ranks_the_planted_neuron_in_its_layer_top_3(demo_results, ground_truth):
+    _, results = demo_results
+    for name, neuron in _experiments(ground_truth):
+        layer, n = parse_neuron(neuron)
+        t = results[name].tables["neurons"].to_pandas()
+        ranked = t[t.layer == layer].sort_values("attribution", ascending=False).neuron.tolist()
+        assert n in ranked[:3], (name, ranked[:5])
+
+
+def test_two_trigger_neuron_stands_out_across_experiments(demo_results, ground_truth):
+    out, _ = demo_results
+    rows = pq.read_table(out / "summary.parquet").to_pylist()
+    shared = [e for e in ground_truth["experiments"] if e["neuron"] == "L1N421"]
+    assert len(shared) == 2
+    hit = [r for r in rows if (r["layer"], r["neuron"]) == (1, 421)]
+    assert hit, rows
+    assert set(hit[0]["experiments"]) >= {e["name"] for e in shared}
+    assert hit[0]["n_experiments"] == len(hit[0]["experiments"]) >= 2
+    assert hit[0]["max_exact"] >= 0.8
+    assert all(r["n_experiments"] >= 2 for r in rows)
+
+
+def test_outputs_follow_the_data_contract(demo_results, demo_bridge):
+    out, results = demo_results
+    d = out / "an_picked"
+    columns = {
+        "predictions": ["prompt", "rank", "token_id", "token_str", "prob", "logit"],
+        "logit_lens": ["index", "label", "convention", "logit_diff"],
+        "layers": ["component", "layer", "pos", "token_str", "score"],
+        "neurons": ["layer", "neuron", "attribution", "exact", "standout_z", "standout"],
+        "joint": ["layer", "side", "k", "score"],
+    }
+    for table, cols in columns.items():
+        assert pq.read_schema(d / f"{table}.parquet").names == cols, table
+    summary = json.loads((d / "summary.json").read_text())
+    for key in ("ld_clean", "ld_corrupted", "prompt_check", "neuron_layers"):
+        assert key in summary
+    assert summary["engine_check"] < 1e-5
+    neurons = pq.read_table(d / "neurons.parquet")
+    cfg = demo_bridge.cfg
+    assert neurons.num_rows == cfg.n_layers * cfg.d_mlp
+    exact = neurons.column("exact")
+    assert exact.null_count > 0  # null where not computed, never NaN
+    n_exact = neurons.num_rows - exact.null_count
+    assert n_exact >= cfg.d_mlp * len(summary["neuron_layers"])
+    preds = pq.read_table(d / "predictions.parquet").to_pandas()
+    top = preds[(preds.prompt == "clean") & (preds["rank"] == 1)].iloc[0]
+    assert top.token_str == " an"  # the planted neuron makes its token the top prediction
+    assert summary["prob_answer_clean"] == pytest.approx(top.prob)
+
+
+def test_joint_patching_k1_is_the_single_neuron_score_and_grows_on_the_answer_side(demo_results):
+    _, results = demo_results
+    res = results["an_picked"]
+    joint = res.tables["joint"].to_pandas()
+    neurons = res.tables["neurons"].to_pandas()
+    for layer in res.summary["neuron_layers"]:
+        exact = neurons[neurons.layer == layer].exact
+        j = joint[joint.layer == layer]
+        assert sorted(j.k.unique()) == [1, 2, 5, 10, 20, 50]
+        assert j[(j.side == "answer") & (j.k == 1)].score.iloc[0] == pytest.approx(exact.max(), abs=1e-5)
+        assert j[(j.side == "wrong") & (j.k == 1)].score.iloc[0] == pytest.approx(exact.min(), abs=1e-5)
+
+
+def test_joint_patching_equals_a_hook_loop_on_the_demo(demo_bridge, demo_results, ground_truth):
+    """Each (layer, side, k) of an_picked: its neurons set to their clean values in one full hooked forward."""
+    from anneuron import patching as P
+
+    _, results = demo_results
+    res = results["an_picked"]
+    exp = next(e for e in ground_truth["experiments"] if e["name"] == "an_picked")
+    runs = P.run_pair(demo_bridge, E.make_pair(demo_bridge, exp), grad=False)
+    neurons, joint = res.tables["neurons"].to_pandas(), res.tables["joint"].to_pandas()
+    pair = runs.pair
+    for r in joint.itertuples():
+        exact = neurons[neurons.layer == r.layer].set_index("neuron").exact
+        group = (exact.sort_values(ascending=r.side == "wrong", kind="stable").index[: r.k]).tolist()
+        hook = P.set_neurons_hook(runs.clean.acts["post"][r.layer], group)
+        ld = P.hooked_logit_diff(demo_bridge, pair.corrupted, pair.answer, pair.wrong,
+                                 [(f"blocks.{r.layer}.mlp.hook_post", hook)])
+        assert abs(float(runs.score(torch.tensor(ld))) - r.score) < 1e-5, r
+
+
+def test_joint_k_is_capped_at_d_mlp(demo_bridge, ground_truth):
+    exp = dict(ground_truth["experiments"][0], neuron_layers=[0])
+    cfg = E.PatchingConfig(joint_k=(1, 5000, 100000), attribution_exact_top=0)
+    joint = E.run_experiment(demo_bridge, exp, cfg).tables["joint"].to_pandas()
+    assert sorted(joint.k.unique()) == [1, demo_bridge.cfg.d_mlp]
+
+
+def test_robust_z():
+    x = torch.tensor([[0.0, 1, 2, 3, 4, 100], [5, 5, 5, 5, 5, 5], [0, 0, 0, 0, 0, 1]])
+    z = E.robust_z(x)
+    assert z[0, 5] == pytest.approx((100 - 2.5) / (1.4826 * 1.5))
+    assert (z[1] == 0).all()  # no spread at all
+    assert z[2, 5] > 0 and z[2, 5] == z[2].max()  # MAD 0: mean absolute deviation instead
+
+
+def test_choose_layers():
+    cfg = E.PatchingConfig(auto_threshold=0.2, max_auto_layers=2)
+    mlp = np.array([0.1, 0.5, 0.3, 0.9])
+    assert E.choose_layers({}, cfg, mlp, np.zeros(4))[0] == [3, 1]
+    assert E.choose_layers({"neuron_layers": [2, 0, 2]}, cfg, mlp, np.zeros(4))[0] == [0, 2]
+    layers, how = E.choose_layers({}, cfg, np.array([0.01, 0.05, np.nan]), np.zeros(3))
+    assert layers == [1] and "no layer reached" in how
+    lens_cfg = E.PatchingConfig(auto_method="logit_lens", max_auto_layers=1)
+    assert E.choose_layers({}, lens_cfg, mlp, np.array([0.0, 0.1, 0.7, 0.3]))[0] == [2]
+    with pytest.raises(ValueError, match="out of range"):
+        E.choose_layers({"neuron_layers": [7]}, cfg, mlp, np.zeros(4))
+
+
+def test_logit_lens_auto_method_finds_the_planted_layer(demo_bridge, ground_truth):
+    exp = next(e for e in ground_truth["experiments"] if e["name"] == "an_picked")
+    cfg = E.PatchingConfig(auto_method="logit_lens", max_auto_layers=1, attribution_exact_top=0)
+    res = E.run_experiment(demo_bridge, exp, cfg)
+    assert res.summary["neuron_layers"] == [parse_neuron(exp["neuron"])[0]]
+
+
+def test_figures_have_the_design_names(demo_results, tmp_path):
+    from anneuron.plots.experiments import experiment_figures, summary_figures
+
+    out, results = demo_results
+    layers = results["though_as"].summary["neuron_layers"]
+    pngs = experiment_figures(out / "though_as", tmp_path / "though_as", "though_as", 8)
+    expected = {"logit_lens", "patch_resid_pre", "patch_attn_out", "patch_mlp_out", "attribution_vs_exact", "joint"}
+    assert {p.stem for p in pngs} == expected | {f"patch_neurons_L{l}" for l in layers}
+    assert all(p.exists() and p.with_suffix(".svg").exists() for p in pngs)
+    files = {name: out / name / "neurons.parquet" for name in results}
+    assert summary_figures(out / "summary.parquet", files, tmp_path / "summary").exists()

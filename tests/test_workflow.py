@@ -1,0 +1,244 @@
+"""The workflow as users drive it: lint and format clean, profiles that send every GPU rule to a GPU, and — on a
+real completed run of two models in a scratch copy of the repository — only what a config change affects reruns,
+each model gets its complete results/{model}/, and `snakemake --report` shows every figure with its caption.
+
+The completed run (the demo and a second random model, few documents) takes a few minutes; those tests are marked
+`slow` (`pytest -m "not slow"` skips them). They never touch the repository's own results/ or resources/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+DEMO = "workflow/configs/demo-planted.yaml"
+DATASET = "demo-planted"  # the demo corpus' dataset id
+MODELS = ("demo-planted", "tiny-random")
+RUN_TIMEOUT = 900
+# The end-to-end run: the demo config with two models and few documents, two experiments only (tests/configs.py).
+RUN_CONFIG = "tests/run.yaml"
+CONFIG_ARGS = ("--replace-workflow-config", "--configfile", RUN_CONFIG)
+EXPERIMENTS = ("an_a", "though_even")
+
+
+def snakemake(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+# --- static checks (every `make test`) ---------------------------------------------------------------------------
+
+def test_lint_is_clean():
+    r = snakemake("--lint", "--configfile", DEMO)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0 and "Lints for" not in out, out[-4000:]
+
+
+def test_snakefmt_is_clean():
+    """Format with `snakefmt Snakefile workflow/rules` (settings in pyproject.toml [tool.snakefmt])."""
+    r = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/rules"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+
+
+def _planned_jobs(text: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, resources) of each job a dry-run prints."""
+    jobs, rule = [], None
+    for line in text.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line.strip())
+        if m:
+            rule = m.group(1)
+        m = re.match(r"^resources: (.*)$", line.strip())
+        if m and rule:
+            res = dict(kv.split("=", 1) for kv in re.split(r", (?=\w+=)", m.group(1)))
+            jobs.append((rule, res))
+            rule = None
+    return jobs
+
+
+def test_slurm_profile_sends_gpu_rules_to_the_gpu_partition():
+    """Planned with the slurm profile on the real study (gpt2-large; offline): gpu=1 jobs on `gpu`, others on
+    `cpu`, and every set-resources entry names a rule of the workflow."""
+    r = snakemake("-n", "--forceall", "--profile", "workflow/profiles/slurm")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    jobs = _planned_jobs(r.stdout + r.stderr)
+    assert jobs
+    profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
+    rules = {rule for rule, _ in jobs}
+    assert set(profile["set-resources"]) <= rules, set(profile["set-resources"]) - rules
+    gpu_rules = set()
+    for rule, res in jobs:
+        if rule == "all":
+            continue
+        if int(res.get("gpu", 0)) > 0:
+            gpu_rules.add(rule)
+            assert res.get("slurm_partition") == "gpu", (rule, res)
+        else:
+            assert res.get("slurm_partition") == "cpu", (rule, res)
+        assert "mem_mb" in res and "runtime" in res, (rule, res)
+    assert gpu_rules == {r for r, v in profile["set-resources"].items() if v.get("slurm_partition") == "gpu"}
+
+
+# --- a completed run in a scratch copy (slow) --------------------------------------------------------------------
+
+def copy_repo(dst: Path) -> Path:
+    """The sources without outputs, environment symlinked: runs here never touch the user's results."""
+    skip = {".venv", ".git", "results", "resources", "logs", "benchmarks", ".snakemake", "report.html",
+            "report.zip", "__pycache__", ".pytest_cache"}
+    shutil.copytree(REPO, dst, ignore=lambda d, names: [n for n in names if n in skip or n.endswith(".egg-info")])
+    (dst / ".venv").symlink_to(REPO / ".venv")
+    return dst
+
+
+def write_yaml(path: Path, obj: dict) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(obj, sort_keys=False))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    """The demo model and a second small random GPT-2 run together to completion (few documents)."""
+    from conftest import build_random_gpt2
+    from configs import write_complete_config
+
+    work = copy_repo(tmp_path_factory.mktemp("workflow") / "repo")
+    build_random_gpt2(work / "extra" / "tiny-random", n_ctx=128, seed=7)
+    overlay = write_yaml(work / "tests/run-overlay.yaml", {
+        "models": ["resources/models/demo-planted", "extra/tiny-random"],
+        "data": {"max_docs": 60, "shards": 2},
+    })
+    write_complete_config(work / RUN_CONFIG, [DEMO, overlay], list(EXPERIMENTS), repo=work)
+    r = snakemake("--workflow-profile", "workflow/profiles/default", "--cores", "2", *CONFIG_ARGS, cwd=work,
+                  timeout=RUN_TIMEOUT)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
+    return work
+
+
+
+
+@pytest.fixture(scope="session")
+def plans(run_dir) -> dict[str, list[dict]]:
+    """What each one-value change would rerun (dry-runs through the Snakemake API, tests/dryrun_api.py)."""
+    changes = {
+        "bin_width": {"curves": {"bin_width": 0.1}},
+        "top_pairs": {"watch": {"top_pairs": 4}},
+        "prompt": {"experiments": {"though_even": {"clean": "He went out in the rain even",
+                                                   "corrupted": "He went out in the rain today"}}},
+        "model": {"demo": {"seed": 1}},
+    }
+    base = {"configfiles": [RUN_CONFIG], "replace_workflow_config": True}
+    spec = {"unchanged": base, "everything": dict(base, forceall=True)}
+    for name, change in changes.items():
+        spec[name] = dict(base, configfiles=[RUN_CONFIG, write_yaml(run_dir / f"tests/change-{name}.yaml", change)])
+    spec_file = run_dir / "tests/plans.json"
+    spec_file.write_text(json.dumps(spec))
+    r = subprocess.run([sys.executable, str(REPO / "tests/dryrun_api.py"), str(run_dir), str(spec_file)],
+                       cwd=run_dir, env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def outputs(jobs: list[dict]) -> list[str]:
+    return [o for j in jobs for o in j["outputs"]]
+
+
+def of_model(paths: list[str], model: str) -> list[str]:
+    return [p for p in paths if p.startswith(f"results/{model}/")]
+
+
+@pytest.mark.slow
+def test_each_model_gets_its_complete_results(run_dir, plans):
+    everything = outputs(plans["everything"])
+    for model in MODELS:
+        mine = of_model(everything, model)
+        assert mine, model
+        missing = [p for p in mine if not (run_dir / p).exists()]
+        assert not missing, missing
+        root = run_dir / "results" / model
+        for table in ("weights/tokens.parquet", "weights/neurons.parquet", "weights/pairs.parquet",
+                      f"{DATASET}/predictions.parquet", f"{DATASET}/curves.parquet", "paper_check.parquet"):
+            assert (root / table).exists(), (model, table)
+        assert list((root / "figures").rglob("*.png")), model
+    # The same jobs per model (the neurons each model watches aside): nothing of one model is shared or skipped.
+    def shape(model: str) -> set[str]:
+        return {re.sub(r"L\d+N\d+", "LxNy", p.split("/", 2)[2]) for p in of_model(everything, model)}
+    assert shape("demo-planted") == shape("tiny-random")
+    import pyarrow.parquet as pq
+
+    pairs = [pq.read_table(run_dir / f"results/{m}/weights/pairs.parquet").to_pylist()[:3] for m in MODELS]
+    assert pairs[0] != pairs[1]
+
+
+@pytest.mark.slow
+def test_nothing_reruns_when_nothing_changed(plans):
+    assert plans["unchanged"] == []
+
+
+def rules(jobs: list[dict], model: str | None = None) -> set[str]:
+    return {j["rule"] for j in jobs if model is None or of_model(j["outputs"], model)}
+
+
+@pytest.mark.slow
+def test_bin_width_reruns_only_curves_and_their_figures(plans):
+    """The curves rule also writes predictions.parquet (predicted vs occurred), which the paper check reads: it
+    reruns with them."""
+    jobs = plans["bin_width"]
+    assert rules(jobs) <= {"curves", "dataset_figures", "paper_check"}, rules(jobs)
+    for model in MODELS:
+        assert {"curves", "dataset_figures"} <= rules(jobs, model), model
+
+
+@pytest.mark.slow
+def test_top_pairs_reruns_record_and_downstream_but_not_congruence(plans):
+    jobs = plans["top_pairs"]
+    for model in MODELS:
+        assert {"record", "curves", "dataset_figures"} <= rules(jobs, model), rules(jobs, model)
+        assert len([j for j in jobs if j["rule"] == "record" and of_model(j["outputs"], model)]) == 2
+    assert not rules(jobs) & {"congruence", "pairs", "neuron_classes", "weights_figures", "tokenize", "experiment"}
+
+
+@pytest.mark.slow
+def test_changing_a_prompt_reruns_only_that_experiment(plans):
+    """though_even's own job and figures, and what gathers all experiments (the cross-experiment summary, which
+    the paper check reads)."""
+    jobs = plans["prompt"]
+    assert rules(jobs) <= {"experiment", "experiment_figures", "experiments_summary", "paper_check"}, rules(jobs)
+    for j in jobs:
+        if j["rule"] in ("experiment", "experiment_figures"):
+            assert all("/though_even" in p for p in j["outputs"]), j
+    for model in MODELS:
+        assert {"experiment", "experiment_figures"} <= rules(jobs, model), model
+
+
+@pytest.mark.slow
+def test_changing_the_model_reruns_all_of_it(plans):
+    """demo.seed rebuilds the demo model (and its corpus): every job of that model reruns; the other model's
+    weights pass, which needs no data, does not."""
+    everything = set(outputs(plans["everything"]))
+    planned = set(outputs(plans["model"]))
+    assert set(of_model(list(everything), "demo-planted")) <= planned
+    assert not [p for p in planned if p.startswith("results/tiny-random/weights/")]
+
+
+@pytest.mark.slow
+def test_report_shows_every_figure_with_its_caption(run_dir):
+    r = snakemake("--report", "report.html", *CONFIG_ARGS, cwd=run_dir, timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    page = (run_dir / "report.html").read_text()
+    figures = sorted(p for p in (run_dir / "results").rglob("figures/**/*") if p.suffix in (".png", ".html"))
+    assert figures
+    missing = [str(p.relative_to(run_dir)) for p in figures if str(p.relative_to(run_dir)) not in page]
+    assert not missing, missing
+    captions = sorted((REPO / "workflow/report").rglob("*.rst"))
+    assert any(c.name == "workflow.rst" for c in captions)
