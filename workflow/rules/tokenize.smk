@@ -8,7 +8,7 @@ rule tokenize:
         shards=expand("resources/tokens/{{dataset}}/{{tokenizer}}/shard-{i}.parquet", i=range(N_SHARDS)),
         manifest="resources/tokens/{dataset}/{tokenizer}/manifest.json",
     params:
-        dataset=DATASET,
+        dataset=lambda wc, input: input[0] if len(input) else DATASET,  # the local file, else the hub name
         model=lambda wc: models_of_tokenizer(wc.tokenizer)[0],
         seq_len=lambda wc: C.seq_len_for(config, models_of_tokenizer(wc.tokenizer), PRODUCED),
         data=config["data"],
