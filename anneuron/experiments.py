@@ -60,6 +60,7 @@ class PatchingConfig:
     max_auto_layers: int = 2
     attribution_exact_top: int = 50
     standout_z: float = 8.0
+    standout_min_score: float = 0.05
     batch_size: int = 64
     joint_k: tuple[int, ...] = (1, 2, 5, 10, 20, 50)
 
@@ -204,8 +205,10 @@ def run_experiment(bridge, exp: dict, cfg: PatchingConfig) -> ExperimentResult:
         exact[layer, neurons] = P.neuron_scores(model, runs, layer, neurons, cfg.batch_size)
     t_neurons = time.perf_counter()
 
-    z = robust_z(torch.where(exact.isnan(), attribution, exact))
-    standout = z > cfg.standout_z
+    score = torch.where(exact.isnan(), attribution, exact)
+    z = robust_z(score)
+    # z alone flags neurons that are far from a very tight bulk yet move LD by ~1%: require a real effect too
+    standout = (z > cfg.standout_z) & (score.abs() >= cfg.standout_min_score)
     exact_np = exact.flatten().double().numpy()
     neuron_rows = dict(
         layer=np.repeat(np.arange(n_layers), d_mlp), neuron=np.tile(np.arange(d_mlp), n_layers),
@@ -238,6 +241,7 @@ def run_experiment(bridge, exp: dict, cfg: PatchingConfig) -> ExperimentResult:
                           attribution=float(attribution.flatten()[i]), standout_z=float(z.flatten()[i]))
                      for i in best if not exact.flatten()[i].isnan()],
         n_exact=int((~exact.isnan()).sum()), n_standout=int(standout.sum()),
+        standout_rule=f"robust z > {cfg.standout_z:g} and |score| >= {cfg.standout_min_score:g}",
         engine_check=engine_error,
         seconds=dict(layers=round(t_layers - t0, 3), neurons=round(t_neurons - t_layers, 3),
                      total=round(time.perf_counter() - t0, 3)),

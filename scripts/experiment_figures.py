@@ -5,5 +5,4 @@ from _common import setup_logging
 from anneuron.plots.experiments import experiment_figures
 
 setup_logging(snakemake)
-experiment_figures(Path(snakemake.input.summary).parent, snakemake.output[0], snakemake.wildcards.exp,
-                   snakemake.params.standout_z)
+experiment_figures(Path(snakemake.input.summary).parent, snakemake.output[0], snakemake.wildcards.exp)

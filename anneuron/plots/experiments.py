@@ -104,7 +104,7 @@ def _label_standouts(ax, rows: pd.DataFrame, x: str, y: str, scale: float) -> No
                     xytext=(4, 4), textcoords="offset points", fontsize=8)
 
 
-def neuron_figure(neurons: pd.DataFrame, layer: int, summary: dict, exp: str, standout_z: float):
+def neuron_figure(neurons: pd.DataFrame, layer: int, summary: dict, exp: str):
     """Exact patch score of every neuron of one layer; standouts (robust z above the threshold) named."""
     style()
     t = neurons[neurons.layer == layer]
@@ -113,7 +113,7 @@ def neuron_figure(neurons: pd.DataFrame, layer: int, summary: dict, exp: str, st
     rest = t[~t.standout]
     ax.scatter(rest.neuron, rest.exact, s=6, color="0.55", lw=0, label="neurons")
     ax.scatter(flagged.neuron, flagged.exact, s=22, color="C3", lw=0,
-               label=f"standout (robust z > {standout_z:g}): {len(flagged)}")
+               label=f"standout ({summary.get('standout_rule', 'robust z')}): {len(flagged)}")
     _label_standouts(ax, flagged, "neuron", "exact", float(t.exact.abs().max()))
     ax.axhline(0, color="0.3", lw=0.8)
     ax.set_xlabel("neuron")
@@ -170,7 +170,7 @@ def joint_figure(joint: pd.DataFrame, summary: dict, exp: str):
     return fig
 
 
-def experiment_figures(exp_dir: str | Path, fig_dir: str | Path, exp: str, standout_z: float) -> list[Path]:
+def experiment_figures(exp_dir: str | Path, fig_dir: str | Path, exp: str) -> list[Path]:
     """Every figure of one experiment from its tables; returns the PNG paths."""
     d, out = Path(exp_dir), Path(fig_dir)
     summary = json.loads((d / "summary.json").read_text())
@@ -180,7 +180,7 @@ def experiment_figures(exp_dir: str | Path, fig_dir: str | Path, exp: str, stand
     for component in COMPONENT_TITLES:
         figs[f"patch_{component}"] = layer_patching_figure(layers, component, summary, exp)
     for layer in summary["neuron_layers"]:
-        figs[f"patch_neurons_L{layer}"] = neuron_figure(neurons, layer, summary, exp, standout_z)
+        figs[f"patch_neurons_L{layer}"] = neuron_figure(neurons, layer, summary, exp)
     figs["attribution_vs_exact"] = attribution_figure(neurons, summary, exp)
     figs["joint"] = joint_figure(read("joint"), summary, exp)
     if summary["prompt_check"] != "ok":

@@ -51,8 +51,6 @@ rule experiment_figures:
         ),
     wildcard_constraints:
         exp=EXP_NAMES,
-    params:
-        standout_z=config["patching"]["standout_z"],
     log:
         "logs/experiment_figures/{model}/{exp}.log",
     benchmark:
