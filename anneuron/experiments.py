@@ -96,6 +96,9 @@ def make_pair(bridge, exp: dict) -> P.PromptPair:
     return P.PromptPair(clean, corrupted, ids["answer"], ids["wrong"])
 
 
+MIN_LD_GAP = 0.5  # logits; below it the clean and corrupted runs barely differ and patch scores mean nothing
+
+
 def prompt_check(runs: P.PairRuns, answer: str, wrong: str) -> str:
     """"ok" when the clean prompt prefers the answer and the corrupted one the wrong token; else what is wrong."""
     problems = []
@@ -103,6 +106,10 @@ def prompt_check(runs: P.PairRuns, answer: str, wrong: str) -> str:
         problems.append(f"clean prompt prefers {wrong!r} over {answer!r} (LD {runs.ld_clean:.3g})")
     if not runs.ld_corrupted < 0:
         problems.append(f"corrupted prompt prefers {answer!r} over {wrong!r} (LD {runs.ld_corrupted:.3g})")
+    gap = runs.ld_clean - runs.ld_corrupted
+    if abs(gap) < MIN_LD_GAP:
+        problems.append(f"LD_clean - LD_corrupted is only {gap:.3g}: every patch score divides by it, so scores "
+                        "are unstable")
     return "ok" if not problems else "; ".join(problems)
 
 

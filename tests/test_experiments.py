@@ -196,3 +196,16 @@ def test_figures_have_the_design_names(demo_results, tmp_path):
     assert all(p.exists() and p.with_suffix(".svg").exists() for p in pngs)
     files = {name: out / name / "neurons.parquet" for name in results}
     assert summary_figures(out / "summary.parquet", files, tmp_path / "summary").exists()
+
+
+@pytest.mark.parametrize("ld_clean, ld_corrupted, expected", [
+    (2.0, -1.0, ["ok"]),
+    (-0.1, -1.0, ["clean prompt prefers ' a'"]),
+    (2.0, 0.5, ["corrupted prompt prefers ' an'"]),
+    (1.2, 1.0, ["corrupted prompt prefers", "only 0.2", "unstable"]),
+])
+def test_prompt_check_names_each_problem(ld_clean, ld_corrupted, expected):
+    from types import SimpleNamespace
+
+    check = E.prompt_check(SimpleNamespace(ld_clean=ld_clean, ld_corrupted=ld_corrupted), " an", " a")
+    assert all(e in check for e in expected), check
