@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from anneuron.bench.common import emit, peak_rss_gb
@@ -103,7 +102,7 @@ def main(argv: list[str]) -> None:
     from anneuron.engines import BridgeEngine, load_engine
     from anneuron.max_examples import TopKTracker
     from anneuron.models import load_model
-    from anneuron.record import Recorder, _to_table, token_schema
+    from anneuron.record import Recorder, _to_table, token_schema, token_writer
 
     d_mlp = 4 * args.d_model
     neurons = args.layers * d_mlp
@@ -136,7 +135,7 @@ def main(argv: list[str]) -> None:
             rec.tracker = TopKTracker(args.layers, d_mlp, args.top_k, rec.device)
             if state == "frozen":
                 rec.tracker.vals.fill_(float("inf"))
-            with pq.ParquetWriter(tmp / "tokens.parquet", schema) as w:
+            with token_writer(tmp / "tokens.parquet", schema) as w:
                 t = time.perf_counter()
                 with rec:  # hooks on for this batch only, so that the bare forwards run unhooked
                     cols = rec.run_batch([c for c, _ in b], [r for _, r in b])

@@ -34,15 +34,19 @@ def curve_figure(c: pl.DataFrame, predicted: int | None, occurred: int | None, m
     x = ((c["bin_lo"] + c["bin_hi"]) / 2).to_numpy()
     w = float(c["bin_hi"][0] - c["bin_lo"][0])
     p = c["proportion"].to_numpy().astype(float)  # null -> nan: a gap in the line
-    ax.plot(x, p, "o-", color="C0", ms=4, lw=1.5)
+    counts = c["count"].to_numpy()
+    ax.plot(x, p, "o-", color="C0", ms=4, lw=1.5, label=f"bins of ≥ {min_count} positions")
+    thin = (counts > 0) & (counts < min_count)  # shown apart: too few positions for a proportion
+    if thin.any():
+        ax.plot(x[thin], c["hits"].to_numpy()[thin] / counts[thin], "o", mfc="none", mec="0.55", ms=5,
+                label=f"bins of < {min_count} positions (hits / count)")
+    # the counts head the legend, top left: a proportion curve rises to the right, so that corner stays empty
+    title = None if predicted is None else f"{token!r}: {counts_label} {predicted:,} / occurred {occurred:,}"
+    ax.legend(loc="upper left", fontsize=8, title=title, title_fontsize=9, alignment="left", frameon=True,
+              edgecolor="0.8")
     ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel(f"proportion of top-1 = {token!r}")
     ax.set_title(f"{_label(layer, neuron, token)}: top prediction vs activation")
-    if predicted is not None:
-        ax.text(0.02, 0.96, f"{token!r}: {counts_label} {predicted:,} / occurred {occurred:,}",
-                transform=ax.transAxes, va="top", ha="left", fontsize=9,
-                bbox=dict(boxstyle="round", fc="white", ec="0.8"))
-    counts = c["count"].to_numpy()
     axc.bar(x, np.where(counts > 0, counts, np.nan), width=w * 0.9, color="0.55")
     axc.axhline(min_count, color="C3", lw=0.8, ls="--", label=f"min_count = {min_count}")
     axc.set_yscale("log")
@@ -70,7 +74,7 @@ def top_pairs_figure(curves: pl.DataFrame, pairs: pl.DataFrame, n: int = 5):
                 label=f"#{r['rank']} {_label(r['layer'], r['neuron'], c['token_str'][0])}")
         drawn += 1
     ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("activation")
+    ax.set_xlabel("activation (bin centres)")
     ax.set_ylabel("proportion of top-1 = the neuron's token")
     ax.set_title(f"Top {drawn} mutually exclusive pairs: top prediction vs activation")
     if drawn:
@@ -91,8 +95,10 @@ def histogram_figure(curves: pl.DataFrame, ncols: int = 4):
         c = _neuron(curves, layer, neuron)
         w = float(c["bin_hi"][0] - c["bin_lo"][0])
         counts = c["count"].to_numpy()
-        ax.bar(c["bin_lo"].to_numpy(), np.where(counts > 0, counts, np.nan), width=w, align="edge", color="C0")
+        ax.bar(c["bin_lo"].to_numpy(), np.where(counts > 0, counts, np.nan), width=w, align="edge", color="C0",
+               edgecolor="white", linewidth=0.4)
         ax.set_yscale("log")
+        ax.set_ylim(bottom=0.5)  # a bin of one position shows
         ax.set_title(_label(layer, neuron, token), fontsize=9)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(keys):]:
