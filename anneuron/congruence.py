@@ -11,10 +11,11 @@ Per chunk of c neurons (rows of the stacked W_out), with V tokens:
     Z = W_c @ W_E^T      (c, V)  the basis congruence (`we`); Z = X for `wu`; Z = X * s for `cosine`, whose rows
                                  are normalised before the product, so the cosine row costs no second product
 Why it is fast (the products are the whole cost; the reductions must stay far below them):
-- every reduction runs along the contiguous token axis, in fp32, on sub-blocks of a few rows that stay in cache,
-  as one single-threaded stream per core (short multi-threaded regions stall on a shared CPU);
+- every reduction runs along the contiguous token axis, in fp32, on sub-blocks of a few rows, as one
+  single-threaded stream per core (short multi-threaded regions stall on a shared CPU);
 - moments are power sums (p = 2..4) of rows shifted by their mean, which a small product gives exactly (float64,
-  so the first power sum needs no pass either): fp32 sums lose nothing to cancellation;
+  so the first power sum needs no pass either): fp32 sums lose nothing to cancellation. On CPU they run on tiles of
+  8192 tokens, so that a tile's shifted rows and their powers stay in cache between the few passes over them;
 - per-neuron top-k: maxima of 128-token blocks, then an exact top-k over the k best blocks only;
 - per-token top-k: only the entries above the token's current k-th value are merged, chunks without any are skipped.
 """
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 BASES = ("we", "wu", "cosine")
 MOMENTS = ("mean", "var", "skew", "kurt")
 _BLOCK = 128  # tokens per block for the per-neuron top-k prefilter
+_TILE = 8192  # tokens per power-sum tile on CPU: the 2 scratch tiles of a 16-row sub-block (2 MB) stay in cache
 
 
 @dataclass
@@ -205,12 +207,15 @@ class _TokenTopK:
         return self.values[:, -1]
 
     def merge_dense(self, z: torch.Tensor, start: int) -> None:
-        """z: (c, V) values of neurons start..start+c-1 (transposed first: top-k along a strided axis is slow)."""
-        zt = z.t().to(self.values.dtype).contiguous()  # (V, c)
-        top, pos = zt.topk(min(self.k, zt.shape[1]), dim=1)
-        vals, ids = torch.cat([self.values, top], dim=1), torch.cat([self.ids, start + pos], dim=1)
-        self.values, pos = vals.topk(self.k, dim=1)
-        self.ids = ids.gather(1, pos)
+        """z: (c, V) values of neurons start..start+c-1, merged by blocks of tokens, each transposed first (top-k
+        along a strided axis is slow; a transposed copy of the whole chunk would cost as much memory as the chunk)."""
+        for j in range(0, z.shape[1], _TILE):
+            zt = z[:, j:j + _TILE].t().to(self.values.dtype).contiguous()  # (w, c)
+            top, pos = zt.topk(min(self.k, zt.shape[1]), dim=1)
+            vals = torch.cat([self.values[j:j + _TILE], top], dim=1)
+            ids = torch.cat([self.ids[j:j + _TILE], start + pos], dim=1)
+            best, pos = vals.topk(self.k, dim=1)
+            self.values[j:j + _TILE], self.ids[j:j + _TILE] = best, ids.gather(1, pos)
         self.seen += z.shape[0]
 
     def collect(self, z: torch.Tensor, start: int, thr: torch.Tensor) -> None:
@@ -337,8 +342,8 @@ def _row_workers(device: torch.device) -> Iterator:
 
 class _Chunk:
     """The reductions of one chunk of c neurons (rows start..start+c-1), given its products x (raw W_U) and z
-    (basis). Rows are processed in sub-blocks of `sub` rows that stay in cache; `rows(i0, i1, scratch)` handles one
-    range of rows and may run in a worker thread (disjoint outputs)."""
+    (basis). Rows are processed in sub-blocks of `sub` rows, the power sums in token tiles of the scratch buffers'
+    width; `rows(i0, i1, scratch)` handles one range of rows and may run in a worker thread (disjoint outputs)."""
 
     def __init__(self, run: "_Pass", start: int, x: torch.Tensor, z: torch.Tensor, mu_x: torch.Tensor,
                  mu_y: torch.Tensor, thr: torch.Tensor | None):
@@ -346,21 +351,27 @@ class _Chunk:
 
     def rows(self, i0: int, i1: int, scratch: tuple[torch.Tensor, ...]) -> None:
         p, x, z = self.run, self.x, self.z
-        A, A2, A3 = scratch
+        A, A2 = scratch  # (2 sub, tile) each
+        tile = A.shape[1]
         for i in range(i0, i1, p.sub):
             r = min(p.sub, i1 - i)
-            xs, a1, a2, a3 = x[i:i + r], A[:2 * r], A2[:2 * r], A3[:2 * r]
-            torch.sub(xs, self.mu_x[i:i + r, None], out=a1[:r])  # shifted wu rows
+            mu_x, mu_y = self.mu_x[i:i + r, None], self.mu_y[i:i + r, None]
             if p.basis == "cosine":
-                torch.mul(xs, p.s, out=z[i:i + r])
-                torch.sub(z[i:i + r], self.mu_y[i:i + r, None], out=a1[r:])  # shifted cosine rows (x |w|)
-            else:
-                torch.addcmul(-self.mu_y[i:i + r, None], xs, p.s, out=a1[r:])
-            ps = torch.stack([  # powers 2..4 (power 1 comes exactly from the means, see _Pass.products)
-                torch.mul(a1, a1, out=a2).sum(1),
-                torch.mul(a2, a1, out=a3).sum(1),
-                torch.linalg.vector_norm(a2, dim=1).square(),
-            ], dim=1).double().cpu()  # (2r, 3)
+                torch.mul(x[i:i + r], p.s, out=z[i:i + r])
+            parts = []
+            for j in range(0, p.v, tile):
+                w = min(tile, p.v - j)
+                xs, a1, a2 = x[i:i + r, j:j + w], A[:2 * r, :w], A2[:2 * r, :w]
+                torch.sub(xs, mu_x, out=a1[:r])  # shifted wu rows
+                if p.basis == "cosine":
+                    torch.sub(z[i:i + r, j:j + w], mu_y, out=a1[r:])  # shifted cosine rows (x |w|)
+                else:
+                    torch.addcmul(-mu_y, xs, p.s[j:j + w], out=a1[r:])
+                torch.mul(a1, a1, out=a2)
+                s2 = a2.sum(1)
+                s4 = torch.linalg.vector_norm(a2, dim=1).square()
+                parts.append(torch.stack([s2, a1.mul_(a2).sum(1), s4], dim=1))
+            ps = torch.stack(parts).sum(0).double().cpu()  # (2r, 3): powers 2..4 (power 1: see _Pass.products)
             g = self.start + i
             p.sums[g:g + r, :, 1:] = ps.view(2, r, 3).transpose(0, 1)
             zs = z[i:i + r]
@@ -418,7 +429,8 @@ class _Pass:
         use_blocks = self.k_neu * _BLOCK * 2 <= v
         self.bmax = torch.empty(chunk, self.nb, device=dev, dtype=self.Z.dtype) if use_blocks else None
         self.bmin = torch.empty_like(self.bmax) if use_blocks else None
-        self.scratch = [tuple(torch.empty(2 * sub, v, device=dev, dtype=self.rdtype) for _ in range(3))
+        tile = v if dev.type == "cuda" else min(v, _TILE)
+        self.scratch = [tuple(torch.empty(2 * sub, tile, device=dev, dtype=self.rdtype) for _ in range(2))
                         for _ in range(n_workers)]
 
         self.tok = _TokenTopK(v, k_tok, dev, self.rdtype)
@@ -499,7 +511,7 @@ def congruence_pass(
 
     dtype is the products' dtype (float32; bfloat16 for speed on GPUs); reductions run in fp32 (float64 if dtype
     is float64, for exact reference checks). matrix_dir, if given, receives the basis congruence per layer in fp16.
-    sub_rows: rows per cache-resident reduction block (default 16 on CPU, 512 on CUDA).
+    sub_rows: rows per reduction block (default 16 on CPU, 512 on CUDA).
     on_chunk(rows, start): called after each chunk with its (c, d_model) weights as multiplied (the benchmark times
     raw products of the same shape there, interleaved with the pass)."""
     if basis not in BASES:

@@ -31,12 +31,16 @@ def _name(flat: int, d_mlp: int) -> str:
 
 
 def _layer_axis(ax, n_layers: int, d_mlp: int) -> None:
-    """x axis over flat neuron ids, ticked at layer starts."""
-    step = max(1, n_layers // 12)
-    ax.set_xticks([l * d_mlp for l in range(0, n_layers, step)])
-    ax.set_xticklabels([f"L{l}" for l in range(0, n_layers, step)])
+    """x axis over flat neuron ids: grid lines at layer starts, each layer's name centred on its band."""
+    ax.set_xticks([l * d_mlp for l in range(n_layers + 1)])
+    ax.set_xticklabels([])
+    ax.tick_params(axis="x", length=0)
+    step = max(1, -(-n_layers // 18))
+    ax.set_xticks([(l + 0.5) * d_mlp for l in range(0, n_layers, step)], minor=True)
+    ax.set_xticklabels([f"L{l}" for l in range(0, n_layers, step)], minor=True)
+    ax.tick_params(axis="x", which="minor", length=0)
     ax.set_xlim(0, n_layers * d_mlp)
-    ax.set_xlabel("neuron (flat id, by layer)")
+    ax.set_xlabel("neuron (flat id, grouped by layer)")
 
 
 def _layer_scatter(ax, y: np.ndarray, n_layers: int, d_mlp: int) -> None:
@@ -49,42 +53,76 @@ def _layer_scatter(ax, y: np.ndarray, n_layers: int, d_mlp: int) -> None:
     _layer_axis(ax, n_layers, d_mlp)
 
 
-def _annotate(ax, xs, ys, labels, colour="C3") -> None:
-    """Name a few points, labels staggered so they do not overlap."""
-    for j, (x, y, label) in enumerate(zip(xs, ys, labels)):
-        ax.scatter([x], [y], s=22, color=colour, zorder=3)
-        ax.annotate(label, (x, y), xytext=(8, -4 - 11 * (j % 3)), textcoords="offset points", fontsize=8,
-                    color=colour, arrowprops=dict(arrowstyle="-", color=colour, lw=0.5),
+# offsets (points) tried in turn for a label beside its point: right, then left, then further up or down
+_OFFSETS = [(6, 0), (6, -11), (6, 11), (-6, 0), (-6, -11), (-6, 11), (6, -22), (6, 22), (-6, -22), (-6, 22),
+            (6, -33), (6, 33)]
+
+
+def _label_points(ax, xs, ys, labels, colour: str = "C3", fontsize: float = 8,
+                  placed: list[tuple[float, float, float, float]] | None = None) -> None:
+    """Mark points and label them without overlaps: each label takes the first offset around its point whose
+    box (estimated from its length) neither overlaps a label already placed (in `placed`, shared between calls on
+    the same axes; boxes in points) nor leaves the axes. Call once the axes' limits are final."""
+    fig = ax.figure
+    ax.scatter(xs, ys, s=22, color=colour, zorder=3)
+    axes_box = ax.get_window_extent()
+    scale = 72 / fig.dpi  # pixels -> points
+    x0a, y0a, x1a, y1a = (v * scale for v in axes_box.extents)
+    placed = [] if placed is None else placed
+    width_pt, height_pt = 0.62 * fontsize, 1.25 * fontsize
+    for x, y, label in zip(xs, ys, labels):
+        px, py = (v * scale for v in ax.transData.transform((x, y)))
+        w = width_pt * len(label) + 4
+        for dx, dy in _OFFSETS:
+            left = px + dx if dx > 0 else px + dx - w
+            box = (left, py + dy - height_pt / 2, left + w, py + dy + height_pt / 2)
+            inside = box[0] >= x0a and box[2] <= x1a + 40 and box[1] >= y0a and box[3] <= y1a
+            if inside and not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
+                                  for b in placed):
+                break
+        else:
+            dx, dy = _OFFSETS[0]
+        placed.append(box)
+        ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize, color=colour,
+                    ha="left" if dx > 0 else "right", va="center",
+                    arrowprops=dict(arrowstyle="-", color=colour, lw=0.5, shrinkA=0, shrinkB=3),
                     bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.75))
 
 
-def _annotate_numbered(ax, xs, ys, labels, colour="C3") -> None:
+def _label_numbered(ax, xs, ys, labels, colour: str = "C3") -> None:
     """Number the points (1 = best) and list them beside the axes: many outliers can sit close together."""
-    for j, (x, y) in enumerate(zip(xs, ys)):
-        ax.scatter([x], [y], s=22, color=colour, zorder=3)
-        ax.annotate(str(j + 1), (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7, color=colour)
+    _label_points(ax, xs, ys, [str(j + 1) for j in range(len(labels))], colour, fontsize=7)
     text = "\n".join(f"{j + 1:>2}. {label}" for j, label in enumerate(labels))
     ax.text(1.01, 1.0, text, transform=ax.transAxes, ha="left", va="top", fontsize=8, family="monospace")
+
+
+def _margin(ax, frac: float = 0.08) -> None:
+    """Widen the y limits a little so that labels of the extreme points stay inside the axes."""
+    lo, hi = ax.get_ylim()
+    pad = frac * (hi - lo)
+    ax.set_ylim(lo - pad, hi + pad)
 
 
 def neuron_vs_tokens(row: np.ndarray, layer: int, neuron: int, token_strs: Sequence[str], basis: str,
                      stats: dict | None = None):
     """One neuron's congruence with every token (the post's congruence illustration): token ids on x, the top
-    tokens named; right, the distribution (log counts) with its moments."""
+    tokens (red) and bottom tokens (blue) named; right, the distribution (log counts) with its moments."""
     style()
     fig, (ax, axh) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw=dict(width_ratios=[3, 1]), sharey=True)
     ax.scatter(np.arange(len(row)), row, s=2, color="0.45", alpha=0.5, lw=0, rasterized=True)
-    top = np.argsort(-row)[:N_LABELS]
-    _annotate(ax, top, row[top], [_tok(token_strs[t]) for t in top])
-    bottom = np.argsort(row)[:2]
-    _annotate(ax, bottom, row[bottom], [_tok(token_strs[t]) for t in bottom], colour="C0")
     ax.axhline(0, color="0.3", lw=0.6)
-    ax.set_xlim(0, len(row))
+    ax.set_xlim(-0.005 * len(row), 1.005 * len(row))
+    axh.hist(row, bins=120, orientation="horizontal", color="0.45", log=True)
+    _margin(ax)
+    top, bottom, placed = np.argsort(-row)[:N_LABELS], np.argsort(row)[:2], []
+    _label_points(ax, top, row[top], [_tok(token_strs[t]) for t in top], placed=placed)
+    _label_points(ax, bottom, row[bottom], [_tok(token_strs[t]) for t in bottom], colour="C0", placed=placed)
     ax.set_xlabel("token id")
     ax.set_ylabel(f"congruence  {BASIS_LABEL[basis]}")
-    ax.set_title(f"L{layer}N{neuron} vs all {len(row):,} tokens (basis {basis})")
-    axh.hist(row, bins=120, orientation="horizontal", color="0.45", log=True)
-    axh.set_xlabel("tokens (log)")
+    ax.set_title(f"L{layer}N{neuron} vs all {len(row):,} tokens (basis {basis}): top {N_LABELS} tokens in red, "
+                 "bottom 2 in blue", fontsize=10)
+    axh.set_xlabel("tokens (log scale)")
+    axh.set_title("distribution", fontsize=10)
     if stats:
         text = "\n".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k}: {v}" for k, v in stats.items())
         axh.text(0.97, 0.97, text, transform=axh.transAxes, ha="right", va="top", fontsize=8,
@@ -98,11 +136,13 @@ def token_vs_neurons(col: np.ndarray, token_id: int, token_str: str, n_layers: i
     style()
     fig, ax = plt.subplots(figsize=(11, 4))
     _layer_scatter(ax, col, n_layers, d_mlp)
-    top = np.argsort(-col)[:N_LABELS]
-    _annotate(ax, top, col[top], [_name(n, d_mlp) for n in top])
     ax.axhline(0, color="0.3", lw=0.6)
+    _margin(ax)
+    top = np.argsort(-col)[:N_LABELS]
+    _label_points(ax, top, col[top], [_name(n, d_mlp) for n in top])
     ax.set_ylabel(f"congruence  {BASIS_LABEL[basis]}")
-    ax.set_title(f"Token {_tok(token_str)} (id {token_id}) vs all {len(col):,} neurons (basis {basis})")
+    ax.set_title(f"Token {_tok(token_str)} (id {token_id}) vs all {len(col):,} neurons (basis {basis}): "
+                 f"top {N_LABELS} named")
     fig.tight_layout()
     return fig
 
@@ -115,12 +155,14 @@ def top2_diff_per_token(tokens: pa.Table, d_mlp: int, basis: str):
     top1 = pc.list_element(tokens.column("top_neurons"), 0).to_numpy()
     fig, ax = plt.subplots(figsize=(11, 4))
     ax.scatter(np.arange(len(d)), d, s=2, color="0.45", alpha=0.5, lw=0, rasterized=True)
+    ax.set_xlim(-0.005 * len(d), 1.005 * len(d))
+    _margin(ax)
     top = np.argsort(-d)[:N_TOP]
-    _annotate_numbered(ax, top, d[top], [f"{_tok(strs[t])} {_name(top1[t], d_mlp)} {d[t]:.3g}" for t in top])
-    ax.set_xlim(0, len(d))
+    _label_numbered(ax, top, d[top], [f"{_tok(strs[t])} {_name(top1[t], d_mlp)} {d[t]:.3g}" for t in top])
     ax.set_xlabel("token id")
-    ax.set_ylabel("top-1 − top-2 neuron congruence")
-    ax.set_title(f"Top-1 − top-2 neuron congruence per token (basis {basis}); best {N_TOP}: token, its top neuron")
+    ax.set_ylabel("d_tok = top-1 − top-2\nneuron congruence")
+    ax.set_title(f"Top-1 − top-2 neuron congruence per token (basis {basis}); "
+                 f"best {N_TOP}: token, its top neuron, d_tok")
     fig.tight_layout()
     return fig
 
@@ -135,30 +177,48 @@ def top2_diff_per_neuron(neurons: pa.Table, token_strs: Sequence[str], basis: st
     top1 = pc.list_element(neurons.column("top_token_ids"), 0).to_numpy()
     fig, ax = plt.subplots(figsize=(11, 4))
     _layer_scatter(ax, d, n_layers, d_mlp)
+    _margin(ax)
     top = np.argsort(-d)[:N_TOP]
-    _annotate_numbered(ax, top, d[top], [f"{_name(n, d_mlp)} {_tok(token_strs[top1[n]])} {d[n]:.3g}" for n in top])
-    ax.set_ylabel("top-1 − top-2 token congruence")
-    ax.set_title(f"Top-1 − top-2 token congruence per neuron (basis {basis}); best {N_TOP}: neuron, its top token")
+    _label_numbered(ax, top, d[top], [f"{_name(n, d_mlp)} {_tok(token_strs[top1[n]])} {d[n]:.3g}" for n in top])
+    ax.set_ylabel("d_neu = top-1 − top-2\ntoken congruence")
+    ax.set_title(f"Top-1 − top-2 token congruence per neuron (basis {basis}); "
+                 f"best {N_TOP}: neuron, its top token, d_neu")
     fig.tight_layout()
     return fig
 
 
 def top_pairs(pairs: pa.Table, n: int, basis: str):
-    """The n best mutually exclusive pairs, score = d_neu · d_tok, rank 1 on top."""
+    """The n best mutually exclusive pairs, score = d_neu · d_tok, rank 1 on top; the factors listed on the right.
+    Log scale when the scores span more than two decades (a few dedicated neurons, then noise)."""
+    from matplotlib.transforms import blended_transform_factory
+
     style()
     t = pairs.slice(0, n).to_pydict()
     k = len(t["rank"])
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.32 * max(k, 3)))
+    fig, ax = plt.subplots(figsize=(9, 1.4 + 0.3 * max(k, 3)))
     y = np.arange(k)[::-1]
-    ax.barh(y, t["score"], color="C1")
+    scores = np.asarray(t["score"], dtype=float)
+    log = k > 0 and scores.min() > 0 and scores.max() / scores.min() > 100
+    if log:
+        ax.set_xscale("log")
+        left = scores.min() / 2
+        ax.barh(y, scores - left, left=left, color="C1")
+        ax.set_xlim(left, scores.max() * 2)
+    else:
+        ax.barh(y, scores, color="C1")
+        ax.set_xlim(0, max(scores.max(initial=0) * 1.05, 1e-12))
     ax.set_yticks(y)
     ax.set_yticklabels([f"{r}. {_tok(s)} – L{l}N{nn}" for r, s, l, nn in
                         zip(t["rank"], t["token_str"], t["layer"], t["neuron"])], fontsize=8)
-    for yy, sc, dn, dt in zip(y, t["score"], t["d_neu"], t["d_tok"]):
-        ax.text(sc, yy, f" {sc:.3g}  (d_neu {dn:.3g} · d_tok {dt:.3g})", va="center", fontsize=7)
-    ax.set_xlim(0, max(t["score"], default=1) * 1.6)
+    right = blended_transform_factory(ax.transAxes, ax.transData)
+    ax.text(1.02, k - 0.4, "score = d_neu × d_tok", transform=right, fontsize=7, family="monospace",
+            va="bottom", weight="bold")
+    for yy, sc, dn, dt in zip(y, scores, t["d_neu"], t["d_tok"]):
+        ax.text(1.02, yy, f"{sc:<9.3g}= {dn:<8.3g}× {dt:.3g}", transform=right, va="center", fontsize=7,
+                family="monospace")
     ax.grid(axis="y", visible=False)
-    ax.set_xlabel("score = d_neu · d_tok")
+    ax.set_ylim(-0.6, k - 0.4)
+    ax.set_xlabel("score = d_neu · d_tok" + (" (log scale)" if log else ""))
     ax.set_title(f"Top {k} of {pairs.num_rows:,} mutually exclusive neuron–token pairs (basis {basis})")
     fig.tight_layout()
     return fig
@@ -174,14 +234,37 @@ def _percentile_bands(ax, layer: np.ndarray, values: np.ndarray, n_layers: int, 
     ax.set_xlim(-0.5, n_layers - 0.5)
 
 
-def _classified_points(ax, layer: np.ndarray, values: np.ndarray, cls: np.ndarray) -> None:
-    """The neurons that got a class, as points over the bands (jittered within their layer)."""
+N_NAMED = 12  # classified neurons named on classes_by_layer when there are at most this many (else 3 per class)
+
+
+def _named_classified(cls: np.ndarray, kurt: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """Indices of the classified neurons to name: all of them if few, else the 3 most extreme of each class
+    (highest kurtosis for prediction / suppression, highest variance for partition)."""
+    classified = np.flatnonzero(cls != "other")
+    if len(classified) <= N_NAMED:
+        return classified
+    picks = []
+    for name, key in (("prediction", kurt), ("suppression", kurt), ("partition", var)):
+        idx = np.flatnonzero(cls == name)
+        picks.append(idx[np.argsort(-key[idx])[:3]])
+    return np.concatenate(picks)
+
+
+def _classified_points(ax, layer: np.ndarray, values: np.ndarray, cls: np.ndarray, names: Sequence[str],
+                       named: np.ndarray, classes: Sequence[str]) -> None:
+    """The neurons that got a class, as points over the bands (jittered within their layer); the `named` ones of
+    `classes` labelled. Call once the axes' limits are final."""
     jitter = np.random.default_rng(0).uniform(-0.25, 0.25, len(layer))
+    x = layer + jitter
+    placed: list = []
     for name in ("prediction", "suppression", "partition"):
         m = cls == name
         if m.any():
-            ax.scatter(layer[m] + jitter[m], values[m], s=10, color=CLASS_COLOURS[name], lw=0, alpha=0.7,
-                       rasterized=True, zorder=3)
+            ax.scatter(x[m], values[m], s=14, color=CLASS_COLOURS[name], lw=0, alpha=0.8, rasterized=True,
+                       zorder=3)
+        if name in classes:
+            idx = named[cls[named] == name]
+            _label_points(ax, x[idx], values[idx], [names[i] for i in idx], CLASS_COLOURS[name], 7, placed)
 
 
 def _plain_log(ax) -> None:
@@ -198,46 +281,53 @@ def _plain_log(ax) -> None:
 
 def classes_by_layer(neurons: pa.Table, kurtosis: float, partition_var: float):
     """Gurnee et al. Fig. 5-6: the cosine-congruence moments of every neuron by depth (percentile bands, classified
-    neurons as points), and the share of prediction / suppression / partition neurons per layer."""
+    neurons as points, a few named), and the share of prediction / suppression / partition neurons per layer."""
     style()
     layer = neurons.column("layer").to_numpy()
     n_layers = int(layer.max()) + 1
     cls = np.asarray(neurons.column("neuron_class").to_pylist(), dtype=object)
+    names = [f"L{l}N{n}" for l, n in zip(layer, neurons.column("neuron").to_numpy())]
     kurt, skew, var = (neurons.column(c).to_numpy() for c in ("cos_kurt", "cos_skew", "cos_var"))
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    named = _named_classified(cls, kurt, var)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7.5), sharex=True)
     (ak, asw), (av, ac) = axes
+    signed = ("prediction", "suppression")
     _percentile_bands(ak, layer, kurt, n_layers, "C4")
-    _classified_points(ak, layer, kurt, cls)
     ak.axhline(kurtosis, color="k", ls="--", lw=0.8, label=f"K = {kurtosis:g}")
     _plain_log(ak)
-    ak.set_ylabel("kurtosis (Gaussian = 3)")
-    ak.set_title("Kurtosis of W_U cosine congruence")
-    ak.legend(fontsize=7, loc="upper left")
+    ak.set_ylabel("kurtosis (Gaussian = 3, log scale)")
+    ak.set_title("Kurtosis")
+    ak.legend(fontsize=7, loc="best")
+    _classified_points(ak, layer, kurt, cls, names, named, signed)
     _percentile_bands(asw, layer, skew, n_layers, "C1")
-    _classified_points(asw, layer, skew, cls)
     asw.axhline(0, color="k", lw=0.6)
     asw.set_ylabel("skew")
-    asw.set_title("Skew of W_U cosine congruence (points: classified neurons)")
+    asw.set_title("Skew (> 0: prediction, < 0: suppression)")
+    _classified_points(asw, layer, skew, cls, names, named, signed)
     _percentile_bands(av, layer, var, n_layers, "C0")
-    _classified_points(av, layer, var, cls)
     av.axhline(partition_var, color="k", ls="--", lw=0.8, label=f"V = {partition_var:g}")
     _plain_log(av)
-    av.set_ylabel("variance")
-    av.set_title("Variance of W_U cosine congruence")
+    av.set_ylabel("variance (log scale)")
+    av.set_title("Variance")
     av.legend(fontsize=7, loc="best")
     av.set_xlabel("layer")
+    _classified_points(av, layer, var, cls, names, named, ("partition",))
     x = np.arange(n_layers)
     width = 0.8 / 3
     per_layer = np.bincount(layer, minlength=n_layers)
+    rules = {"prediction": f"kurtosis > {kurtosis:g}, skew > 0", "suppression": f"kurtosis > {kurtosis:g}, skew < 0",
+             "partition": f"variance > {partition_var:g}, kurtosis ≤ {kurtosis:g}"}
     for j, name in enumerate(("prediction", "suppression", "partition")):
         counts = np.bincount(layer[cls == name], minlength=n_layers)
         ac.bar(x + (j - 1) * width, 100 * counts / per_layer, width, color=CLASS_COLOURS[name],
-               label=f"{name} ({counts.sum():,})")
+               label=f"{name}: {rules[name]} ({counts.sum():,})")
     ac.set_ylabel("% of the layer's neurons")
     ac.set_xlabel("layer")
-    ac.set_title(f"Neuron classes (kurtosis > {kurtosis:g}; partition: var > {partition_var:g})")
-    ac.legend(fontsize=7, loc="upper left")
+    ac.set_title("Neuron classes by layer")
+    ac.legend(fontsize=7, loc="best")
     ac.set_xticks(x if n_layers <= 12 else x[:: max(1, n_layers // 12)])
+    fig.suptitle(f"Moments of each neuron's cosine congruence with W_U, by layer ({len(layer):,} neurons): "
+                 "bands = percentiles within the layer, points = classified neurons", fontsize=11)
     fig.tight_layout()
     return fig
 
