@@ -177,9 +177,6 @@ def run_experiment(bridge, exp: dict, cfg: PatchingConfig) -> ExperimentResult:
     pair = make_pair(bridge, exp)
     runs = P.run_pair(bridge, pair)
     gap = runs.ld_clean - runs.ld_corrupted
-    if gap == 0 or not math.isfinite(gap):
-        raise ValueError(f"experiment: clean and corrupted give the same logit difference ({runs.ld_clean}); "
-                         "no patch can restore anything")
     check = prompt_check(runs, exp["answer"], exp["wrong"])
     if check != "ok":
         log.warning("prompt check: %s", check)
@@ -189,6 +186,10 @@ def run_experiment(bridge, exp: dict, cfg: PatchingConfig) -> ExperimentResult:
     n_layers, d_mlp = bridge.cfg.n_layers, bridge.cfg.d_mlp
 
     lens = logit_lens(bridge, runs.clean.cache, pair.answer, pair.wrong)
+    if gap == 0 or not math.isfinite(gap):
+        # e.g. a default GPT-2 experiment on a model that never learnt its tokens: report it, never break the run
+        log.warning("clean and corrupted give the same LD (%s): nothing to patch", runs.ld_clean)
+        return _nothing_to_patch(bridge, runs, lens, exp, pair, check, clean_str, corrupted_str)
     model = P.SuffixModel(bridge, runs.corrupted, pair.start, pair.answer, pair.wrong)
 
     layer_rows, by_component = [], {}
@@ -260,6 +261,19 @@ def run_experiment(bridge, exp: dict, cfg: PatchingConfig) -> ExperimentResult:
         "neurons": pa.table(neuron_rows).cast(SCHEMAS["neurons"]),
         "joint": pa.Table.from_pylist(joint, schema=SCHEMAS["joint"]),
     }
+    return ExperimentResult(tables, summary)
+
+
+def _nothing_to_patch(bridge, runs, lens, exp, pair, check, clean_str, corrupted_str) -> ExperimentResult:
+    """The outputs of an experiment whose two prompts give the same LD: predictions and logit lens, empty patching
+    tables, and a summary that says why."""
+    summary = dict(ld_clean=runs.ld_clean, ld_corrupted=runs.ld_corrupted, neuron_layers=[],
+                   prompt_check=f"{check}; clean and corrupted give the same LD: nothing to patch", answer=exp["answer"],
+                   wrong=exp["wrong"], answer_id=pair.answer, wrong_id=pair.wrong, tokens_clean=clean_str,
+                   tokens_corrupted=corrupted_str, first_diff=pair.start, top_neurons=[], n_exact=0, n_standout=0)
+    tables = {name: SCHEMAS[name].empty_table() for name in ("layers", "neurons", "joint")}
+    tables["predictions"] = pa.Table.from_pylist(prediction_rows(bridge, runs), schema=SCHEMAS["predictions"])
+    tables["logit_lens"] = pa.Table.from_pylist(lens.rows(), schema=SCHEMAS["logit_lens"])
     return ExperimentResult(tables, summary)
 
 

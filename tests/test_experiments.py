@@ -209,3 +209,28 @@ def test_prompt_check_names_each_problem(ld_clean, ld_corrupted, expected):
 
     check = E.prompt_check(SimpleNamespace(ld_clean=ld_clean, ld_corrupted=ld_corrupted), " an", " a")
     assert all(e in check for e in expected), check
+
+
+def test_prompts_with_the_same_ld_give_outputs_not_a_crash(demo_bridge, tmp_path, monkeypatch):
+    """A default experiment on a model that never learnt its tokens (both prompts give the same LD, e.g. both
+    tokens have zero unembedding rows) must report it and never break the run."""
+    import dataclasses
+
+    from anneuron import patching as P
+    from anneuron.plots.experiments import experiment_figures
+
+    run_pair = P.run_pair
+
+    def same_ld(bridge, pair):
+        runs = run_pair(bridge, pair)
+        return dataclasses.replace(runs, corrupted=dataclasses.replace(runs.corrupted, ld=runs.clean.ld))
+
+    monkeypatch.setattr(P, "run_pair", same_ld)
+    exp = dict(name="same", clean="The train runs at 90 km", corrupted="The train runs at 90 miles",
+               answer="/", wrong=" per")
+    res = E.run_experiment(demo_bridge, exp, E.PatchingConfig())
+    assert "nothing to patch" in res.summary["prompt_check"]
+    assert res.tables["neurons"].num_rows == 0 and res.tables["logit_lens"].num_rows > 0
+    res.write(tmp_path / "same")
+    pngs = experiment_figures(tmp_path / "same", tmp_path / "figs", "same")
+    assert [p.stem for p in pngs] == ["logit_lens"]

@@ -33,6 +33,14 @@ def _pair_title(exp: str, summary: dict) -> str:
     return f"{exp}: {summary['answer']!r} vs {summary['wrong']!r}"
 
 
+def _lens_block(before: str, after: str) -> str:
+    """The block between two logit-lens labels: `{l}_pre` -> `{l}_mid` is attention l, `{l}_mid` -> the next
+    `_pre` (or `final_post`) is MLP l."""
+    layer, _, point = before.partition("_")
+    return f"jump across {'attention' if point == 'pre' else 'MLP'} {layer}" if layer.isdigit() else \
+        f"{before} -> {after}"
+
+
 def logit_lens_figure(lens: pd.DataFrame, summary: dict, exp: str):
     """LD read off the residual stream at each point, both LayerNorm conventions."""
     style()
@@ -43,9 +51,15 @@ def logit_lens_figure(lens: pd.DataFrame, summary: dict, exp: str):
         t = lens[lens.convention == conv].sort_values("index")
         ax.plot(t["index"], t.logit_diff, "o-", ms=3, color=colour, label=f"{conv}: {desc}")
     ax.axhline(0, color="0.3", lw=0.8)
+    post = lens[lens.convention == "post"].sort_values("index").logit_diff.to_numpy()
+    if len(post) > 1:  # name the largest step: which attention or MLP block writes the answer
+        j = int(np.argmax(np.abs(np.diff(post))))
+        ax.annotate(f"{_lens_block(labels[j], labels[j + 1])}: {post[j + 1] - post[j]:+.2f}",
+                    ((j + 0.5), (post[j] + post[j + 1]) / 2), xytext=(-8, 0), textcoords="offset points",
+                    ha="right", va="center", fontsize=9, color="C0")
     step = 1 if len(labels) <= 30 else 2
     ax.set_xticks(range(0, len(labels), step))
-    ax.set_xticklabels(labels[::step], rotation=90, fontsize=8)
+    ax.set_xticklabels(labels[::step], rotation=0 if len(labels) <= 12 else 90, fontsize=8)
     ax.set_xlim(-0.5, len(labels) - 0.5)
     ax.set_ylabel(f"logit({summary['answer']!r}) − logit({summary['wrong']!r})")
     ax.set_title(f"Logit lens, clean prompt, last position — {_pair_title(exp, summary)}\n"
@@ -104,6 +118,16 @@ def _label_standouts(ax, rows: pd.DataFrame, x: str, y: str, scale: float) -> No
                     xytext=(4, 4), textcoords="offset points", fontsize=8)
 
 
+WRONG_SIDE = 0.1  # a negative score is named when it reaches this fraction of the layer's largest |score|
+
+
+def _wrong_side(t: pd.DataFrame, col: str, scale: float, n: int = 3) -> pd.DataFrame:
+    """The (at most n) most negative scores that are large enough to name: the neurons whose clean value pushes
+    the corrupted run further toward the wrong token. Standouts are positive by construction, so these would
+    otherwise go unnamed."""
+    return t[t[col] <= -WRONG_SIDE * scale].nsmallest(n, col) if scale > 0 else t.iloc[:0]
+
+
 def neuron_figure(neurons: pd.DataFrame, layer: int, summary: dict, exp: str):
     """Exact patch score of every neuron of one layer; standouts (robust z above the threshold) named."""
     style()
@@ -114,7 +138,13 @@ def neuron_figure(neurons: pd.DataFrame, layer: int, summary: dict, exp: str):
     ax.scatter(rest.neuron, rest.exact, s=6, color="0.55", lw=0, label="neurons")
     ax.scatter(flagged.neuron, flagged.exact, s=22, color="C3", lw=0,
                label=f"standout ({summary.get('standout_rule', 'robust z')}): {len(flagged)}")
-    _label_standouts(ax, flagged, "neuron", "exact", float(t.exact.abs().max()))
+    scale = float(t.exact.abs().max())
+    _label_standouts(ax, flagged, "neuron", "exact", scale)
+    wrong = _wrong_side(t, "exact", scale)
+    if len(wrong):
+        ax.scatter(wrong.neuron, wrong.exact, s=22, color="C0", lw=0,
+                   label=f"pushes to {summary['wrong']!r} (score <= {-WRONG_SIDE * scale:.2g})")
+        _label_standouts(ax, wrong, "neuron", "exact", scale)
     ax.axhline(0, color="0.3", lw=0.8)
     ax.set_xlabel("neuron")
     ax.set_ylabel("exact patch score")
@@ -131,16 +161,17 @@ def attribution_figure(neurons: pd.DataFrame, summary: dict, exp: str):
     t = neurons.dropna(subset=["exact"])
     fig, ax = plt.subplots(figsize=(5.6, 5))
     layers = sorted(t.layer.unique())
-    cmap = plt.get_cmap("viridis", max(2, len(layers)))
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.85, max(2, len(layers))))  # no pale yellow on white
     for i, layer in enumerate(layers):
         s = t[t.layer == layer]
-        ax.scatter(s.exact, s.attribution, s=10, color=cmap(i), lw=0, label=f"layer {layer} ({len(s)})")
+        ax.scatter(s.exact, s.attribution, s=10, color=colours[i], lw=0, label=f"layer {layer} ({len(s)})")
     lo = float(np.nanmin([t.exact.min(), t.attribution.min(), 0.0]))
     hi = float(np.nanmax([t.exact.max(), t.attribution.max(), 0.0]))
     pad = 0.05 * (hi - lo or 1.0)
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="0.4", lw=0.8, label="attribution = exact")
-    _label_standouts(ax, t[t.standout].sort_values("exact", ascending=False), "exact", "attribution",
-                     float(t.attribution.abs().max()))
+    scale = float(t.attribution.abs().max())
+    _label_standouts(ax, t[t.standout].sort_values("exact", ascending=False), "exact", "attribution", scale)
+    _label_standouts(ax, _wrong_side(t, "exact", float(t.exact.abs().max())), "exact", "attribution", scale)
     ax.set_xlabel("exact patch score")
     ax.set_ylabel("attribution patching estimate")
     ax.set_title(f"Attribution vs exact neuron patching\n{_pair_title(exp, summary)}", fontsize=10)
@@ -153,11 +184,16 @@ def joint_figure(joint: pd.DataFrame, summary: dict, exp: str):
     style()
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, layer in enumerate(sorted(joint.layer.unique())):
-        for side, ls, desc in (("answer", "-", "top-k by score"), ("wrong", "--", "bottom-k (push to wrong)")):
+        for side, ls, desc in (("answer", "-", "top-k by single score"),
+                               ("wrong", "--", f"bottom-k (push to {summary['wrong']!r})")):
             s = joint[(joint.layer == layer) & (joint.side == side)].sort_values("k")
             ax.plot(s.k, s.score, ls, marker="o", ms=4, color=f"C{i}", label=f"layer {layer}, {desc}")
+            for k, score in zip(s.k, s.score):
+                ax.annotate(f"{score:.2f}", (k, score), xytext=(0, 5 if side == "answer" else -11),
+                            textcoords="offset points", ha="center", fontsize=7, color=f"C{i}")
     ax.axhline(0, color="0.3", lw=0.8)
     ax.axhline(1, color="0.3", lw=0.8, ls=":")
+    ax.margins(y=0.12)  # room for the printed scores
     ax.set_xscale("log")
     ks = sorted(joint.k.unique())
     ax.set_xticks(ks)
@@ -177,12 +213,13 @@ def experiment_figures(exp_dir: str | Path, fig_dir: str | Path, exp: str) -> li
     read = lambda name: pd.read_parquet(d / f"{name}.parquet")  # noqa: E731
     layers, neurons = read("layers"), read("neurons")
     figs = {"logit_lens": logit_lens_figure(read("logit_lens"), summary, exp)}
-    for component in COMPONENT_TITLES:
-        figs[f"patch_{component}"] = layer_patching_figure(layers, component, summary, exp)
-    for layer in summary["neuron_layers"]:
-        figs[f"patch_neurons_L{layer}"] = neuron_figure(neurons, layer, summary, exp)
-    figs["attribution_vs_exact"] = attribution_figure(neurons, summary, exp)
-    figs["joint"] = joint_figure(read("joint"), summary, exp)
+    if not layers.empty:  # empty when both prompts give the same LD: nothing was patched (summary.json says so)
+        for component in COMPONENT_TITLES:
+            figs[f"patch_{component}"] = layer_patching_figure(layers, component, summary, exp)
+        for layer in summary["neuron_layers"]:
+            figs[f"patch_neurons_L{layer}"] = neuron_figure(neurons, layer, summary, exp)
+        figs["attribution_vs_exact"] = attribution_figure(neurons, summary, exp)
+        figs["joint"] = joint_figure(read("joint"), summary, exp)
     if summary["prompt_check"] != "ok":
         for fig in figs.values():
             note = textwrap.fill(f"prompt check: {summary['prompt_check']}", 110)

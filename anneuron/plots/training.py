@@ -21,7 +21,8 @@ def loss_curve(record: dict):
     ax.set_xlabel("step")
     ax.set_ylabel("loss: cross-entropy, 50,257 tokens (nats)")
     cfg = record["config"]
-    ax.set_title(f"{cfg['n_layer']} layers, d_model {cfg['d_model']}, d_mlp {cfg['d_mlp']}: "
-                 f"val {record['val_loss']:.3f}, {record['train_seconds'] / 60:.1f} min")
+    ax.set_title(f"{cfg['n_layer']} layers, d_model {cfg['d_model']}, d_mlp {cfg['d_mlp']}, seed {cfg['seed']}\n"
+                 f"train {record['train_loss']:.3f}, val {record['val_loss']:.3f}, "
+                 f"{record['train_seconds'] / 60:.1f} min", fontsize=10)
     ax.legend()
     return fig
