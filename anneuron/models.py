@@ -8,11 +8,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformer_lens.model_bridge import TransformerBridge
 
 from anneuron.tokenizer import gpt2_tokenizer
+
+if TYPE_CHECKING:  # imported where a model boots: the Snakefile imports this module, and every job parses it
+    from transformer_lens.model_bridge import TransformerBridge
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +123,8 @@ def load_model(
         tokenizer, target = folder_tokenizer(folder), str(folder)
     else:
         tokenizer, target = tokenizer_for(name_or_dir), name_or_dir
+    from transformer_lens.model_bridge import TransformerBridge
+
     try:
         bridge = TransformerBridge.boot_transformers(target, device=device, dtype=torch_dtype, tokenizer=tokenizer)
     except OSError as e:

@@ -1,6 +1,7 @@
 """Complete configs for the end-to-end tests (tests/test_workflow.py, tests/slurm/run.sh): config.yaml and overlay
 files merged as Snakemake merges `--configfile`s, keeping only the experiments a test needs. Run with
-`--replace-workflow-config`, so the default experiments are not added back (fewer jobs, a faster test).
+`--replace-workflow-config`, so the default experiments are not added back (fewer jobs, a faster test); the SLURM
+test writes it over its scratch copy's config.yaml instead (SLURM jobs are not passed that flag).
 
     python tests/configs.py OUT.yaml --experiments an_a,an_picked workflow/configs/demo-planted.yaml more.yaml
 """

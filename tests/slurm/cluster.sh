@@ -88,6 +88,7 @@ SelectTypeParameters=CR_Core_Memory
 GresTypes=gpu
 ReturnToService=2
 MinJobAge=600
+KillWait=5
 SlurmdParameters=config_overrides
 MpiDefault=none
 AccountingStorageType=accounting_storage/none
@@ -146,10 +147,26 @@ stop_pidfile() {
   kill -9 "$pid" 2>/dev/null || true
 }
 
+# Jobs left over from a failed run: cancel them while controller, slurmd and munge still answer (a slurmstepd whose
+# slurmd or munged is gone hangs on), wait until they have left, then kill any job process still listed.
+cancel_jobs() {
+  local pids
+  [[ -n $(squeue -h -o %i 2>/dev/null) ]] || return 0
+  scancel --user="$(id -un)" 2>/dev/null || true
+  for _ in $(seq 60); do
+    [[ -z $(squeue -h -t RUNNING,PENDING,COMPLETING -o %i 2>/dev/null) ]] && break
+    sleep 0.5
+  done
+  pids=$(scontrol listpids 2>/dev/null | awk 'NR > 1 && $1 ~ /^[0-9]+$/ {print $1}') || true
+  if [[ -n $pids ]]; then
+    log "killing job processes left after scancel: $(echo $pids)"
+    kill -9 $pids 2>/dev/null || true
+  fi
+}
+
 down() {
   local scratch=${1:?scratch dir}
-  # Jobs left over from a failed run: cancel them while the controller still answers.
-  scancel --user=root 2>/dev/null || true
+  [[ -s $scratch/run/slurmctld.pid ]] && cancel_jobs
   stop_pidfile "$scratch/run/slurmd.pid"
   stop_pidfile "$scratch/run/slurmctld.pid"
   stop_pidfile "$scratch/run/munged.pid"

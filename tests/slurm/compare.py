@@ -4,7 +4,8 @@
 - the same output files under results/ and resources/ (logs and benchmarks aside);
 - Parquet tables: same schema, same rows in the same order, integers/strings/booleans identical, floats within
   rtol 1e-5 / atol 1e-6 (a job may run with another thread count on the cluster: float sums may reorder);
-- JSON: same keys and values, floats within the same tolerance;
+- JSON: same keys and values, floats within the same tolerance, except what a run measures about itself
+  (`seconds`, `gflops`: wall-clock timings differ between any two runs);
 - figures: PNG of the same size whose pixels differ in at most 0.1% of places (each by any amount: a moved
   antialiased edge), SVG identical after numbers are rounded to 3 significant digits;
 - anything else (model weights, tokenizer files, manifests): identical bytes.
@@ -31,6 +32,7 @@ import pyarrow.types as pt
 import yaml
 
 RTOL, ATOL = 1e-5, 1e-6
+MEASURED_KEYS = {"seconds", "gflops"}  # JSON keys holding a run's own timings (congruence.json, summary.json)
 PNG_MAX_DIFF_FRACTION = 1e-3
 OUTPUT_ROOTS = ("results", "resources")
 
@@ -55,7 +57,7 @@ def compare_values(a, b, where: str) -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         if set(a) != set(b):
             return [f"{where}: keys differ: {sorted(set(a) ^ set(b))}"]
-        return [e for k in a for e in compare_values(a[k], b[k], f"{where}.{k}")]
+        return [e for k in a if k not in MEASURED_KEYS for e in compare_values(a[k], b[k], f"{where}.{k}")]
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             return [f"{where}: lengths {len(a)} != {len(b)}"]

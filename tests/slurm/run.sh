@@ -2,9 +2,10 @@
 # `make test-slurm`: the demo pipeline through a real single-node SLURM equals a local run of it.
 #   1. installs slurm-wlm + munge (Debian packages) and starts a throwaway cluster (tests/slurm/cluster.sh):
 #      partitions cpu and gpu, two fake GPUs, no accounting;
-#   2. runs the demo (workflow/configs/demo-planted.yaml + tests/slurm/config.yaml: fewer documents, 4 record
-#      shards, two experiments) twice, in two scratch copies of the repository: locally with the default profile,
-#      and with `--profile workflow/profiles/slurm` (plus the flags a cluster without accounting needs);
+#   2. runs the demo (workflow/configs/demo-planted.yaml + tests/slurm/config.yaml: few documents, 2 record
+#      shards, one experiment) twice at the same time, in two scratch copies of the repository: locally with the
+#      default profile, and with `--profile workflow/profiles/slurm` (plus the flags a cluster without accounting
+#      needs). At the same time because the SLURM run mostly waits (job start-up, status polling);
 #   3. checks every job went through SLURM, GPU rules on the gpu partition with one GPU each, two record shards
 #      running at the same time, and that the two runs' results are equal (tests/slurm/compare.py);
 #   4. stops the daemons it started, by pid, and puts /etc/slurm back.
@@ -13,7 +14,7 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 PY=$REPO/.venv/bin/python
-RUN_TIMEOUT=${ANNEURON_SLURM_TIMEOUT:-420}
+RUN_TIMEOUT=${ANNEURON_SLURM_TIMEOUT:-540}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 if [[ $(id -u) != 0 ]]; then
@@ -33,9 +34,14 @@ timed() { # timed LABEL CMD...: run CMD, remember how long it took
 
 SCRATCH=$(mktemp -d /tmp/anneuron-slurm.XXXXXX)
 MONITOR_PID=""
+LOCAL_PID=""
 cleanup() {
   local rc=$?
   [[ -n $MONITOR_PID ]] && kill "$MONITOR_PID" 2>/dev/null || true
+  if [[ -n $LOCAL_PID ]]; then # the local run, when the SLURM run failed first: stop it (timeout passes TERM on)
+    kill "$LOCAL_PID" 2>/dev/null || true
+    wait "$LOCAL_PID" 2>/dev/null || true
+  fi
   bash "$REPO/tests/slurm/cluster.sh" down "$SCRATCH/cluster" || true
   if [[ $rc != 0 ]]; then
     echo "test-slurm: FAILED (rc $rc); scratch kept in $SCRATCH" \
@@ -60,33 +66,51 @@ copy_repo() {
   ln -s "$REPO/.venv" "$dst/.venv"
 }
 
-# The demo config with tests/slurm/config.yaml on top, and two of its experiments (an_a: the paper check reads it).
-EXPERIMENTS=an_a,an_picked
-CONFIGS=(--replace-workflow-config --configfile tests/slurm/full.yaml)
+# The demo config with tests/slurm/config.yaml on top, and one of its experiments (an_a: the paper check reads it),
+# written over the copy's config.yaml. Not `--replace-workflow-config --configfile`: Snakemake passes a job step
+# the --configfiles but not that flag, so a SLURM job would add the default experiments back and wait for them.
+EXPERIMENTS=an_a
 complete_config() {
-  (cd "$1" && "$PY" tests/configs.py tests/slurm/full.yaml --experiments "$EXPERIMENTS" \
+  (cd "$1" && "$PY" tests/configs.py config.yaml --experiments "$EXPERIMENTS" \
     workflow/configs/demo-planted.yaml tests/slurm/config.yaml)
 }
 
-run_local() {
-  (cd "$SCRATCH/local" && timeout -k 10 "$RUN_TIMEOUT" .venv/bin/snakemake \
-    --workflow-profile workflow/profiles/default --cores 2 "${CONFIGS[@]}" >"$SCRATCH/local.log" 2>&1) ||
-    { tail -30 "$SCRATCH/local.log"; return 1; }
+# The local run, in the background: LOCAL_PID is timeout's pid (exec), so killing it stops Snakemake too.
+start_local() {
+  LOCAL_START=$SECONDS
+  (cd "$SCRATCH/local" && exec timeout -k 10 "$RUN_TIMEOUT" .venv/bin/snakemake \
+    --workflow-profile workflow/profiles/default --cores 2 >"$SCRATCH/local.log" 2>&1) &
+  LOCAL_PID=$!
+}
+
+# Wait for the local run; its duration is that of its log (last written when it finished).
+finish_local() {
+  local rc=0
+  wait "$LOCAL_PID" || rc=$?
+  LOCAL_PID=""
+  if ((rc)); then
+    tail -30 "$SCRATCH/local.log"
+    echo "test-slurm: the local run failed (rc $rc)" >&2
+    return 1
+  fi
+  timings+=("demo locally (alongside): $(($(stat -c %Y "$SCRATCH/local.log") - $(date +%s) + SECONDS - LOCAL_START)) s")
 }
 
 run_slurm() {
   # Flags for this test cluster only: no accounting (squeue polling), a quick first status check,
   # no retries (a failure should fail the test now, not three times).
   (cd "$SCRATCH/slurm" && timeout -k 10 "$RUN_TIMEOUT" .venv/bin/snakemake --profile workflow/profiles/slurm \
-    "${CONFIGS[@]}" --slurm-status-command squeue --slurm-init-seconds-before-status-checks 5 \
+    --slurm-status-command squeue --slurm-init-seconds-before-status-checks 5 \
     --slurm-keep-successful-logs --retries 0 --jobs 8 \
     >"$SCRATCH/slurm.log" 2>&1) || { tail -40 "$SCRATCH/slurm.log"; return 1; }
 }
 
-# Every second: the jobs SLURM runs (id, partition, state, GPUs, name) -> queue.log, for the checks after the run.
+# Every second: the jobs SLURM runs (id, partition, state, GPUs asked for, name, comment = Snakemake rule) ->
+# queue.log, for the checks after the run. tres-per-job is where `--gpus=1` shows (gres:gpu:1; %b shows N/A).
 monitor_queue() {
   while true; do
-    squeue -h -o "%i|%P|%T|%b|%j|%k" 2>/dev/null | sed "s/^/$SECONDS|/" >>"$SCRATCH/queue.log" || true
+    squeue -h -O "JobID:|,Partition:|,State:|,tres-per-job:|,Name:|,Comment:" 2>/dev/null |
+      awk -v t="$SECONDS" '{print t "|" $0}' >>"$SCRATCH/queue.log" || true
     sleep 1
   done
 }
@@ -101,19 +125,19 @@ for copy in local slurm; do
   complete_config "$SCRATCH/$copy"
 done
 
-stamp "demo through SLURM"
+stamp "demo through SLURM and locally, at the same time"
 monitor_queue &
 MONITOR_PID=$!
+start_local
 timed "demo through SLURM" run_slurm
 kill "$MONITOR_PID" 2>/dev/null || true
 MONITOR_PID=""
-
-stamp "demo locally"
-timed "demo locally" run_local
+stamp "SLURM run done; waiting for the local run"
+finish_local
 
 stamp "compare"
 timed "checks" "$PY" "$REPO/tests/slurm/compare.py" --local "$SCRATCH/local" --slurm "$SCRATCH/slurm" \
   --queue-log "$SCRATCH/queue.log" --slurm-log "$SCRATCH/slurm.log"
 
 stamp "passed"
-printf '  %s\n' "${timings[@]}"
+printf '  %s\n' "${timings[@]}" "total: $((SECONDS - t0)) s"

@@ -61,8 +61,9 @@ rule emergent_loss_curve:
         png=report(
             "results/demo-emergent/figures/training/loss_curve.png",
             caption="../report/emergent/loss_curve.rst",
-            category="demo-emergent",
-            subcategory="training",
+            category="0. training",
+            subcategory="demo-emergent",
+            labels={"model": "demo-emergent", "figure": "loss curve"},
         ),
         svg="results/demo-emergent/figures/training/loss_curve.svg",
     log:

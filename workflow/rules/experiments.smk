@@ -45,9 +45,9 @@ rule experiment_figures:
             directory("results/{model}/figures/experiments/{exp}"),
             patterns=["{name}.png"],
             caption="../report/experiments/experiment.rst",
-            category="experiments",
+            category="3. experiments",
             subcategory="{model}",
-            labels={"experiment": "{exp}", "figure": "{name}"},
+            labels={"model": "{model}", "experiment": "{exp}", "figure": "{name}"},
         ),
     wildcard_constraints:
         exp=EXP_NAMES,
@@ -73,9 +73,9 @@ rule experiments_summary:
         figure=report(
             "results/{model}/figures/experiments/summary.png",
             caption="../report/experiments/summary.rst",
-            category="experiments",
+            category="3. experiments",
             subcategory="{model}",
-            labels={"experiment": "all", "figure": "summary"},
+            labels={"model": "{model}", "experiment": "all", "figure": "summary"},
         ),
         svg="results/{model}/figures/experiments/summary.svg",
     params:

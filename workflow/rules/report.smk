@@ -11,7 +11,7 @@ rule paper_check:
         html=report(
             "results/{model}/figures/paper_check.html",
             caption="../report/paper_check.rst",
-            category="paper check",
+            category="4. paper check",
             subcategory="{model}",
             labels={"model": "{model}", "table": "paper check"},
         ),

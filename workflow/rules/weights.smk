@@ -97,7 +97,7 @@ rule weights_figures:
             directory("results/{model}/figures/weights"),
             patterns=["{name}.png"],
             caption="../report/weights/figures.rst",
-            category="weights pass",
+            category="1. weights pass",
             subcategory="{model}",
             labels={"model": "{model}", "figure": "{name}"},
         ),
