@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import resource
 import time
+from pathlib import Path
 from typing import Callable
 
 
@@ -26,3 +27,28 @@ def best_time(fn: Callable[[], object], repeat: int = 3) -> float:
 def emit(result: dict) -> None:
     """The benchmark contract: one JSON object on the last line."""
     print(json.dumps(result, sort_keys=True))
+
+
+def random_gpt2(folder: Path, *, n_layer: int = 12, d_model: int = 768, d_mlp: int = 3072, n_head: int = 12,
+                n_ctx: int = 1024, seed: int = 0, ln_noise: float = 0.2) -> Path:
+    """A random GPT-2 (GPT-2 small's shape by default) with the real tokenizer and randomised LayerNorms (so the
+    processed model differs from the raw one), saved to `folder`."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from anneuron.tokenizer import gpt2_tokenizer
+
+    tok = gpt2_tokenizer()
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=n_ctx, n_embd=d_model, n_layer=n_layer, n_head=n_head,
+                     n_inner=d_mlp, activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
+                     attn_pdrop=0.0, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(cfg).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "ln" in name:
+                p.copy_((1.0 if name.endswith("weight") else 0.0) + ln_noise * torch.randn(p.shape, generator=g))
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

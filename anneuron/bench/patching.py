@@ -19,36 +19,13 @@ from pathlib import Path
 import torch
 
 from anneuron import patching as P
-from anneuron.bench.common import emit, peak_rss_gb
+from anneuron.bench.common import emit, peak_rss_gb, random_gpt2
 
 CLEAN = "I climbed up the pear tree and picked a pear. I climbed up the apple tree and picked"
 CORRUPTED = "I climbed up the pear tree and picked a pear. I climbed up the lemon tree and picked"
-SMALL = dict(n_layer=12, n_embd=768, n_inner=3072, n_head=12)
 LARGE = dict(n_layers=36, d_model=1280, d_mlp=5120)
 H100_BF16_TFLOPS = 989.0  # dense bf16 peak, SXM
 H100_UTILISATION = 0.3  # small GEMMs (batch x suffix rows x d_model): a conservative share of peak
-
-
-def build_model(folder: Path, seed: int = 0) -> Path:
-    """A random GPT-2-small-shaped model with the real tokenizer and randomised LayerNorms, saved to `folder`."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from anneuron.tokenizer import gpt2_tokenizer
-
-    tok = gpt2_tokenizer()
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=1024, activation_function="gelu_new", resid_pdrop=0.0,
-                     embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                     **SMALL)
-    torch.manual_seed(seed)
-    model = GPT2LMHeadModel(cfg).eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "ln" in name:
-                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
 
 
 def engine_flops(layer: int, n_layers: int, d_model: int, d_mlp: int, n_prefix: int, n_suffix: int) -> float:
@@ -84,7 +61,8 @@ def main(argv: list[str]) -> None:
     from anneuron.models import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
-        bridge = load_model(str(build_model(Path(tmp) / "gpt2-small-random")), device="cpu", dtype="float32")
+        bridge = load_model(str(random_gpt2(Path(tmp) / "gpt2-small-random", ln_noise=0.1)), device="cpu",
+                            dtype="float32")
     pair = make_pair(bridge, dict(clean=CLEAN, corrupted=CORRUPTED, answer=" an", wrong=" a"))
     d_mlp, n_layers = bridge.cfg.d_mlp, bridge.cfg.n_layers
     runs = P.run_pair(bridge, pair, grad=False)

@@ -28,30 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anneuron.bench.common import emit, peak_rss_gb
+from anneuron.bench.common import emit, peak_rss_gb, random_gpt2
 from anneuron.data import Row
-
-
-def build_model(folder: Path, n_layer: int, d_model: int, d_mlp: int, n_head: int, n_ctx: int) -> Path:
-    """A random GPT-2 with randomised LayerNorms (so the processed model differs from the raw one)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from anneuron.tokenizer import gpt2_tokenizer
-
-    tok = gpt2_tokenizer()
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=n_ctx, n_embd=d_model, n_layer=n_layer, n_head=n_head,
-                     n_inner=d_mlp, activation_function="gelu_new", bos_token_id=tok.bos_token_id,
-                     eos_token_id=tok.eos_token_id)
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(cfg).eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "ln" in name:
-                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.2 * torch.randn(p.shape, generator=g))
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
 
 
 def corpus_rows(n_rows: int, seq_len: int, mean_doc: int, seed: int = 0) -> list[tuple[int, Row]]:
@@ -109,7 +87,8 @@ def main(argv: list[str]) -> None:
     n_tok = args.batch * args.seq_len
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        build_model(tmp / "model", args.layers, args.d_model, d_mlp, args.d_model // 64, max(1024, args.seq_len))
+        random_gpt2(tmp / "model", n_layer=args.layers, d_model=args.d_model, d_mlp=d_mlp, n_head=args.d_model // 64,
+                    n_ctx=max(1024, args.seq_len))
         dtype = getattr(torch, args.dtype)
         engine = load_engine(str(tmp / "model"), device="cpu", dtype=dtype, engine=args.engine)
         bridge = (BridgeEngine(load_model(str(tmp / "model"), device="cpu", dtype=dtype))
