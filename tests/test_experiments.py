@@ -14,15 +14,6 @@ from anneuron import experiments as E
 from anneuron.config import parse_neuron
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Many tiny forwards: one thread is much faster than two on this shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def demo_results(demo_bridge, ground_truth, tmp_path_factory):
     """Every planted experiment run and written, plus the cross-experiment summary."""

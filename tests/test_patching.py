@@ -26,15 +26,6 @@ def assert_same_ld(ours: torch.Tensor, reference: torch.Tensor, runs: P.PairRuns
     torch.testing.assert_close(ours.double() * gap, reference.double() * gap, atol=TOL, rtol=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Hundreds of tiny forwards: one thread is ~20x faster than two on this shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_runs(tiny_bridge):
     tok = tiny_bridge.tokenizer
