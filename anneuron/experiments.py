@@ -186,10 +186,18 @@ def run_experiment(bridge, exp: dict, cfg: PatchingConfig) -> ExperimentResult:
     n_layers, d_mlp = bridge.cfg.n_layers, bridge.cfg.d_mlp
 
     lens = logit_lens(bridge, runs.clean.cache, pair.answer, pair.wrong)
+    base = dict(ld_clean=runs.ld_clean, ld_corrupted=runs.ld_corrupted, prompt_check=check, answer=exp["answer"],
+                wrong=exp["wrong"], answer_id=pair.answer, wrong_id=pair.wrong, tokens_clean=clean_str,
+                tokens_corrupted=corrupted_str, first_diff=pair.start)
+    tables = {"predictions": pa.Table.from_pylist(prediction_rows(bridge, runs), schema=SCHEMAS["predictions"]),
+              "logit_lens": pa.Table.from_pylist(lens.rows(), schema=SCHEMAS["logit_lens"])}
     if gap == 0 or not math.isfinite(gap):
         # e.g. a default GPT-2 experiment on a model that never learnt its tokens: report it, never break the run
         log.warning("clean and corrupted give the same LD (%s): nothing to patch", runs.ld_clean)
-        return _nothing_to_patch(bridge, runs, lens, exp, pair, check, clean_str, corrupted_str)
+        tables |= {name: SCHEMAS[name].empty_table() for name in ("layers", "neurons", "joint")}
+        return ExperimentResult(tables, dict(
+            base, prompt_check=f"{check}; clean and corrupted give the same LD: nothing to patch", neuron_layers=[],
+            top_neurons=[], n_exact=0, n_standout=0))
     model = P.SuffixModel(bridge, runs.corrupted, pair.start, pair.answer, pair.wrong)
 
     layer_rows, by_component = [], {}
@@ -236,9 +244,7 @@ def run_experiment(bridge, exp: dict, cfg: PatchingConfig) -> ExperimentResult:
     probs = {name: run.logits.float().softmax(-1) for name, run in (("clean", runs.clean),
                                                                   ("corrupted", runs.corrupted))}
     summary = dict(
-        ld_clean=runs.ld_clean, ld_corrupted=runs.ld_corrupted, prompt_check=check, neuron_layers=chosen,
-        neuron_layers_how=how, answer=exp["answer"], wrong=exp["wrong"], answer_id=pair.answer,
-        wrong_id=pair.wrong, tokens_clean=clean_str, tokens_corrupted=corrupted_str, first_diff=pair.start,
+        base, neuron_layers=chosen, neuron_layers_how=how,
         prob_answer_clean=float(probs["clean"][pair.answer]), prob_wrong_clean=float(probs["clean"][pair.wrong]),
         prob_answer_corrupted=float(probs["corrupted"][pair.answer]),
         prob_wrong_corrupted=float(probs["corrupted"][pair.wrong]),
@@ -254,26 +260,11 @@ def run_experiment(bridge, exp: dict, cfg: PatchingConfig) -> ExperimentResult:
         seconds=dict(layers=round(t_layers - t0, 3), neurons=round(t_neurons - t_layers, 3),
                      total=round(time.perf_counter() - t0, 3)),
     )
-    tables = {
-        "predictions": pa.Table.from_pylist(prediction_rows(bridge, runs), schema=SCHEMAS["predictions"]),
-        "logit_lens": pa.Table.from_pylist(lens.rows(), schema=SCHEMAS["logit_lens"]),
+    tables |= {
         "layers": pa.Table.from_pylist(layer_rows, schema=SCHEMAS["layers"]),
         "neurons": pa.table(neuron_rows).cast(SCHEMAS["neurons"]),
         "joint": pa.Table.from_pylist(joint, schema=SCHEMAS["joint"]),
     }
-    return ExperimentResult(tables, summary)
-
-
-def _nothing_to_patch(bridge, runs, lens, exp, pair, check, clean_str, corrupted_str) -> ExperimentResult:
-    """The outputs of an experiment whose two prompts give the same LD: predictions and logit lens, empty patching
-    tables, and a summary that says why."""
-    summary = dict(ld_clean=runs.ld_clean, ld_corrupted=runs.ld_corrupted, neuron_layers=[],
-                   prompt_check=f"{check}; clean and corrupted give the same LD: nothing to patch", answer=exp["answer"],
-                   wrong=exp["wrong"], answer_id=pair.answer, wrong_id=pair.wrong, tokens_clean=clean_str,
-                   tokens_corrupted=corrupted_str, first_diff=pair.start, top_neurons=[], n_exact=0, n_standout=0)
-    tables = {name: SCHEMAS[name].empty_table() for name in ("layers", "neurons", "joint")}
-    tables["predictions"] = pa.Table.from_pylist(prediction_rows(bridge, runs), schema=SCHEMAS["predictions"])
-    tables["logit_lens"] = pa.Table.from_pylist(lens.rows(), schema=SCHEMAS["logit_lens"])
     return ExperimentResult(tables, summary)
 
 

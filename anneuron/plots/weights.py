@@ -279,6 +279,17 @@ def _plain_log(ax) -> None:
         axis.set_minor_formatter(plt.NullFormatter())
 
 
+def _threshold_panel(ax, layer: np.ndarray, values: np.ndarray, n_layers: int, color: str, label: str,
+                     threshold: float, ylabel: str, title: str) -> None:
+    """One moment by layer on a log axis: percentile bands and the class threshold as a dashed line."""
+    _percentile_bands(ax, layer, values, n_layers, color)
+    ax.axhline(threshold, color="k", ls="--", lw=0.8, label=label)
+    _plain_log(ax)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="best")
+
+
 def classes_by_layer(neurons: pa.Table, kurtosis: float, partition_var: float):
     """Gurnee et al. Fig. 5-6: the cosine-congruence moments of every neuron by depth (percentile bands, classified
     neurons as points, a few named), and the share of prediction / suppression / partition neurons per layer."""
@@ -292,24 +303,16 @@ def classes_by_layer(neurons: pa.Table, kurtosis: float, partition_var: float):
     fig, axes = plt.subplots(2, 2, figsize=(12, 7.5), sharex=True)
     (ak, asw), (av, ac) = axes
     signed = ("prediction", "suppression")
-    _percentile_bands(ak, layer, kurt, n_layers, "C4")
-    ak.axhline(kurtosis, color="k", ls="--", lw=0.8, label=f"K = {kurtosis:g}")
-    _plain_log(ak)
-    ak.set_ylabel("kurtosis (Gaussian = 3, log scale)")
-    ak.set_title("Kurtosis")
-    ak.legend(fontsize=7, loc="best")
+    _threshold_panel(ak, layer, kurt, n_layers, "C4", f"K = {kurtosis:g}", kurtosis,
+                     "kurtosis (Gaussian = 3, log scale)", "Kurtosis")
     _classified_points(ak, layer, kurt, cls, names, named, signed)
     _percentile_bands(asw, layer, skew, n_layers, "C1")
     asw.axhline(0, color="k", lw=0.6)
     asw.set_ylabel("skew")
     asw.set_title("Skew (> 0: prediction, < 0: suppression)")
     _classified_points(asw, layer, skew, cls, names, named, signed)
-    _percentile_bands(av, layer, var, n_layers, "C0")
-    av.axhline(partition_var, color="k", ls="--", lw=0.8, label=f"V = {partition_var:g}")
-    _plain_log(av)
-    av.set_ylabel("variance (log scale)")
-    av.set_title("Variance")
-    av.legend(fontsize=7, loc="best")
+    _threshold_panel(av, layer, var, n_layers, "C0", f"V = {partition_var:g}", partition_var,
+                     "variance (log scale)", "Variance")
     av.set_xlabel("layer")
     _classified_points(av, layer, var, cls, names, named, ("partition",))
     x = np.arange(n_layers)
