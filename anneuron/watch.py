@@ -1,8 +1,12 @@
 """Which neurons the dataset pass watches, and which token each one's proportion curve uses (DESIGN §7 `watch`).
 
-Watched = the top `watch.top_pairs` mutually exclusive pairs (by rank) followed by the neurons listed for the model
-in `watch.neurons` that are not already among them. The order is fixed (pairs by rank, then the config's order)
-so the `L{l}N{n}` columns of every token table come out the same on every run.
+Watched = the top `watch.top_pairs` mutually exclusive pairs (by rank), then the neurons listed for the model in
+`watch.neurons`, then (with `watch.standouts` > 0) the neurons that stand out in the prompt experiments, each only
+once. The order is fixed (pairs by rank, the config's order, standouts by rank) so the `L{l}N{n}` columns of every
+token table come out the same on every run.
+
+Standouts exist because congruence alone can miss a neuron that matters: where two tokens share one direction
+(" a" and " an" in demo-emergent) the weights pass credits a generic neuron, while patching finds the specific one.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ class Watched:
     token_id: int | None = None
     token_str: str | None = None
     pair_rank: int | None = None  # rank in pairs.parquet if it is one of the watched pairs
-    token_source: str | None = None  # "config", "pair" or "congruence"
+    token_source: str | None = None  # "config", "pair", "experiment" or "congruence"
 
     @property
     def name(self) -> str:
@@ -33,12 +37,40 @@ def neuron_name(layer: int, neuron: int) -> str:
     return f"L{layer}N{neuron}"
 
 
+def standout_entries(neuron_files: dict[str, str | Path], experiments: dict[str, dict], n: int
+                     ) -> list[tuple[int, int, str]]:
+    """(layer, neuron, token) of the `n` neurons standing out in the most experiments, ties by largest |exact|.
+
+    `neuron_files` maps experiment name → its neurons.parquet; `experiments` is the config's `experiments:`. The
+    token is the answer of the experiment where the neuron's |exact| (attribution where none) is largest if patching it restores there
+    (exact > 0), else the wrong token: the curve then asks "does this neuron track the token the experiment is
+    about?" (a neuron that helps by switching off gets a falling curve).
+    """
+    if n <= 0:
+        return []
+    found: dict[tuple[int, int], list] = {}  # (layer, neuron) -> [n experiments, best |exact|, its token]
+    for exp, path in neuron_files.items():
+        t = pq.read_table(path, columns=["layer", "neuron", "attribution", "exact", "standout"],
+                          filters=[("standout", "=", True)])
+        cols = (t.column(c).to_pylist() for c in ("layer", "neuron", "attribution", "exact"))
+        for layer, neuron, attribution, exact in zip(*cols):
+            exact = attribution if exact is None else exact  # the score its standout flag was judged on
+            entry = found.setdefault((int(layer), int(neuron)), [0, -1.0, None])
+            entry[0] += 1
+            if abs(exact) > entry[1]:
+                side = "answer" if exact > 0 else "wrong"
+                entry[1], entry[2] = abs(exact), experiments[exp][side]
+    ranked = sorted(found.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))
+    return [(layer, neuron, tok) for (layer, neuron), (_, _, tok) in ranked[:n]]
+
+
 def watch_list(pairs_path: str | Path | None, entries: list[tuple[int, int, str | None]], top_pairs: int,
-               tokenizer=None) -> list[Watched]:
+               tokenizer=None, standouts: list[tuple[int, int, str]] = ()) -> list[Watched]:
     """The watched neurons, in column order.
 
     `entries` are (layer, neuron, token string or None) from anneuron.config.watch_entries. A token named in
-    the config wins over the pair's token; names are turned into ids only when a tokenizer is given.
+    the config wins over the pair's token; names are turned into ids only when a tokenizer is given. `standouts`
+    (from standout_entries) only add neurons not watched already.
     """
     out: dict[tuple[int, int], Watched] = {}
     if pairs_path is not None and top_pairs > 0:
@@ -47,25 +79,25 @@ def watch_list(pairs_path: str | Path | None, entries: list[tuple[int, int, str 
         for rank, layer, neuron, tid, tstr in rows[:top_pairs]:
             out.setdefault((int(layer), int(neuron)),
                            Watched(int(layer), int(neuron), int(tid), tstr, int(rank), "pair"))
-    for layer, neuron, tok in entries:
-        key = (layer, neuron)
-        w = out.get(key, Watched(layer, neuron))
-        if tok is not None:
-            tid = None
-            if tokenizer is not None:
-                ids = tokenizer.encode(tok, add_special_tokens=False)
-                if len(ids) != 1:
-                    raise ValueError(f"watch.neurons: {tok!r} (for {w.name}) is {len(ids)} tokens, must be one")
-                tid = ids[0]
-            w = replace(w, token_id=tid, token_str=tok, token_source="config")
-        out[key] = w
+    for source, items in (("config", entries), ("experiment", standouts)):
+        for layer, neuron, tok in items:
+            key = (layer, neuron)
+            if source == "experiment" and key in out:
+                continue
+            w = out.get(key, Watched(layer, neuron))
+            if tok is not None:
+                w = replace(w, token_id=_token_id(tokenizer, tok, w.name), token_str=tok, token_source=source)
+            out[key] = w
     return list(out.values())
 
 
-def check_in_range(watched: list[Watched], n_layers: int, d_mlp: int) -> None:
-    for w in watched:
-        if not (0 <= w.layer < n_layers and 0 <= w.neuron < d_mlp):
-            raise ValueError(f"watched neuron {w.name} does not exist (model has {n_layers} layers x {d_mlp})")
+def _token_id(tokenizer, tok: str, name: str) -> int | None:
+    if tokenizer is None:
+        return None
+    ids = tokenizer.encode(tok, add_special_tokens=False)
+    if len(ids) != 1:
+        raise ValueError(f"watch.neurons: {tok!r} (for {name}) is {len(ids)} tokens, must be one")
+    return ids[0]
 
 
 def resolve_tokens(watched: list[Watched], neurons_path: str | Path | None, tokenizer) -> list[Watched]:

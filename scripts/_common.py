@@ -1,4 +1,4 @@
-"""Glue shared by the thin rule scripts: send logging and stderr to the rule's log file."""
+"""Glue shared by the thin rule scripts: send logging and stderr to the rule's log file; the watch list."""
 
 import logging
 import sys
@@ -10,3 +10,12 @@ def setup_logging(snakemake) -> None:
         fh = open(snakemake.log[0], "w", buffering=1)
         sys.stderr = fh
         logging.basicConfig(stream=fh, level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
+
+
+def watched_neurons(snakemake, tokenizer=None):
+    """The watch list of a dataset-pass rule (record and curves must agree on it column for column)."""
+    from anneuron.watch import standout_entries, watch_list
+
+    p = snakemake.params
+    standouts = standout_entries(dict(zip(p.experiments, snakemake.input.standouts)), p.experiments, p.standouts)
+    return watch_list(snakemake.input.pairs, p.watch, p.top_pairs, tokenizer=tokenizer, standouts=standouts)

@@ -1,14 +1,13 @@
 import torch
-from _common import setup_logging
+from _common import setup_logging, watched_neurons
 
 from anneuron.engines import load_engine
 from anneuron.record import record_shard
-from anneuron.watch import watch_list
 
 setup_logging(snakemake)
 p = snakemake.params
 torch.set_num_threads(snakemake.threads)
-watched = watch_list(snakemake.input.pairs, p.watch, p.top_pairs)
+watched = watched_neurons(snakemake)
 engine = load_engine(p.model, device=p.device, dtype=p.dtype, engine=p.engine)
 record_shard(
     engine,

@@ -6,7 +6,7 @@ directory and installs log handlers, which a pytest process should not inherit).
 
 SPEC: {"scenario name": {"configfiles": [...], "forceall": false, "replace_workflow_config": false}, ...}, paths
 relative to WORKDIR.
-Output: {"scenario name": [{"rule": ..., "outputs": [...]}, ...], ...} (jobs Snakemake would run, `all` left out).
+Output: {"scenario name": [{"rule": ..., "inputs": [...], "outputs": [...]}, ...], ...} (jobs Snakemake would run, `all` left out).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def scheduled(workdir: Path, configfiles: list[str], forceall: bool = False,
         dag_api.execute_workflow(executor="dryrun", updated_files=updated)
         updated_set = set(map(str, updated))
         # The API lists outputs only; the DAG's jobs name their rules (an internal attribute, pinned Snakemake).
-        jobs = [dict(rule=j.rule.name, outputs=sorted(str(f) for f in j.output))
+        jobs = [dict(rule=j.rule.name, inputs=sorted(str(f) for f in j.input), outputs=sorted(str(f) for f in j.output))
                 for j in wf._workflow.dag.jobs if j.rule.name != "all" and updated_set & set(map(str, j.output))]
     return sorted(jobs, key=lambda j: (j["rule"], j["outputs"]))
 

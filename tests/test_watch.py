@@ -1,4 +1,4 @@
-"""The watch list: top pairs by rank, then the config's neurons; the token each curve uses."""
+"""The watch list: top pairs by rank, then the config's neurons, then experiment standouts; each curve's token."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from anneuron.tokenizer import gpt2_tokenizer
-from anneuron.watch import resolve_tokens, watch_list
+from anneuron.watch import resolve_tokens, standout_entries, watch_list
 
 
 @pytest.fixture
@@ -41,3 +41,39 @@ def test_no_pairs_and_errors(weights):
         watch_list(None, [(0, 1, " anneuron")], 0, tokenizer=gpt2_tokenizer())
     with pytest.raises(ValueError, match="L0N9 is not in"):
         resolve_tokens(watch_list(None, [(0, 9, None)], 0), weights / "neurons.parquet", gpt2_tokenizer())
+
+
+def _neurons(path, rows):
+    """An experiment's neurons.parquet with the given (layer, neuron, exact, standout) rows."""
+    layer, neuron, exact, standout = zip(*rows)
+    pq.write_table(pa.table({"layer": layer, "neuron": neuron, "attribution": [x or 0.5 for x in exact],
+                             "exact": pa.array(exact, pa.float64()), "standout_z": [10.0] * len(rows),
+                             "standout": standout}), path)
+    return path
+
+
+def test_standouts_rank_by_experiments_then_effect(tmp_path):
+    experiments = {"an_a": {"answer": " an", "wrong": " a"}, "though": {"answer": " though", "wrong": " even"}}
+    files = {
+        "an_a": _neurons(tmp_path / "a.parquet", [(1, 37, 0.39, True), (1, 21, -0.6, True), (0, 5, 0.9, False),
+                                                 (1, 8, 0.05, True)]),
+        "though": _neurons(tmp_path / "t.parquet", [(1, 37, 0.10, True), (1, 8, -0.3, True), (1, 21, 0.01, False),
+                                                    (0, 9, None, True)]),
+    }
+    # L1N37 and L1N8 stand out twice (L1N37's best is an_a, L1N8's is though with exact < 0: the wrong token);
+    # L1N21 once (largest |exact| of all, but one experiment); L0N9 once, on its attribution (0.5, no exact);
+    # L0N5 is not a standout at all.
+    assert standout_entries(files, experiments, 5) == [(1, 37, " an"), (1, 8, " even"), (1, 21, " a"),
+                                                       (0, 9, " though")]
+    assert standout_entries(files, experiments, 1) == [(1, 37, " an")]
+    assert standout_entries(files, experiments, 0) == []
+
+
+def test_standouts_only_add_neurons(weights):
+    tok = gpt2_tokenizer()
+    standouts = [(2, 892, " a"), (3, 500, " the"), (0, 1, " an")]
+    w = watch_list(weights / "pairs.parquet", [(3, 500, " cat")], top_pairs=1, tokenizer=tok, standouts=standouts)
+    assert [x.name for x in w] == ["L2N892", "L3N500", "L0N1"]
+    assert (w[0].token_str, w[0].token_source) == (" an", "pair")  # a pair keeps its token
+    assert (w[1].token_str, w[1].token_source) == (" cat", "config")  # and a config entry its own
+    assert (w[2].token_id, w[2].token_str, w[2].token_source) == (281, " an", "experiment")

@@ -133,6 +133,7 @@ def plans(run_dir) -> dict[str, list[dict]]:
     changes = {
         "bin_width": {"curves": {"bin_width": 0.1}},
         "top_pairs": {"watch": {"top_pairs": 4}},
+        "standouts": {"watch": {"standouts": 3}},
         "prompt": {"experiments": {"though_even": {"clean": "He went out in the rain even",
                                                    "corrupted": "He went out in the rain today"}}},
         "model": {"demo": {"seed": 1}},
@@ -206,6 +207,19 @@ def test_top_pairs_reruns_record_and_downstream_but_not_congruence(plans):
         assert {"record", "curves", "dataset_figures"} <= rules(jobs, model), rules(jobs, model)
         assert len([j for j in jobs if j["rule"] == "record" and of_model(j["outputs"], model)]) == 2
     assert not rules(jobs) & {"congruence", "pairs", "neuron_classes", "weights_figures", "tokenize", "experiment"}
+
+
+@pytest.mark.slow
+def test_standouts_make_the_dataset_pass_wait_for_the_experiments(plans):
+    """watch.standouts reruns the dataset pass on what every experiment found; the experiments themselves and
+    the weights pass stay (and without standouts, record does not depend on experiments: see the prompt test)."""
+    jobs = plans["standouts"]
+    assert not rules(jobs) & {"congruence", "pairs", "neuron_classes", "tokenize", "experiment"}, rules(jobs)
+    for model in MODELS:
+        assert {"record", "curves", "dataset_figures"} <= rules(jobs, model), rules(jobs, model)
+        for j in jobs:
+            if j["rule"] in ("record", "curves") and of_model(j["outputs"], model):
+                assert {f"results/{model}/experiments/{e}/neurons.parquet" for e in EXPERIMENTS} <= set(j["inputs"])
 
 
 @pytest.mark.slow

@@ -68,3 +68,15 @@ wildcard_constraints:
     dataset=r"[^/]+",
     tokenizer=r"[^/]+",
     i=r"\d+",
+
+
+def standout_experiments():
+    """Answer and wrong token per experiment when the dataset pass watches experiment standouts (watch.standouts),
+    else nothing: then the dataset pass neither waits for the experiments nor reruns when a prompt changes."""
+    if not config["watch"]["standouts"]:
+        return {}
+    return {n: {"answer": e["answer"], "wrong": e["wrong"]} for n, e in config["experiments"].items()}
+
+
+def standout_files(wc):
+    return [f"results/{wc.model}/experiments/{e}/neurons.parquet" for e in standout_experiments()]

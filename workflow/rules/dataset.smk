@@ -14,6 +14,7 @@ rule record:
         shard=lambda wc: f"resources/tokens/{wc.dataset}/{tokenizer_id(wc.model)}/shard-{wc.i}.parquet",
         model=model_input,
         pairs="results/{model}/weights/pairs.parquet",
+        standouts=standout_files,
     output:
         tokens="results/{model}/{dataset}/tokens/shard-{i}.parquet",
         topk="results/{model}/{dataset}/topk/shard-{i}.parquet",
@@ -30,6 +31,8 @@ rule record:
         engine=config["record"]["engine"],
         top_pairs=config["watch"]["top_pairs"],
         watch=lambda wc: watch_entries(config, wc.model),
+        standouts=config["watch"]["standouts"],
+        experiments=standout_experiments(),
     log:
         "logs/record/{model}/{dataset}/shard-{i}.log",
     benchmark:
@@ -77,6 +80,7 @@ rule curves:
         tokens=expand("results/{model}/{dataset}/tokens/shard-{i}.parquet", i=SHARD_IDS, allow_missing=True),
         pairs="results/{model}/weights/pairs.parquet",
         neurons="results/{model}/weights/neurons.parquet",
+        standouts=standout_files,
         model=model_input,
     output:
         curves="results/{model}/{dataset}/curves.parquet",
@@ -89,6 +93,8 @@ rule curves:
         min_count=config["curves"]["min_count"],
         top_pairs=config["watch"]["top_pairs"],
         watch=lambda wc: watch_entries(config, wc.model),
+        standouts=config["watch"]["standouts"],
+        experiments=standout_experiments(),
     log:
         "logs/curves/{model}/{dataset}.log",
     benchmark:
