@@ -202,13 +202,13 @@ def test_prompt_check_names_each_problem(ld_clean, ld_corrupted, expected):
     assert all(e in check for e in expected), check
 
 
-def test_prompts_with_the_same_ld_give_outputs_not_a_crash(demo_bridge, tmp_path, monkeypatch):
+def test_prompts_with_the_same_ld_give_outputs_not_a_crash(demo_bridge, demo_results, tmp_path, monkeypatch):
     """A default experiment on a model that never learnt its tokens (both prompts give the same LD, e.g. both
     tokens have zero unembedding rows) must report it and never break the run."""
     import dataclasses
 
     from anneuron import patching as P
-    from anneuron.plots.experiments import experiment_figures
+    from anneuron.plots.experiments import experiment_figures, summary_figures
 
     run_pair = P.run_pair
 
@@ -225,3 +225,9 @@ def test_prompts_with_the_same_ld_give_outputs_not_a_crash(demo_bridge, tmp_path
     res.write(tmp_path / "same")
     pngs = experiment_figures(tmp_path / "same", tmp_path / "figs", "same")
     assert [p.stem for p in pngs] == ["logit_lens"]
+    # ... and the cross-experiment summary still draws, with a blank column for it
+    out, results = demo_results
+    files = {name: out / name / "neurons.parquet" for name in results} | {"same": tmp_path / "same/neurons.parquet"}
+    E.write_summary(files, tmp_path / "summary.parquet")
+    assert pq.read_table(tmp_path / "summary.parquet").num_rows > 0
+    assert summary_figures(tmp_path / "summary.parquet", files, tmp_path / "summary").exists()

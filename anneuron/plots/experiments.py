@@ -232,8 +232,8 @@ MAX_SUMMARY_ROWS = 30
 
 def summary_figure(summary: pd.DataFrame, neurons: dict[str, pd.DataFrame]):
     """Neurons standing out in two or more experiments (rows) × every experiment (columns): each cell the neuron's
-    exact score there (attribution where it has none, in italics); a box around the experiments where it stands
-    out."""
+    exact score there (attribution where it has none, in italics; blank for an experiment with nothing to patch);
+    a box around the experiments where it stands out."""
     style()
     exps = list(neurons)
     rows = summary.head(MAX_SUMMARY_ROWS)
@@ -249,6 +249,8 @@ def summary_figure(summary: pd.DataFrame, neurons: dict[str, pd.DataFrame]):
     for j, exp in enumerate(exps):
         t = neurons[exp].set_index(["layer", "neuron"])
         for i, r in enumerate(rows.itertuples()):
+            if (r.layer, r.neuron) not in t.index:  # an experiment whose prompts gave the same LD has no rows
+                continue
             row = t.loc[(r.layer, r.neuron)]
             exact[i, j] = not pd.isna(row.exact)
             grid[i, j] = row.exact if exact[i, j] else row.attribution
@@ -256,6 +258,8 @@ def summary_figure(summary: pd.DataFrame, neurons: dict[str, pd.DataFrame]):
     im = ax.imshow(grid, cmap="RdBu", norm=TwoSlopeNorm(0.0, -m, m), aspect="auto", interpolation="nearest")
     for i, r in enumerate(rows.itertuples()):
         for j, exp in enumerate(exps):
+            if np.isnan(grid[i, j]):
+                continue
             ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7,
                     style="normal" if exact[i, j] else "italic",
                     color="white" if abs(grid[i, j]) > 0.6 * m else "black")
