@@ -13,6 +13,7 @@ most `max_auto_layers`; when no layer passes, the single best one (the summary s
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -268,9 +269,24 @@ def run_experiment(bridge, exp: dict, cfg: PatchingConfig) -> ExperimentResult:
     return ExperimentResult(tables, summary)
 
 
+def stable_experiments(summary_files: dict[str, str | Path]) -> list[str]:
+    """The experiments (name -> summary.json) whose LD gap is at least MIN_LD_GAP: only their patch scores, which
+    divide by that gap, may nominate neurons across experiments (a defaults prompt on a model that never learnt
+    its tokens otherwise contributes scores of ±3 out of noise)."""
+    out = []
+    for exp, path in summary_files.items():
+        s = json.loads(Path(path).read_text())
+        if abs(s["ld_clean"] - s["ld_corrupted"]) >= MIN_LD_GAP:
+            out.append(exp)
+        else:
+            log.info("%s: LD gap %.3g < %g, its standouts are not counted", exp, s["ld_clean"] - s["ld_corrupted"],
+                     MIN_LD_GAP)
+    return out
+
+
 def summarize_experiments(neuron_files: dict[str, str | Path]) -> pa.Table:
-    """Neurons standing out in at least two experiments (experiment name -> its neurons.parquet), most
-    experiments first, then highest mean z."""
+    """Neurons standing out in at least two experiments (experiment name -> its neurons.parquet; pass only the
+    stable_experiments), most experiments first, then highest mean z."""
     seen: dict[tuple[int, int], list[tuple[str, float | None, float]]] = {}
     for exp, path in sorted(neuron_files.items()):
         t = pq.read_table(path, columns=["layer", "neuron", "exact", "standout_z", "standout"],

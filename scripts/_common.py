@@ -14,8 +14,11 @@ def setup_logging(snakemake) -> None:
 
 def watched_neurons(snakemake, tokenizer=None):
     """The watch list of a dataset-pass rule (record and curves must agree on it column for column)."""
+    from anneuron.experiments import stable_experiments
     from anneuron.watch import standout_entries, watch_list
 
-    p = snakemake.params
-    standouts = standout_entries(dict(zip(p.experiments, snakemake.input.standouts)), p.experiments, p.standouts)
+    p, inp = snakemake.params, snakemake.input
+    stable = stable_experiments(dict(zip(p.experiments, inp.standout_checks)))
+    files = {e: f for e, f in zip(p.experiments, inp.standouts) if e in stable}
+    standouts = standout_entries(files, p.experiments, p.standouts)
     return watch_list(snakemake.input.pairs, p.watch, p.top_pairs, tokenizer=tokenizer, standouts=standouts)

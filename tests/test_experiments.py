@@ -225,9 +225,21 @@ def test_prompts_with_the_same_ld_give_outputs_not_a_crash(demo_bridge, demo_res
     res.write(tmp_path / "same")
     pngs = experiment_figures(tmp_path / "same", tmp_path / "figs", "same")
     assert [p.stem for p in pngs] == ["logit_lens"]
-    # ... and the cross-experiment summary still draws, with a blank column for it
+    # ... it nominates no one across experiments, and the cross-experiment figure still draws its (blank) column
     out, results = demo_results
-    files = {name: out / name / "neurons.parquet" for name in results} | {"same": tmp_path / "same/neurons.parquet"}
-    E.write_summary(files, tmp_path / "summary.parquet")
+    names = [*results, "same"]
+    files = {name: (out if name in results else tmp_path) / name / "neurons.parquet" for name in names}
+    stable = E.stable_experiments({name: files[name].with_name("summary.json") for name in names})
+    assert stable == list(results)
+    E.write_summary({e: files[e] for e in stable}, tmp_path / "summary.parquet")
     assert pq.read_table(tmp_path / "summary.parquet").num_rows > 0
-    assert summary_figures(tmp_path / "summary.parquet", files, tmp_path / "summary").exists()
+    assert summary_figures(tmp_path / "summary.parquet", files, tmp_path / "summary", not_counted={"same"}).exists()
+
+
+def test_stable_experiments_need_an_ld_gap_of_min_ld_gap(tmp_path):
+    files = {}
+    for name, clean, corrupted in [("ok", 2.0, -1.0), ("tiny", 0.2, 0.0), ("edge", 0.25, -0.25), ("neg", -3.0, 1.0)]:
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps({"ld_clean": clean, "ld_corrupted": corrupted}))
+    assert E.MIN_LD_GAP == 0.5
+    assert E.stable_experiments(files) == ["ok", "edge", "neg"]  # the gap's size counts, not its sign

@@ -219,7 +219,8 @@ def test_standouts_make_the_dataset_pass_wait_for_the_experiments(plans):
         assert {"record", "curves", "dataset_figures"} <= rules(jobs, model), rules(jobs, model)
         for j in jobs:
             if j["rule"] in ("record", "curves") and of_model(j["outputs"], model):
-                assert {f"results/{model}/experiments/{e}/neurons.parquet" for e in EXPERIMENTS} <= set(j["inputs"])
+                for table in ("neurons.parquet", "summary.json"):
+                    assert {f"results/{model}/experiments/{e}/{table}" for e in EXPERIMENTS} <= set(j["inputs"])
 
 
 @pytest.mark.slow

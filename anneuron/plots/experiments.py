@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import TwoSlopeNorm
 
+from anneuron.experiments import MIN_LD_GAP
 from anneuron.io import save_figure
 from anneuron.plots import style
 
@@ -230,10 +231,11 @@ def experiment_figures(exp_dir: str | Path, fig_dir: str | Path, exp: str) -> li
 MAX_SUMMARY_ROWS = 30
 
 
-def summary_figure(summary: pd.DataFrame, neurons: dict[str, pd.DataFrame]):
+def summary_figure(summary: pd.DataFrame, neurons: dict[str, pd.DataFrame], not_counted: set[str] = frozenset()):
     """Neurons standing out in two or more experiments (rows) × every experiment (columns): each cell the neuron's
     exact score there (attribution where it has none, in italics; blank for an experiment with nothing to patch);
-    a box around the experiments where it stands out."""
+    a box around the experiments where it stands out. Experiments in `not_counted` (LD gap too small) are shown
+    but nominate no one."""
     style()
     exps = list(neurons)
     rows = summary.head(MAX_SUMMARY_ROWS)
@@ -266,7 +268,8 @@ def summary_figure(summary: pd.DataFrame, neurons: dict[str, pd.DataFrame]):
             if exp in r.experiments:
                 ax.add_patch(plt.Rectangle((j - 0.48, i - 0.45), 0.96, 0.9, fill=False, lw=1.5, color="C3"))
     ax.set_xticks(range(len(exps)))
-    ax.set_xticklabels(exps, rotation=45, ha="right", fontsize=8)
+    ax.set_xticklabels([f"{e} (LD gap < {MIN_LD_GAP:g}: not counted)" if e in not_counted else e for e in exps],
+                       rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([f"{_name(r.layer, r.neuron)} ({r.n_experiments})" for r in rows.itertuples()], fontsize=8)
     fig.colorbar(im, ax=ax, label="patch score (italic: attribution only)", shrink=0.9)
@@ -275,6 +278,7 @@ def summary_figure(summary: pd.DataFrame, neurons: dict[str, pd.DataFrame]):
     return fig
 
 
-def summary_figures(summary_file: str | Path, neuron_files: dict[str, str | Path], out_stem: str | Path) -> Path:
+def summary_figures(summary_file: str | Path, neuron_files: dict[str, str | Path], out_stem: str | Path,
+                    not_counted: set[str] = frozenset()) -> Path:
     neurons = {exp: pd.read_parquet(path) for exp, path in neuron_files.items()}
-    return save_figure(summary_figure(pd.read_parquet(summary_file), neurons), out_stem)[0]
+    return save_figure(summary_figure(pd.read_parquet(summary_file), neurons, not_counted), out_stem)[0]

@@ -78,5 +78,6 @@ def standout_experiments():
     return {n: {"answer": e["answer"], "wrong": e["wrong"]} for n, e in config["experiments"].items()}
 
 
-def standout_files(wc):
-    return [f"results/{wc.model}/experiments/{e}/neurons.parquet" for e in standout_experiments()]
+def standout_files(table):
+    """Input function: each experiment's `table` (neurons.parquet, summary.json) when watching standouts."""
+    return lambda wc: [f"results/{wc.model}/experiments/{e}/{table}" for e in standout_experiments()]

@@ -14,7 +14,8 @@ rule record:
         shard=lambda wc: f"resources/tokens/{wc.dataset}/{tokenizer_id(wc.model)}/shard-{wc.i}.parquet",
         model=model_input,
         pairs="results/{model}/weights/pairs.parquet",
-        standouts=standout_files,
+        standouts=standout_files("neurons.parquet"),
+        standout_checks=standout_files("summary.json"),
     output:
         tokens="results/{model}/{dataset}/tokens/shard-{i}.parquet",
         topk="results/{model}/{dataset}/topk/shard-{i}.parquet",
@@ -80,7 +81,8 @@ rule curves:
         tokens=expand("results/{model}/{dataset}/tokens/shard-{i}.parquet", i=SHARD_IDS, allow_missing=True),
         pairs="results/{model}/weights/pairs.parquet",
         neurons="results/{model}/weights/neurons.parquet",
-        standouts=standout_files,
+        standouts=standout_files("neurons.parquet"),
+        standout_checks=standout_files("summary.json"),
         model=model_input,
     output:
         curves="results/{model}/{dataset}/curves.parquet",

@@ -67,7 +67,8 @@ rule experiment_figures:
 
 rule experiments_summary:
     input:
-        expand("results/{{model}}/experiments/{exp}/neurons.parquet", exp=EXPERIMENTS),
+        neurons=expand("results/{{model}}/experiments/{exp}/neurons.parquet", exp=EXPERIMENTS),
+        summaries=expand("results/{{model}}/experiments/{exp}/summary.json", exp=EXPERIMENTS),
     output:
         table="results/{model}/experiments/summary.parquet",
         figure=report(
