@@ -42,9 +42,9 @@ def standout_entries(neuron_files: dict[str, str | Path], experiments: dict[str,
     """(layer, neuron, token) of the `n` neurons standing out in the most experiments, ties by largest |exact|.
 
     `neuron_files` maps experiment name → its neurons.parquet; `experiments` is the config's `experiments:`. The
-    token is the answer of the experiment where the neuron's |exact| (attribution where none) is largest if patching it restores there
-    (exact > 0), else the wrong token: the curve then asks "does this neuron track the token the experiment is
-    about?" (a neuron that helps by switching off gets a falling curve).
+    token is the answer of the experiment where the neuron's |exact| (attribution where none) is largest if
+    patching it restores there (exact > 0), else the wrong token: the curve then asks "does this neuron track the
+    token the experiment is about?" (a neuron that helps by switching off gets a falling curve).
     """
     if n <= 0:
         return []

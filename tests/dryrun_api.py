@@ -6,7 +6,8 @@ directory and installs log handlers, which a pytest process should not inherit).
 
 SPEC: {"scenario name": {"configfiles": [...], "forceall": false, "replace_workflow_config": false}, ...}, paths
 relative to WORKDIR.
-Output: {"scenario name": [{"rule": ..., "inputs": [...], "outputs": [...]}, ...], ...} (jobs Snakemake would run, `all` left out).
+Output: {"scenario name": [{"rule": ..., "inputs": [...], "outputs": [...]}, ...], ...} (jobs Snakemake would run,
+`all` left out).
 """
 
 from __future__ import annotations
