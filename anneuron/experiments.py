@@ -276,11 +276,11 @@ def stable_experiments(summary_files: dict[str, str | Path]) -> list[str]:
     out = []
     for exp, path in summary_files.items():
         s = json.loads(Path(path).read_text())
-        if abs(s["ld_clean"] - s["ld_corrupted"]) >= MIN_LD_GAP:
+        gap = s["ld_clean"] - s["ld_corrupted"]
+        if math.isfinite(gap) and abs(gap) >= MIN_LD_GAP:
             out.append(exp)
         else:
-            log.info("%s: LD gap %.3g < %g, its standouts are not counted", exp, s["ld_clean"] - s["ld_corrupted"],
-                     MIN_LD_GAP)
+            log.info("%s: LD gap %.3g is not at least %g: its standouts are not counted", exp, gap, MIN_LD_GAP)
     return out
 
 

@@ -37,40 +37,38 @@ def neuron_name(layer: int, neuron: int) -> str:
     return f"L{layer}N{neuron}"
 
 
-def standout_entries(neuron_files: dict[str, str | Path], experiments: dict[str, dict], n: int
-                     ) -> list[tuple[int, int, str]]:
-    """(layer, neuron, token) of the `n` neurons standing out in the most experiments, ties by largest |exact|.
+def standout_entries(neuron_files: dict[str, str | Path], experiments: dict[str, dict]) -> list[tuple[int, int, str]]:
+    """(layer, neuron, token) of every neuron standing out in an experiment: most experiments first, ties by the
+    largest |exact| (attribution where none), then by (layer, neuron).
 
     `neuron_files` maps experiment name → its neurons.parquet; `experiments` is the config's `experiments:`. The
-    token is the answer of the experiment where the neuron's |exact| (attribution where none) is largest if
-    patching it restores there (exact > 0), else the wrong token: the curve then asks "does this neuron track the
-    token the experiment is about?" (a neuron that helps by switching off gets a falling curve).
+    token is the answer of the experiment where the neuron's |exact| is largest (standouts are one-sided: patching
+    them moves LD towards the answer), so the curve asks "does this neuron track the token the experiment is about?"
+    and a neuron that helps by switching off gets a falling curve.
     """
-    if n <= 0:
-        return []
     found: dict[tuple[int, int], list] = {}  # (layer, neuron) -> [n experiments, best |exact|, its token]
     for exp, path in neuron_files.items():
         t = pq.read_table(path, columns=["layer", "neuron", "attribution", "exact", "standout"],
                           filters=[("standout", "=", True)])
         cols = (t.column(c).to_pylist() for c in ("layer", "neuron", "attribution", "exact"))
         for layer, neuron, attribution, exact in zip(*cols):
-            exact = attribution if exact is None else exact  # the score its standout flag was judged on
+            score = abs(attribution if exact is None else exact)  # what its standout flag was judged on
             entry = found.setdefault((int(layer), int(neuron)), [0, -1.0, None])
             entry[0] += 1
-            if abs(exact) > entry[1]:
-                side = "answer" if exact > 0 else "wrong"
-                entry[1], entry[2] = abs(exact), experiments[exp][side]
+            if score > entry[1]:
+                entry[1], entry[2] = score, experiments[exp]["answer"]
     ranked = sorted(found.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))
-    return [(layer, neuron, tok) for (layer, neuron), (_, _, tok) in ranked[:n]]
+    return [(layer, neuron, tok) for (layer, neuron), (_, _, tok) in ranked]
 
 
 def watch_list(pairs_path: str | Path | None, entries: list[tuple[int, int, str | None]], top_pairs: int,
-               tokenizer=None, standouts: list[tuple[int, int, str]] = ()) -> list[Watched]:
+               tokenizer=None, standouts: list[tuple[int, int, str]] = (), n_standouts: int = 0) -> list[Watched]:
     """The watched neurons, in column order.
 
     `entries` are (layer, neuron, token string or None) from anneuron.config.watch_entries. A token named in
-    the config wins over the pair's token; names are turned into ids only when a tokenizer is given. `standouts`
-    (from standout_entries) only add neurons not watched already.
+    the config wins over the pair's token; names are turned into ids only when a tokenizer is given. From
+    `standouts` (standout_entries, best first) the first `n_standouts` neurons not watched already are added; a
+    standout the config lists without a token takes the standout's token.
     """
     out: dict[tuple[int, int], Watched] = {}
     if pairs_path is not None and top_pairs > 0:
@@ -79,16 +77,26 @@ def watch_list(pairs_path: str | Path | None, entries: list[tuple[int, int, str 
         for rank, layer, neuron, tid, tstr in rows[:top_pairs]:
             out.setdefault((int(layer), int(neuron)),
                            Watched(int(layer), int(neuron), int(tid), tstr, int(rank), "pair"))
-    for source, items in (("config", entries), ("experiment", standouts)):
-        for layer, neuron, tok in items:
-            key = (layer, neuron)
-            if source == "experiment" and key in out:
-                continue
-            w = out.get(key, Watched(layer, neuron))
-            if tok is not None:
-                w = replace(w, token_id=_token_id(tokenizer, tok, w.name), token_str=tok, token_source=source)
-            out[key] = w
+    for layer, neuron, tok in entries:
+        out[(layer, neuron)] = _with_token(out.get((layer, neuron), Watched(layer, neuron)), tok, "config", tokenizer)
+    added = 0
+    for layer, neuron, tok in standouts:
+        if added == n_standouts:
+            break
+        w = out.get((layer, neuron))
+        if w is None:
+            added += 1
+            w = Watched(layer, neuron)
+        if w.token_str is None:
+            out[(layer, neuron)] = _with_token(w, tok, "experiment", tokenizer)
     return list(out.values())
+
+
+def _with_token(w: Watched, tok: str | None, source: str, tokenizer) -> Watched:
+    """`w` with the token `tok` (from `source`), unless tok is None; its id only when a tokenizer is given."""
+    if tok is None:
+        return w
+    return replace(w, token_id=_token_id(tokenizer, tok, w.name), token_str=tok, token_source=source)
 
 
 def _token_id(tokenizer, tok: str, name: str) -> int | None:

@@ -20,5 +20,5 @@ def watched_neurons(snakemake, tokenizer=None):
     p, inp = snakemake.params, snakemake.input
     stable = stable_experiments(dict(zip(p.experiments, inp.standout_checks)))
     files = {e: f for e, f in zip(p.experiments, inp.standouts) if e in stable}
-    standouts = standout_entries(files, p.experiments, p.standouts)
-    return watch_list(snakemake.input.pairs, p.watch, p.top_pairs, tokenizer=tokenizer, standouts=standouts)
+    return watch_list(inp.pairs, p.watch, p.top_pairs, tokenizer=tokenizer,
+                      standouts=standout_entries(files, p.experiments), n_standouts=p.standouts)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -55,25 +57,46 @@ def _neurons(path, rows):
 def test_standouts_rank_by_experiments_then_effect(tmp_path):
     experiments = {"an_a": {"answer": " an", "wrong": " a"}, "though": {"answer": " though", "wrong": " even"}}
     files = {
-        "an_a": _neurons(tmp_path / "a.parquet", [(1, 37, 0.39, True), (1, 21, -0.6, True), (0, 5, 0.9, False),
+        "an_a": _neurons(tmp_path / "a.parquet", [(1, 37, 0.39, True), (1, 21, 0.6, True), (0, 5, 0.9, False),
                                                  (1, 8, 0.05, True)]),
-        "though": _neurons(tmp_path / "t.parquet", [(1, 37, 0.10, True), (1, 8, -0.3, True), (1, 21, 0.01, False),
+        "though": _neurons(tmp_path / "t.parquet", [(1, 37, 0.10, True), (1, 8, 0.3, True), (1, 21, 0.01, False),
                                                     (0, 9, None, True)]),
     }
-    # L1N37 and L1N8 stand out twice (L1N37's best is an_a, L1N8's is though with exact < 0: the wrong token);
-    # L1N21 once (largest |exact| of all, but one experiment); L0N9 once, on its attribution (0.5, no exact);
-    # L0N5 is not a standout at all.
-    assert standout_entries(files, experiments, 5) == [(1, 37, " an"), (1, 8, " even"), (1, 21, " a"),
-                                                       (0, 9, " though")]
-    assert standout_entries(files, experiments, 1) == [(1, 37, " an")]
-    assert standout_entries(files, experiments, 0) == []
+    # L1N37 and L1N8 stand out twice (L1N37's best is in an_a, L1N8's in though: their tokens); L1N21 once (the
+    # largest |exact| of all, but one experiment); L0N9 once, on its attribution (0.5, no exact); L0N5 never.
+    assert standout_entries(files, experiments) == [(1, 37, " an"), (1, 8, " though"), (1, 21, " an"),
+                                                    (0, 9, " though")]
+    assert standout_entries({}, experiments) == []
 
 
-def test_standouts_only_add_neurons(weights):
+def test_standouts_add_n_new_neurons(weights):
     tok = gpt2_tokenizer()
-    standouts = [(2, 892, " a"), (3, 500, " the"), (0, 1, " an")]
-    w = watch_list(weights / "pairs.parquet", [(3, 500, " cat")], top_pairs=1, tokenizer=tok, standouts=standouts)
-    assert [x.name for x in w] == ["L2N892", "L3N500", "L0N1"]
+    standouts = [(2, 892, " a"), (3, 500, " the"), (4, 4, " the"), (0, 1, " an"), (0, 2, " an")]
+    w = watch_list(weights / "pairs.parquet", [(3, 500, " cat"), (4, 4, None)], top_pairs=1, tokenizer=tok,
+                   standouts=standouts, n_standouts=1)
+    assert [x.name for x in w] == ["L2N892", "L3N500", "L4N4", "L0N1"]  # L0N2 would be a second new one
     assert (w[0].token_str, w[0].token_source) == (" an", "pair")  # a pair keeps its token
     assert (w[1].token_str, w[1].token_source) == (" cat", "config")  # and a config entry its own
-    assert (w[2].token_id, w[2].token_str, w[2].token_source) == (281, " an", "experiment")
+    assert (w[2].token_str, w[2].token_source) == (" the", "experiment")  # listed without one: the standout's
+    assert (w[3].token_id, w[3].token_str, w[3].token_source) == (281, " an", "experiment")
+    assert [x.name for x in watch_list(None, [], 0, standouts=standouts, n_standouts=0)] == []
+
+
+def test_rule_scripts_watch_standouts_of_stable_experiments_only(weights, tmp_path):
+    """The glue record and curves share (scripts/_common.py): an experiment whose LD gap is < 0.5 nominates no one."""
+    import json
+    import sys
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from _common import watched_neurons
+
+    experiments = {"an_a": {"answer": " an", "wrong": " a"}, "noise": {"answer": " big", "wrong": " small"}}
+    inputs = SimpleNamespace(pairs=str(weights / "pairs.parquet"), standouts=[], standout_checks=[])
+    for name, rows, gap in (("an_a", [(1, 37, 0.4, True)], 9.0), ("noise", [(1, 124, 3.2, True)], 0.0003)):
+        inputs.standouts.append(_neurons(tmp_path / f"{name}.parquet", rows))
+        inputs.standout_checks.append(tmp_path / f"{name}.json")
+        inputs.standout_checks[-1].write_text(json.dumps({"ld_clean": gap, "ld_corrupted": 0.0}))
+    params = SimpleNamespace(watch=[], top_pairs=1, experiments=experiments, standouts=5)
+    w = watched_neurons(SimpleNamespace(input=inputs, params=params), gpt2_tokenizer())
+    assert [(x.name, x.token_str) for x in w] == [("L2N892", " an"), ("L1N37", " an")]
