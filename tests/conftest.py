@@ -17,30 +17,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def build_random_gpt2(folder: Path, n_layer: int = 3, d_model: int = 64, d_mlp: int = 256, n_head: int = 4,
                       n_ctx: int = 64, seed: int = 0, tied: bool = True) -> Path:
-    """A random GPT-2 with the real tokenizer and RANDOMISED LayerNorm parameters (so folding matters)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    """A tiny random GPT-2 with the real tokenizer, RANDOMISED LayerNorms (so folding matters), random biases and
+    weights ×5 (so activations, LN and attention are far from trivial)."""
+    from anneuron.bench.common import random_gpt2
 
-    from anneuron.tokenizer import gpt2_tokenizer
-
-    tok = gpt2_tokenizer()
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=n_ctx, n_embd=d_model, n_layer=n_layer, n_head=n_head,
-                     n_inner=d_mlp, activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
-                     attn_pdrop=0.0, tie_word_embeddings=tied, bos_token_id=tok.bos_token_id,
-                     eos_token_id=tok.eos_token_id)
-    torch.manual_seed(seed)
-    model = GPT2LMHeadModel(cfg).eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "ln" in name:
-                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.2 * torch.randn(p.shape, generator=g))
-            elif name.endswith("bias"):
-                p.copy_(0.05 * torch.randn(p.shape, generator=g))
-            else:
-                p.mul_(5.0)  # larger than init so activations, LN and attention are far from trivial
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return random_gpt2(folder, n_layer=n_layer, d_model=d_model, d_mlp=d_mlp, n_head=n_head, n_ctx=n_ctx, seed=seed,
+                       ln_noise=0.2, bias_noise=0.05, weight_scale=5.0, tied=tied)
 
 
 @pytest.fixture(scope="session")

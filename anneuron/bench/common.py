@@ -30,9 +30,11 @@ def emit(result: dict) -> None:
 
 
 def random_gpt2(folder: Path, *, n_layer: int = 12, d_model: int = 768, d_mlp: int = 3072, n_head: int = 12,
-                n_ctx: int = 1024, seed: int = 0, ln_noise: float = 0.2) -> Path:
+                n_ctx: int = 1024, seed: int = 0, ln_noise: float = 0.2, bias_noise: float = 0.0,
+                weight_scale: float = 1.0, tied: bool = True) -> Path:
     """A random GPT-2 (GPT-2 small's shape by default) with the real tokenizer and randomised LayerNorms (so the
-    processed model differs from the raw one), saved to `folder`."""
+    processed model differs from the raw one), saved to `folder`. `bias_noise` and `weight_scale` push the other
+    parameters away from their init (the tests' models, whose activations must be far from trivial)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -41,7 +43,8 @@ def random_gpt2(folder: Path, *, n_layer: int = 12, d_model: int = 768, d_mlp: i
     tok = gpt2_tokenizer()
     cfg = GPT2Config(vocab_size=len(tok), n_positions=n_ctx, n_embd=d_model, n_layer=n_layer, n_head=n_head,
                      n_inner=d_mlp, activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
-                     attn_pdrop=0.0, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+                     attn_pdrop=0.0, tie_word_embeddings=tied, bos_token_id=tok.bos_token_id,
+                     eos_token_id=tok.eos_token_id)
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(cfg).eval()
     g = torch.Generator().manual_seed(seed)
@@ -49,6 +52,10 @@ def random_gpt2(folder: Path, *, n_layer: int = 12, d_model: int = 768, d_mlp: i
         for name, p in model.named_parameters():
             if "ln" in name:
                 p.copy_((1.0 if name.endswith("weight") else 0.0) + ln_noise * torch.randn(p.shape, generator=g))
+            elif name.endswith("bias") and bias_noise:
+                p.copy_(bias_noise * torch.randn(p.shape, generator=g))
+            elif not name.endswith("bias") and weight_scale != 1.0:
+                p.mul_(weight_scale)
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder

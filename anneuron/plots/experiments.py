@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import TwoSlopeNorm
 
-from anneuron.experiments import MIN_LD_GAP
 from anneuron.io import save_figure
 from anneuron.plots import style
 
@@ -268,6 +267,8 @@ def summary_figure(summary: pd.DataFrame, neurons: dict[str, pd.DataFrame], not_
             if exp in r.experiments:
                 ax.add_patch(plt.Rectangle((j - 0.48, i - 0.45), 0.96, 0.9, fill=False, lw=1.5, color="C3"))
     ax.set_xticks(range(len(exps)))
+    from anneuron.experiments import MIN_LD_GAP  # here: that module pulls in torch, which the figures need nowhere
+
     ax.set_xticklabels([f"{e} (LD gap < {MIN_LD_GAP:g}: not counted)" if e in not_counted else e for e in exps],
                        rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(rows)))
