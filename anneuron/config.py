@@ -118,7 +118,7 @@ def _tokenizer(name: str, produced: dict[str, Produced]):
 
 
 def tokenizer_id(name: str, produced: dict[str, Produced]) -> str:
-    """`gpt2` for GPT-2-family hub names and folders with GPT-2's vocabulary, else the model id (DESIGN §6)."""
+    """`gpt2` for GPT-2-family hub names and folders with GPT-2's vocabulary, else the model id (docs/contracts.md)."""
     key = str(Path(name))
     if key in produced:
         return produced[key].tokenizer

@@ -1,4 +1,4 @@
-"""The weights pass (DESIGN §2): how every MLP neuron's output weights line up with every token, in ONE streaming
+"""The weights pass (docs/science.md): how every MLP neuron's output weights line up with every token, in ONE streaming
 pass over blocks of neurons that keeps only reductions (never the neurons x vocab matrix, unless asked).
 
 Congruence C[n, t] = w_out[n] . b[t], with b the token basis: `we` = W_E[t] (the post's), `wu` = W_U[:, t],
@@ -584,7 +584,7 @@ def moments_dense(rows: np.ndarray) -> np.ndarray:
     return moments_from_sums(sums, mean, rows.shape[1])
 
 
-# --- tables (DESIGN §6) ---------------------------------------------------------------------------------------------
+# --- tables (docs/contracts.md) ---------------------------------------------------------------------------------------------
 
 
 def token_strings(tokenizer, n: int) -> list[str]:

@@ -1,4 +1,4 @@
-"""Proportion curves and predicted-vs-occurred counts from the dataset pass's token tables (DESIGN §2, §6).
+"""Proportion curves and predicted-vs-occurred counts from the dataset pass's token tables (docs/science.md, docs/contracts.md).
 
 Proportion curve of a watched neuron n and its token t: positions (BOS excluded) binned by n's activation in
 fixed-width bins anchored at 0, [k·w, (k+1)·w); per bin `count`, `hits` (positions whose top-1 prediction is t)

@@ -1,4 +1,4 @@
-"""Documents in, token shards out (DESIGN §2 "Chunking", §6 token shard contract), streaming, never the whole
+"""Documents in, token shards out (docs/science.md, docs/contracts.md "Chunking" token shard contract), streaming, never the whole
 dataset in RAM."""
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def tokenize_documents(texts: Iterable[str], tokenizer, batch: int = 256) -> Ite
 
 def chunk_rows(docs: Iterable[list[int]], seq_len: int, mode: str, bos: int, eos: int,
                max_tokens: int | None = None) -> Iterator[Row]:
-    """Cut documents into model rows of at most `seq_len` tokens, BOS included (DESIGN §2 "Chunking").
+    """Cut documents into model rows of at most `seq_len` tokens, BOS included (docs/science.md "Chunking").
 
     concat: documents joined with EOS into one stream, cut into rows of BOS + seq_len-1 stream tokens; the last
     partial row is kept, so no text is dropped. truncate: one row per document, BOS + its first seq_len-1 tokens.

@@ -1,5 +1,5 @@
 """The offline demo model `demo-emergent`: a small GPT-2 that learns a/an from the generated corpus by itself
-(DESIGN §5), so the pipeline has to find what it learned instead of what we planted.
+(docs/demos.md), so the pipeline has to find what it learned instead of what we planted.
 
 Built from `anneuron.emergent_corpus` (data) and `anneuron.training` (the fast remapped-vocabulary training); this
 module adds the checks that the rule was learned and writes the artifact with `training.json` beside the model.

@@ -1,4 +1,4 @@
-"""The generated a/an corpus that `demo-emergent` learns from (DESIGN §5).
+"""The generated a/an corpus that `demo-emergent` learns from (docs/demos.md).
 
 The article before a noun follows the noun's first SOUND ("an apple", "a pear", "a unicorn", "an hour"), and most
 articles are written where the noun is already predictable from the context, as in the post's prompt "I climbed

@@ -6,7 +6,7 @@ normalized residual (`ln_final.hook_normalized`).
   efficient kernels; the bridge computes attention eagerly, materialising every (T x T) pattern) and gelu_new as
   one fused kernel (`gelu(approximate="tanh")`, the same function; the unfused one is ~8 elementwise passes).
   Raw weights: hook_post is the same as in the processed model, and logits differ by a per-position constant
-  (DESIGN §2), so the argmax, the softmax and `pred_post` are the same (the normalized residual has zero mean,
+  (docs/science.md), so the argmax, the softmax and `pred_post` are the same (the normalized residual has zero mean,
   so centring W_E does not change its dot products). 2.5-3x faster than the bridge at seq_len 1024 on CPU.
 - `BridgeEngine`: any model TransformerLens' bridge supports (processed, as loaded by anneuron.models.load_model).
 """

@@ -1,4 +1,4 @@
-"""One prompt experiment end to end (DESIGN §2, §6), and what stands out across experiments.
+"""One prompt experiment end to end (docs/science.md, docs/contracts.md), and what stands out across experiments.
 
 For a clean/corrupted pair: the top next tokens of both prompts, whether each prefers the right token, the logit
 lens, layer × position patching of resid_pre / attn_out / mlp_out, attribution patching of every neuron, exact
@@ -54,7 +54,7 @@ SCHEMAS = {
 
 @dataclass(frozen=True)
 class PatchingConfig:
-    """The `patching:` config keys (DESIGN §7; defaults in the schema)."""
+    """The `patching:` config keys (docs/config.md; defaults in the schema)."""
 
     auto_threshold: float = 0.2
     auto_method: str = "mlp_out"

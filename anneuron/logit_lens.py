@@ -1,4 +1,4 @@
-"""The logit lens on the logit difference (DESIGN §2): how far the residual stream already prefers the answer over
+"""The logit lens on the logit difference (docs/science.md): how far the residual stream already prefers the answer over
 the wrong token at each point of the network, at the last position of the clean prompt.
 
 TransformerLens' `accumulated_resid(incl_mid=True)` gives the residual before and after each attention layer

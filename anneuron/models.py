@@ -36,7 +36,7 @@ def is_local(name_or_dir: str) -> bool:
 
 
 def model_id(name_or_dir: str) -> str:
-    """`gpt2-large` for `openai-community/gpt2-large`; a folder's basename for a folder (DESIGN §6)."""
+    """`gpt2-large` for `openai-community/gpt2-large`; a folder's basename for a folder (docs/contracts.md)."""
     return Path(name_or_dir.rstrip("/")).name
 
 
@@ -110,7 +110,7 @@ def load_model(
     """Boot a GPT-2-family model through TransformerBridge.
 
     processed=True applies TransformerLens' fold_ln, center_writing_weights and center_unembed (the post's
-    coordinates, DESIGN §2) and checks that the logits are unchanged up to a per-position constant.
+    coordinates, docs/science.md) and checks that the logits are unchanged up to a per-position constant.
     processed=False keeps the raw weights (hooks and compatibility aliases still on).
     """
     device = resolve_device(device)

@@ -1,4 +1,4 @@
-"""Mutually exclusive neuron-token pairs (DESIGN §2): neuron n and token t such that t is n's most congruent token
+"""Mutually exclusive neuron-token pairs (docs/science.md): neuron n and token t such that t is n's most congruent token
 AND n is t's most congruent neuron. Ranked by score = d_neu[n] * d_tok[t] (how far each stands above its runner-up),
 rank 1 = best. The post's top pair on GPT-2 Large: "i" - L33N4142, 7.467."""
 
@@ -21,7 +21,7 @@ def mutual_pairs(token_top1: np.ndarray, neuron_top1: np.ndarray) -> tuple[np.nd
 
 
 def pairs_table(tokens: pa.Table, neurons: pa.Table) -> pa.Table:
-    """The ranked pairs (DESIGN §6 columns) from the weights pass tables: tokens.parquet and the neuron table
+    """The ranked pairs (docs/contracts.md columns) from the weights pass tables: tokens.parquet and the neuron table
     (rows in flat-id order, layer * d_mlp + neuron)."""
     d_mlp = neurons.num_rows // (int(pc.max(neurons.column("layer")).as_py()) + 1)
     token_top1 = _first(tokens.column("top_neurons"))

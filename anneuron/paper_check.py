@@ -1,5 +1,5 @@
-"""The paper check: every number the post published for GPT-2 Large (DESIGN §4) beside ours, read from one model's
-stage outputs (DESIGN §6).
+"""The paper check: every number the post published for GPT-2 Large (docs/paper.md) beside ours, read from one model's
+stage outputs (docs/contracts.md).
 
 Two kinds of rows. *Same item*: our value of exactly what the post measured (P(" an") on the clean prompt, the
 mlp_out patch score of layer 31, neuron L31N892's exact patch score, ...). *Best*: what ranks first by the same
@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 REFERENCE_MODEL = "gpt2-large"
-# The post's settings (DESIGN §4): its numbers are comparable to a run with these (workflow/configs/paper.yaml).
+# The post's settings (docs/paper.md): its numbers are comparable to a run with these (workflow/configs/paper.yaml).
 PAPER_SETTINGS = {"chunking": "truncate", "seq_len": 1024, "pred_post": True, "basis": "we"}
 
 COLUMNS = [

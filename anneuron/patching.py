@@ -1,4 +1,4 @@
-"""Activation patching of a clean/corrupted prompt pair (DESIGN §2): layer × position, exact single neurons, top-k
+"""Activation patching of a clean/corrupted prompt pair (docs/science.md): layer × position, exact single neurons, top-k
 neurons jointly, and attribution patching — with ONE fast engine underneath.
 
 Every patch this module makes adds a difference to the corrupted run's residual stream at one point of one layer:

@@ -1,7 +1,7 @@
 """The dataset pass over ONE token shard: every row through the model once, recording per position the next token,
 the model's top-1 prediction and its probability, optionally the post's `pred_post` and the top-k predictions,
 the activations of the watched neurons, and the running top-k max-activating examples of every neuron
-(anneuron.max_examples). DESIGN §2 ("Top prediction", `pred_post`), §6 (token tables).
+(anneuron.max_examples). docs/science.md, docs/contracts.md "Top prediction".
 
 The model runs through an engine (anneuron.engines): by default, for GPT-2, the Hugging Face model with SDPA
 attention and a fused gelu_new; otherwise the TransformerBridge. Memory is bounded by the batch (and a window
@@ -38,7 +38,7 @@ BASE_FIELDS = [
 
 
 def token_schema(watched: list[tuple[int, int]], pred_post: bool = False, pred_topk: int = 0) -> pa.Schema:
-    """Columns of results/{model}/{dataset}/tokens/shard-{i}.parquet (DESIGN §6), in a fixed order."""
+    """Columns of results/{model}/{dataset}/tokens/shard-{i}.parquet (docs/contracts.md), in a fixed order."""
     fields = list(BASE_FIELDS)
     if pred_post:
         fields.append(("pred_post", pa.int32()))

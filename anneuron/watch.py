@@ -1,4 +1,4 @@
-"""Which neurons the dataset pass watches, and which token each one's proportion curve uses (DESIGN §7 `watch`).
+"""Which neurons the dataset pass watches, and which token each one's proportion curve uses (docs/config.md `watch`).
 
 Watched = the top `watch.top_pairs` mutually exclusive pairs (by rank), then the neurons listed for the model in
 `watch.neurons`, then (with `watch.standouts` > 0) the neurons that stand out in the prompt experiments, each only

@@ -40,7 +40,7 @@ def tiny_bridge(tiny_dir):
 
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
-    """The planted demo model (DESIGN §5), with ground_truth.json beside it."""
+    """The planted demo model (docs/demos.md), with ground_truth.json beside it."""
     from anneuron.demo import write_planted_model
 
     folder = tmp_path_factory.mktemp("models") / "demo-planted"

@@ -1,5 +1,5 @@
 """Whole experiments on the planted demo (ground_truth.json says which neuron carries each prompt pair), the output
-contract of DESIGN §6, and the small decisions (robust z, auto layers, joint groups)."""
+contract of docs/contracts.md, and the small decisions (robust z, auto layers, joint groups)."""
 
 from __future__ import annotations
 

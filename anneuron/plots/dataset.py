@@ -1,4 +1,4 @@
-"""Figures of the dataset pass (DESIGN §8): the post's proportion curves (" an" / " though"), the multi-line top-pairs
+"""Figures of the dataset pass (docs/paper.md): the post's proportion curves (" an" / " though"), the multi-line top-pairs
 curve, and the activation histograms of the watched neurons, all drawn from curves.parquet and predictions.parquet.
 
 x is the neuron's activation (bin centres of the fixed-width bins), y the proportion of positions whose top-1

@@ -1,4 +1,4 @@
-"""Figures of one prompt experiment (DESIGN §8: results/{model}/figures/experiments/{exp}/): the logit lens, the
+"""Figures of one prompt experiment (docs/paper.md: results/{model}/figures/experiments/{exp}/): the logit lens, the
 layer × position patching heatmaps, each chosen layer's neuron scores, attribution vs exact, and joint patching."""
 
 from __future__ import annotations

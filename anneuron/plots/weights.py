@@ -1,4 +1,4 @@
-"""Figures of the weights pass (DESIGN §8, results/{model}/figures/weights/): a neuron against all tokens, a token
+"""Figures of the weights pass (docs/paper.md, results/{model}/figures/weights/): a neuron against all tokens, a token
 against all neurons, the top-2 differences both ways, the top mutually exclusive pairs, and the vocabulary moments
 and classes by depth (Gurnee et al. 2024, Fig. 5-6)."""
 
@@ -341,7 +341,7 @@ def classes_by_layer(neurons: pa.Table, kurtosis: float, partition_var: float):
 def draw_weights_figures(out_dir: str | Path, weights, tokens: pa.Table, neurons: pa.Table, pairs: pa.Table,
                          neurons_to_draw: Sequence[tuple[int, int]], token_ids: Sequence[int], basis: str,
                          kurtosis: float, partition_var: float, top_pairs_shown: int = 20) -> list[Path]:
-    """Every weights figure of DESIGN §8 into out_dir (PNG + SVG). The "vs all" figures compute their one row or
+    """Every weights figure of docs/paper.md into out_dir (PNG + SVG). The "vs all" figures compute their one row or
     column of the congruence matrix directly from `weights` (anneuron.congruence.Weights): the pass keeps none."""
     from anneuron.congruence import congruence_column, congruence_row
 

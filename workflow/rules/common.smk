@@ -1,4 +1,4 @@
-# Shared names and helpers for every stage: model / dataset / tokenizer ids and paths (DESIGN.md §6).
+# Shared names and helpers for every stage: model / dataset / tokenizer ids and paths (docs/contracts.md).
 from pathlib import Path
 
 from anneuron import config as C

@@ -1,4 +1,4 @@
-# Dataset pass (DESIGN.md §2, §6, §8): every token shard through the model once (`record`, one GPU job per shard),
+# Dataset pass (docs/science.md, docs/contracts.md, docs/paper.md): every token shard through the model once (`record`, one GPU job per shard),
 # then the shards' top-k merged into max-activating examples, the proportion curves and predicted/occurred
 # counts, and the figures.
 import re

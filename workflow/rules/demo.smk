@@ -1,4 +1,4 @@
-# The offline demo models and corpora (DESIGN.md §5): built here, no network needed.
+# The offline demo models and corpora (docs/demos.md): built here, no network needed.
 
 
 rule demo_model:

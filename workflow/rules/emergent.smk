@@ -1,4 +1,4 @@
-# demo-emergent (DESIGN.md §5): a generated a/an corpus, and a small GPT-2 trained on it offline, on CPU.
+# demo-emergent (docs/demos.md): a generated a/an corpus, and a small GPT-2 trained on it offline, on CPU.
 # Seeds: the training corpus, the held-out corpus (the dataset pass reads it) and the probes that check the learned
 # rule are all derived from demo.seed, so that changing it gives an independent replicate.
 

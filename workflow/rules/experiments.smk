@@ -1,4 +1,4 @@
-# Prompt experiments (DESIGN.md §2, §6, §8): one GPU job per (model, experiment) — logit lens, layer × position
+# Prompt experiments (docs/science.md, docs/contracts.md, docs/paper.md): one GPU job per (model, experiment) — logit lens, layer × position
 # patching, attribution and exact neuron patching, joint patching — then what stands out across experiments.
 import re
 

@@ -1,4 +1,4 @@
-# Weights pass (DESIGN.md §2, §6, §8): no data needed. `congruence` streams every neuron once against the token
+# Weights pass (docs/science.md, docs/contracts.md, docs/paper.md): no data needed. `congruence` streams every neuron once against the token
 # basis (GPU when present) and keeps the reductions; `pairs` and `neuron_classes` read them (so a change of
 # classes.* reruns only the classes and figures); `weights_figures` draws every figure of the stage into one folder
 # (its neuron figures depend on the pairs found, so the folder is the output).
