@@ -22,10 +22,12 @@ demo: venv
 	@echo "demo outputs: results/$(DEMO)/ (tables, figures), resources/ (model, corpus, token shards)"
 
 lint: venv
+	.venv/bin/ruff check .
 	$(SNAKEMAKE) --lint --configfile workflow/configs/demo-planted.yaml
 	.venv/bin/snakefmt --check Snakefile workflow/rules
 
 test: venv
+	.venv/bin/ruff check .
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 
 test-slurm: venv

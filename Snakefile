@@ -1,10 +1,11 @@
-# anneuron: which MLP neurons of GPT-2 predict which tokens, and the evidence (see README.md).
-# This file only loads and validates the configuration and includes the stages in workflow/rules/.
+# anneuron: which MLP neurons of GPT-2 predict which tokens, and the evidence (see README.md and docs/).
+# This file only validates the configuration, resolves the models (no torch, no network) and includes the stages.
 import sys
 
 from snakemake.utils import min_version
 
-from anneuron.config import ConfigError, check, load_schema
+from anneuron import config as C
+from anneuron.demo_specs import DATA_FILES, produced_models
 
 min_version("9.0")
 
@@ -15,15 +16,21 @@ configfile: "config.yaml"
 report: "workflow/report/workflow.rst"
 
 
-include: "workflow/rules/common.smk"
-
-
 try:
-    config.update(check(config, load_schema(workflow.source_path("workflow/schemas/config.schema.yaml")), PRODUCED))
-except ConfigError as err:
+    config.update(
+        C.check(
+            config,
+            C.load_schema(workflow.source_path("workflow/schemas/config.schema.yaml")),
+            produced_models,
+            DATA_FILES,
+        )
+    )
+    SPECS = C.resolve_models(config, produced_models)
+except C.ConfigError as err:
     sys.exit(f"anneuron: {err}")
 
 
+include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/tokenize.smk"
 include: "workflow/rules/weights.smk"
@@ -31,6 +38,7 @@ include: "workflow/rules/dataset.smk"
 include: "workflow/rules/experiments.smk"
 include: "workflow/rules/emergent.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/pages.smk"
 
 
 rule all:

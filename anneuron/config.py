@@ -1,34 +1,25 @@
 """Validate a run's configuration before any job: schema (types, ranges, unknown keys, defaults) and the checks a
-schema cannot express (folders, single-token answers, equal prompt lengths, seq_len vs context).
+schema cannot express (each model resolved by anneuron.resolve, single-token answers, equal prompt lengths, seq_len
+vs context, watched neurons and patched layers in range, stages the architecture supports).
 
-Every error is ONE line naming the key, model or experiment. Nothing here touches the network.
+Every error is ONE line naming the key, model or experiment. Nothing here imports torch or touches the network.
 """
 
 from __future__ import annotations
 
 import copy
-import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import jsonschema
 import yaml
 
-from anneuron import models as M
-
-NEURON_RE = re.compile(r"^L(\d+)N(\d+)$")
+from anneuron.contracts import parse_neuron as _parse_neuron
+from anneuron.resolve import ModelError, ModelSpec, Produced, is_local, model_id, resolve, seq_len
 
 
 class ConfigError(ValueError):
     """One line saying which key is wrong and why."""
-
-
-@dataclass(frozen=True)
-class Produced:
-    """A model folder or dataset file that a rule of the workflow builds (so it may not exist yet)."""
-
-    tokenizer: str = "gpt2"
-    n_ctx: int = 1024
 
 
 def _extend_with_defaults(validator_class):
@@ -88,10 +79,10 @@ def _describe(sub: dict, root: dict) -> str:
 
 
 def parse_neuron(name: str) -> tuple[int, int]:
-    m = NEURON_RE.match(name)
-    if not m:
-        raise ConfigError(f"config: neuron {name!r} is not of the form L<layer>N<neuron>")
-    return int(m.group(1)), int(m.group(2))
+    try:
+        return _parse_neuron(name)
+    except ValueError as e:
+        raise ConfigError(f"config: {e}") from None
 
 
 def watch_entries(config: dict, mid: str) -> list[tuple[int, int, str | None]]:
@@ -106,99 +97,108 @@ def watch_entries(config: dict, mid: str) -> list[tuple[int, int, str | None]]:
     return out
 
 
-def _tokenizer(name: str, produced: dict[str, Produced]):
-    key = str(Path(name))
-    if key in produced:
-        if produced[key].tokenizer != "gpt2":
-            raise ConfigError(f"config: model {name}: produced folders must use the GPT-2 tokenizer")
-        from anneuron.tokenizer import gpt2_tokenizer
-
-        return gpt2_tokenizer()
-    return M.tokenizer_for(name)
-
-
-def tokenizer_id(name: str, produced: dict[str, Produced]) -> str:
-    """`gpt2` for GPT-2-family hub names and folders with GPT-2's vocabulary, else the model id (docs/contracts.md)."""
-    key = str(Path(name))
-    if key in produced:
-        return produced[key].tokenizer
-    if M.is_gpt2_family(name):
-        return "gpt2"
-    if M.is_local(name):
-        from anneuron.tokenizer import has_gpt2_vocab
-
-        return "gpt2" if has_gpt2_vocab(Path(name).expanduser()) else M.model_id(name)
-    return M.model_id(name)
-
-
-def context_length(name: str, produced: dict[str, Produced]) -> int:
-    key = str(Path(name))
-    return produced[key].n_ctx if key in produced else M.context_length(name)
-
-
 def dataset_id(name: str) -> str:
     p = Path(name)
-    return p.stem if (M.is_local(name) or p.suffix in (".parquet", ".jsonl", ".json")) else p.name
+    return p.stem if (is_local(name) or p.suffix in (".parquet", ".jsonl", ".json")) else p.name
 
 
 def is_local_dataset(name: str) -> bool:
-    return Path(name).exists() or M.is_local(name) or Path(name).suffix in (".parquet", ".jsonl", ".json")
+    return Path(name).exists() or is_local(name) or Path(name).suffix in (".parquet", ".jsonl", ".json")
 
 
-def seq_len_for(config: dict, names: list[str], produced: dict[str, Produced]) -> int:
-    """`auto` = the smallest context among the models sharing these shards, capped at 1024."""
-    ctx = min(context_length(n, produced) for n in names)
-    seq_len = config["data"]["seq_len"]
-    if seq_len == "auto":
-        return min(ctx, 1024)
-    if seq_len > ctx:
-        raise ConfigError(f"config: data.seq_len {seq_len} exceeds the context ({ctx}) of {names[0]}")
-    return seq_len
+ProducedModels = dict[str, Produced] | Callable[[dict], dict[str, Produced]]
 
 
-def check(config: dict, schema: dict, produced: dict[str, Produced] | None = None) -> dict:
-    """The whole pre-flight check; returns the config with defaults filled."""
-    produced = {str(Path(k)): v for k, v in (produced or {}).items()}
-    config = validate_schema(config, schema)
-    ids = [M.model_id(m) for m in config["models"]]
+def resolve_models(config: dict, produced: ProducedModels | None = None) -> dict[str, ModelSpec]:
+    """Model id -> ModelSpec for every configured model (config already validated: defaults filled)."""
+    produced = produced(config) if callable(produced) else (produced or {})
+    ids = [model_id(name) for name in config["models"]]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"config: models: two models share the id {sorted(i for i in ids if ids.count(i) > 1)[0]}")
+    specs: dict[str, ModelSpec] = {}
     for name in config["models"]:
-        if M.is_local(name) and str(Path(name)) not in produced:
-            folder = Path(name).expanduser()
-            if not folder.is_dir():
-                raise ConfigError(f"config: models: folder {name} does not exist and no rule produces it")
-            try:
-                M.check_folder(folder)
-            except M.ModelError as e:
-                raise ConfigError(f"config: models: {e}") from None
+        try:
+            spec = resolve(name, produced)
+        except ModelError as e:
+            raise ConfigError(f"config: models: {e}") from None
+        specs[spec.id] = spec
+    return specs
+
+
+def seq_len_for(config: dict, specs: list[ModelSpec]) -> int:
+    """The token shards' row length for the models sharing one tokenizer (`auto`: their smallest context, capped)."""
+    try:
+        return seq_len(specs, config["data"]["seq_len"])
+    except ModelError as e:
+        raise ConfigError(f"config: {e}") from None
+
+
+def by_tokenizer(specs: dict[str, ModelSpec]) -> dict[str, list[ModelSpec]]:
+    out: dict[str, list[ModelSpec]] = {}
+    for spec in specs.values():
+        out.setdefault(spec.tokenizer_id, []).append(spec)
+    return out
+
+
+def _single(tok, text: str) -> int:
+    return len(tok.encode(text, add_special_tokens=False))
+
+
+def check(config: dict, schema: dict, produced: ProducedModels | None = None,
+          produced_data: tuple[str, ...] = ()) -> dict:
+    """The whole pre-flight check; returns the config with defaults filled."""
+    config = validate_schema(config, schema)
+    specs = resolve_models(config, produced)
     ds = config["dataset"]
-    if is_local_dataset(ds) and str(Path(ds)) not in produced and not Path(ds).exists():
+    produced_data = {str(Path(d)) for d in produced_data}
+    if is_local_dataset(ds) and str(Path(ds)) not in produced_data and not Path(ds).exists():
         raise ConfigError(f"config: dataset: {ds} does not exist and no rule produces it")
-    by_tokenizer: dict[str, list[str]] = {}
-    for name in config["models"]:
-        by_tokenizer.setdefault(tokenizer_id(name, produced), []).append(name)
-    for names in by_tokenizer.values():
-        seq_len_for(config, names, produced)
-    for name in config["models"]:
-        tok = _tokenizer(name, produced)
-        for s in config["congruence"]["tokens"]:
-            if len(tok.encode(s, add_special_tokens=False)) != 1:
-                raise ConfigError(f"config: congruence.tokens: {s!r} is not a single token for {M.model_id(name)}")
-        for exp, e in config["experiments"].items():
-            for key in ("answer", "wrong"):
-                n = len(tok.encode(e[key], add_special_tokens=False))
-                if n != 1:
-                    raise ConfigError(f"config: experiments.{exp}.{key}: {e[key]!r} is {n} tokens for "
-                                      f"{M.model_id(name)}, must be one")
-            lc, lr = (len(tok.encode(e[k], add_special_tokens=False)) for k in ("clean", "corrupted"))
-            if lc != lr:
-                raise ConfigError(f"config: experiments.{exp}: clean is {lc} tokens and corrupted {lr} for "
-                                  f"{M.model_id(name)}; they must be the same length")
-        for _, _, tok_str in watch_entries(config, M.model_id(name)):
-            if tok_str is not None and len(tok.encode(tok_str, add_special_tokens=False)) != 1:
-                raise ConfigError(f"config: watch.neurons.{M.model_id(name)}: {tok_str!r} is not a single token")
+    for group in by_tokenizer(specs).values():
+        seq_len_for(config, group)
+    curves = config["curves"]
+    if curves["readout"] == "post" and not config["record"]["pred_post"]:
+        raise ConfigError("config: curves.readout: post counts the post's readout, which record only writes with "
+                          "record.pred_post: true")
+    if curves["binning"] == "post" and curves["bin_width"] != 0.2:
+        raise ConfigError(f"config: curves.binning: post bins by int(5 * round(a, 1)), width 0.2; curves.bin_width "
+                          f"is {curves['bin_width']}")
+    for spec in specs.values():
+        for stage in ("weights", "dataset", "experiments"):
+            try:
+                spec.check_stage(stage)
+            except ModelError as e:
+                raise ConfigError(f"config: models: {e}") from None
+        _check_model(config, spec)
     return config
+
+
+def _check_model(config: dict, spec: ModelSpec) -> None:
+    tok = spec.tokenizer()
+    mid = spec.id
+    for s in config["congruence"]["tokens"]:
+        if _single(tok, s) != 1:
+            raise ConfigError(f"config: congruence.tokens: {s!r} is not a single token for {mid}")
+    for exp, e in config["experiments"].items():
+        for key in ("answer", "wrong"):
+            n = _single(tok, e[key])
+            if n != 1:
+                raise ConfigError(f"config: experiments.{exp}.{key}: {e[key]!r} is {n} tokens for {mid}, must be one")
+        lc, lr = (_single(tok, e[k]) for k in ("clean", "corrupted"))
+        if lc != lr:
+            raise ConfigError(f"config: experiments.{exp}: clean is {lc} tokens and corrupted {lr} for {mid}; "
+                              "they must be the same length")
+        layers = e.get("neuron_layers", "auto")
+        bad = [] if layers == "auto" else [layer for layer in layers if layer >= spec.n_layers]
+        if bad:
+            raise ConfigError(f"config: experiments.{exp}.neuron_layers: layer {bad[0]} is out of range for {mid} "
+                              f"({spec.n_layers} layers)")
+    for layer, neuron, tok_str in watch_entries(config, mid):
+        try:
+            spec.check_neuron(layer, neuron, f"config: watch.neurons.{mid}")
+        except ModelError as e:
+            raise ConfigError(str(e)) from None
+        if tok_str is not None and _single(tok, tok_str) != 1:
+            raise ConfigError(f"config: watch.neurons.{mid}: {tok_str!r} is not a single token")
 
 
 def load_schema(path: str | Path) -> dict:

@@ -79,7 +79,9 @@ class Weights:
 
 
 def weights_of(bridge) -> Weights:
-    """The TransformerLens-processed weights of a loaded bridge (anneuron.models.load_model), detached views."""
+    """The processed weights of a loaded bridge (anneuron.models.load_model), detached views: W_out is the MLP
+    output projection per neuron (GPT-2's c_proj rows, centred; Llama's down_proj columns, raw), W_U has the final
+    norm's gain folded in (GPT-2: also centred; Llama: diag(g)·W_U only, RMSNorm licenses no centring)."""
     return Weights(
         w_out=[b.mlp.W_out.detach() for b in bridge.blocks],
         W_E=bridge.W_E.detach(),
@@ -260,7 +262,9 @@ def _token_value_key(tok: torch.Tensor, val: torch.Tensor) -> torch.Tensor:
         return key
     bits = val.contiguous().view(torch.int32)
     ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # int32 with the floats' order
-    return (tok << 32) | ((~ordered).to(torch.int64) & 0xFFFFFFFF)
+    # ~ordered: int32 in descending order; + 2^31 maps it onto [0, 2^32) keeping that order (masking the sign bit
+    # instead would put negative values before positive ones)
+    return (tok << 32) | ((~ordered).to(torch.int64) + 2**31)
 
 
 def _row_topk(z: torch.Tensor, block_ext: torch.Tensor | None, k: int, largest: bool

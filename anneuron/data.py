@@ -1,5 +1,5 @@
-"""Documents in, token shards out (docs/science.md, docs/contracts.md "Chunking" token shard contract), streaming, never the whole
-dataset in RAM."""
+"""Documents in, token shards out (chunking: docs/science.md; the token shard: docs/contracts.md), streaming, never
+the whole dataset in RAM."""
 
 from __future__ import annotations
 
@@ -12,12 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from anneuron.contracts import SHARD
 from anneuron.io import atomic_path, write_json
 
-SHARD_SCHEMA = pa.schema(
-    [("chunk", pa.int64()), ("tokens", pa.list_(pa.int32())), ("docs", pa.list_(pa.int32())),
-     ("next_after", pa.int32())]
-)
+SHARD_SCHEMA = SHARD  # docs/contracts.md
 
 
 class DataError(ValueError):

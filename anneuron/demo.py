@@ -24,10 +24,11 @@ import pyarrow.parquet as pq
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from anneuron.demo_specs import N_HEAD, PLANTED
 from anneuron.io import atomic_dir, write_json
 from anneuron.tokenizer import gpt2_tokenizer, single_token
 
-D_MODEL, D_MLP, N_LAYER, N_HEAD, N_CTX = 256, 1024, 4, 4, 256
+D_MODEL, D_MLP, N_LAYER, N_CTX = PLANTED.d_model, PLANTED.d_mlp, PLANTED.n_layers, PLANTED.n_ctx
 TARGET_PRE, THRESHOLD = 5.0, 4.0  # pre-activation on a trigger, and the margin below zero elsewhere
 OUT_SHIFT = 3.0  # a firing token neuron adds OUT_SHIFT * |e| along its token (beats repeating the current token)
 

@@ -1,27 +1,30 @@
 """How the dataset pass runs the model: an engine gives logits for a batch of token ids and calls back with every
-layer's MLP activation (TransformerLens' `blocks.L.mlp.hook_post`) and, for `pred_post`, the final LayerNorm's
-normalized residual (`ln_final.hook_normalized`).
+layer's MLP activation (TransformerLens' `blocks.L.mlp.hook_post`: for a gated MLP the product act(gate)·up) and, for
+`pred_post`, the final norm's normalized residual (`ln_final.hook_normalized`: centred and scaled under LayerNorm,
+only scaled under RMSNorm).
 
-- `HFGPT2Engine` (GPT-2 family, the default): the Hugging Face model itself with SDPA attention (flash/memory-
-  efficient kernels; the bridge computes attention eagerly, materialising every (T x T) pattern) and gelu_new as
-  one fused kernel (`gelu(approximate="tanh")`, the same function; the unfused one is ~8 elementwise passes).
-  Raw weights: hook_post is the same as in the processed model, and logits differ by a per-position constant
-  (docs/science.md), so the argmax, the softmax and `pred_post` are the same (the normalized residual has zero mean,
-  so centring W_E does not change its dot products). 2.5-3x faster than the bridge at seq_len 1024 on CPU.
+- `HFEngine` (the default for the families of anneuron.architecture: GPT-2 and Llama): the Hugging Face model itself
+  with SDPA attention (flash/memory-efficient kernels; the bridge computes attention eagerly, materialising every
+  (T x T) pattern), hooked with plain forward pre-hooks on each layer's MLP output projection (its input is
+  hook_post) and on the final norm. GPT-2's gelu_new runs as one fused kernel (`gelu(approximate="tanh")`, the
+  same function; the unfused one is ~8 elementwise passes). Raw weights: hook_post is the same as in the processed
+  model; GPT-2's logits differ by a per-position constant (docs/science.md) and Llama's not at all, so the argmax,
+  the softmax and `pred_post` are the same (a LayerNorm's normalized residual has zero mean, so centring W_E does
+  not change its dot products). GPT-2: 2.5-3x faster than the bridge at seq_len 1024 on CPU.
 - `BridgeEngine`: any model TransformerLens' bridge supports (processed, as loaded by anneuron.models.load_model).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
+from anneuron import architecture as A
 from anneuron import models as M
+from anneuron.resolve import ModelError, ModelSpec, resolve
 
 PostHook = Callable[[torch.Tensor, int], None]  # (activation (B, T, d_mlp), layer)
 NormHook = Callable[[torch.Tensor], None]  # normalized residual (B, T, d_model)
@@ -59,35 +62,36 @@ class FusedGeluNew(nn.Module):
         return nn.functional.gelu(x, approximate="tanh")
 
 
-class HFGPT2Engine:
-    """A Hugging Face GPT-2 (GPT2LMHeadModel) with SDPA attention and fused gelu_new, hooked with plain PyTorch
-    forward hooks on each block's `mlp.act` (its output is hook_post) and on `ln_f`'s input."""
+class HFEngine:
+    """A Hugging Face causal LM of a family anneuron.architecture knows, hooked with plain PyTorch hooks: a forward
+    pre-hook on each layer's MLP output projection (GPT-2's c_proj, Llama's down_proj; its input is hook_post) and
+    one on the final norm (its input, normalized without the gain, is ln_final.hook_normalized)."""
 
     def __init__(self, model, fuse_gelu: bool = True):
         self.model = model.eval()
-        cfg = model.config
-        self.n_layers, self.d_mlp = cfg.n_layer, cfg.n_inner or 4 * cfg.n_embd
-        self.eps = cfg.layer_norm_epsilon
+        self.family = A.family_of(model, "record.engine hf")
+        self.layers = A.layers(model, self.family)
+        self.n_layers = len(self.layers)
+        self.d_mlp = A.neurons_to_model(A.mlp_out(self.layers[0], self.family)).shape[0]
+        self.final_norm = A.module(model, self.family.final_norm)
+        self.eps = A.eps_of(self.final_norm)
         self.device = next(model.parameters()).device
-        if fuse_gelu and cfg.activation_function == "gelu_new":
-            for block in model.transformer.h:
-                block.mlp.act = FusedGeluNew()
+        if fuse_gelu and getattr(model.config, "activation_function", None) == "gelu_new":  # GPT-2
+            for layer in self.layers:
+                layer.mlp.act = FusedGeluNew()
 
     @property
     def W_E(self) -> torch.Tensor:
-        return self.model.transformer.wte.weight.detach()
+        return A.module(self.model, self.family.embed).weight.detach()
 
     @contextlib.contextmanager
     def hooks(self, on_post: PostHook, on_normalized: NormHook | None = None) -> Iterator[None]:
-        handles = [block.mlp.act.register_forward_hook(lambda mod, inp, out, layer=layer: on_post(out, layer))
-                   for layer, block in enumerate(self.model.transformer.h)]
+        handles = [A.hook_neurons(layer, self.family, lambda act, l=l: on_post(act, l))
+                   for l, layer in enumerate(self.layers)]
         if on_normalized is not None:
-            def pre(mod, inp):
-                x = inp[0]
-                x = x - x.mean(-1, keepdim=True)
-                on_normalized(x / (x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-
-            handles.append(self.model.transformer.ln_f.register_forward_pre_hook(pre))
+            kind, eps = self.family.norm, self.eps
+            handles.append(self.final_norm.register_forward_pre_hook(
+                lambda mod, inp: on_normalized(A.normalize(inp[0], kind, eps))))
         try:
             yield
         finally:
@@ -98,57 +102,47 @@ class HFGPT2Engine:
         return self.model(input_ids=tokens, use_cache=False).logits
 
 
-Engine = BridgeEngine | HFGPT2Engine
+HFGPT2Engine = HFEngine  # its name when it ran GPT-2 only
+Engine = BridgeEngine | HFEngine
 
 
 def as_engine(model) -> Engine:
-    """An engine for a bridge, a Hugging Face GPT-2 model, or an engine."""
-    if isinstance(model, (BridgeEngine, HFGPT2Engine)):
+    """An engine for a bridge, a Hugging Face model of a known family, or an engine."""
+    if isinstance(model, (BridgeEngine, HFEngine)):
         return model
     from transformers import PreTrainedModel
 
     if isinstance(model, PreTrainedModel):  # (a bridge forwards attribute lookups to the model it wraps)
-        return HFGPT2Engine(model)
+        return HFEngine(model)
     return BridgeEngine(model)
 
 
-def _model_type(name_or_dir: str) -> str | None:
-    if M.is_local(name_or_dir):
-        cfg = Path(name_or_dir).expanduser() / "config.json"
-        return json.loads(cfg.read_text()).get("model_type") if cfg.exists() else None
-    if M.is_gpt2_family(name_or_dir):
-        return "gpt2"
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(name_or_dir).model_type
-    except OSError as e:
-        raise M.ModelError(M._offline_message(name_or_dir)) from e
-
-
-def load_engine(name_or_dir: str, device: str = "auto", dtype: str | torch.dtype = "auto",
+def load_engine(model: ModelSpec | str, device: str = "auto", dtype: str | torch.dtype = "auto",
                 engine: str = "auto") -> Engine:
-    """`auto`: the Hugging Face engine for GPT-2 models, the bridge otherwise."""
+    """`auto`: the Hugging Face engine for the families anneuron.architecture knows (GPT-2, Llama), the bridge
+    otherwise."""
+    spec = model if isinstance(model, ModelSpec) else resolve(model)
+    try:
+        A.family_of(spec.model_type, "record.engine hf")
+        unsupported = None
+    except A.ArchitectureError as e:
+        unsupported = e
     if engine == "auto":
-        engine = "hf" if _model_type(name_or_dir) == "gpt2" else "bridge"
+        engine = "bridge" if unsupported else "hf"
     if engine == "bridge":
-        return BridgeEngine(M.load_model(name_or_dir, device=device, dtype=dtype))
+        return BridgeEngine(M.load_model(spec, device=device, dtype=dtype))
     if engine != "hf":
         raise ValueError(f"record.engine must be auto, hf or bridge, got {engine!r}")
+    if unsupported:
+        raise ModelError(f"model {spec.id}: {unsupported}; use record.engine: bridge")
     from transformers import AutoModelForCausalLM
 
     device = M.resolve_device(device)
     torch_dtype = dtype if isinstance(dtype, torch.dtype) else M.resolve_dtype(dtype, device)
-    target = name_or_dir
-    if M.is_local(name_or_dir):
-        folder = Path(name_or_dir).expanduser()
-        M.check_folder(folder)
-        target = str(folder)
+    target = str(spec.folder) if spec.local else spec.name
     try:
-        model = AutoModelForCausalLM.from_pretrained(target, dtype=torch_dtype, attn_implementation="sdpa")
+        hf = AutoModelForCausalLM.from_pretrained(target, revision=spec.revision, dtype=torch_dtype,
+                                                  attn_implementation="sdpa")
     except OSError as e:
-        raise M.ModelError(M._offline_message(name_or_dir)) from e
-    if model.config.model_type != "gpt2":
-        raise M.ModelError(f"model {name_or_dir}: record.engine hf supports GPT-2 models only "
-                           f"(this is {model.config.model_type}); use record.engine: bridge")
-    return HFGPT2Engine(model.to(device))
+        raise ModelError(f"model {spec.name}: cannot load its weights offline ({e})") from None
+    return HFEngine(hf.to(device))

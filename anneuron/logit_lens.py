@@ -2,11 +2,14 @@
 the wrong token at each point of the network, at the last position of the clean prompt.
 
 TransformerLens' `accumulated_resid(incl_mid=True)` gives the residual before and after each attention layer
-(`0_pre`, `0_mid`, `1_pre`, …, `final_post`); each entry goes through the final LayerNorm and is projected on
-W_U[:, answer] − W_U[:, wrong] (b_U left out, as the post). The LayerNorm has two honest readings, both kept:
+(`0_pre`, `0_mid`, `1_pre`, …, `final_post`); each entry goes through the final norm and is projected on
+W_U[:, answer] − W_U[:, wrong] (b_U left out, as the post). The norm has two honest readings, both kept:
 `post` scales every entry by the cached scale of the final residual (the post's figure; TL's `apply_ln_to_stack`),
 which keeps the entries additive; `recomputed` normalises each entry by its own scale, i.e. what the unembedding
 would make of the stream if the model stopped there. Their last entries agree: LD_clean − (b_U[a] − b_U[w]).
+A LayerNorm (GPT-2) also removes each entry's mean; an RMSNorm (Llama) does not, and TransformerLens follows the
+model's `normalization_type` in both readings. The final norm's gain is folded into W_U by load_model in both
+families, so the direction below already includes it (tests/test_logit_lens.py, tests/test_llama_patching.py).
 """
 
 from __future__ import annotations

@@ -18,15 +18,13 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from anneuron.contracts import MAX_EXAMPLES, TOPK
+
 POS_BITS = 20  # gkey = chunk << POS_BITS | pos: one int64 that orders positions by (chunk, pos)
 EMPTY_GKEY = (1 << 62)
 NEG_INF = float("-inf")
 
-TOPK_SCHEMA = pa.schema([
-    ("layer", pa.int32()), ("neuron", pa.int32()), ("rank", pa.int32()), ("value", pa.float32()),
-    ("chunk", pa.int64()), ("pos", pa.int32()), ("doc", pa.int32()),
-])
-EXAMPLES_SCHEMA = TOPK_SCHEMA.append(pa.field("text", pa.string()))
+TOPK_SCHEMA, EXAMPLES_SCHEMA = TOPK, MAX_EXAMPLES
 
 
 @dataclass

@@ -1,47 +1,21 @@
-"""Load GPT-2-family models by hub name or local folder, TransformerLens-processed, on the configured device.
-
-A folder saved with `save_pretrained` (config, weights AND tokenizer files) works wherever a hub name does.
+"""Load a resolved model (anneuron.resolve) through TransformerBridge, TransformerLens-processed, on the configured
+device and dtype. A folder saved with `save_pretrained` (config, weights AND tokenizer files) works wherever a hub
+name does.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from anneuron.tokenizer import gpt2_tokenizer
+from anneuron.resolve import ModelError, ModelSpec, folder_tokenizer, resolve
 
 if TYPE_CHECKING:  # imported where a model boots: the Snakefile imports this module, and every job parses it
     from transformer_lens.model_bridge import TransformerBridge
 
 log = logging.getLogger(__name__)
-
-# Hub names whose tokenizer is GPT-2's: the offline tokenizer serves them, and token shards are shared under `gpt2`.
-GPT2_FAMILY = {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2"}
-GPT2_CONTEXT = 1024
-_TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
-_PATH_PREFIXES = ("/", "./", "../", "~", "resources/", "results/")
-
-
-class ModelError(RuntimeError):
-    """A model cannot be loaded; the message is one line saying which and what to do."""
-
-
-def is_local(name_or_dir: str) -> bool:
-    """A folder (existing, or a path a rule will produce) rather than a hub name."""
-    return Path(name_or_dir).expanduser().is_dir() or name_or_dir.startswith(_PATH_PREFIXES)
-
-
-def model_id(name_or_dir: str) -> str:
-    """`gpt2-large` for `openai-community/gpt2-large`; a folder's basename for a folder (docs/contracts.md)."""
-    return Path(name_or_dir.rstrip("/")).name
-
-
-def is_gpt2_family(name_or_dir: str) -> bool:
-    return not is_local(name_or_dir) and model_id(name_or_dir) in GPT2_FAMILY
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -59,94 +33,63 @@ def resolve_dtype(dtype: str = "auto", device: str = "cpu") -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
-def check_folder(folder: Path) -> None:
-    """Refuse folders that would boot into nonsense: a folder without tokenizer files boots with a length-1
-    tokenizer and silently turns every prompt into token 0."""
-    if not (folder / "config.json").exists():
-        raise ModelError(f"model folder {folder}: no config.json (save it with save_pretrained)")
-    if not any(all((folder / f).exists() for f in files) for files in _TOKENIZER_FILES):
-        raise ModelError(
-            f"model folder {folder}: no tokenizer files (vocab.json+merges.txt or tokenizer.json); "
-            "save the tokenizer into it with tokenizer.save_pretrained"
-        )
-
-
-def folder_tokenizer(folder: Path):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(folder))
-    if len(tok) <= 1:
-        raise ModelError(f"model folder {folder}: its tokenizer has {len(tok)} token(s)")
-    return tok
-
-
-def tokenizer_for(name_or_dir: str):
-    """The tokenizer a model uses, without loading its weights (and never the network for GPT-2 hub names)."""
-    if is_local(name_or_dir):
-        folder = Path(name_or_dir).expanduser()
-        check_folder(folder)
-        return folder_tokenizer(folder)
-    if is_gpt2_family(name_or_dir):
-        return gpt2_tokenizer()
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(name_or_dir)
-    except OSError as e:
-        raise ModelError(_offline_message(name_or_dir)) from e
-
-
-def _offline_message(name: str) -> str:
-    return (
-        f"model '{name}': cannot be fetched from the Hugging Face hub (offline or unreachable); "
-        "put a folder saved with save_pretrained in `models:` instead, or pre-fill the HF cache (HF_HOME) "
-        "on a networked machine and run with HF_HUB_OFFLINE=1"
-    )
-
-
 def load_model(
-    name_or_dir: str, device: str = "auto", dtype: str | torch.dtype = "auto", processed: bool = True
+    model: ModelSpec | str, device: str = "auto", dtype: str | torch.dtype = "auto", processed: bool = True
 ) -> TransformerBridge:
-    """Boot a GPT-2-family model through TransformerBridge.
+    """Boot a model (a ModelSpec from anneuron.resolve, or a name to resolve) through TransformerBridge.
 
-    processed=True applies TransformerLens' fold_ln, center_writing_weights and center_unembed (the post's
-    coordinates, docs/science.md) and checks that the logits are unchanged up to a per-position constant.
-    processed=False keeps the raw weights (hooks and compatibility aliases still on).
+    processed=True puts it in the post's coordinates (docs/science.md), per family (anneuron.architecture):
+    LayerNorm models (GPT-2) get TransformerLens' fold_ln, center_writing_weights and center_unembed, and their
+    logits must be unchanged up to a per-position constant; RMSNorm models (Llama) get every norm gain folded by hand
+    into the layers reading it (W_U = diag(g)·W_U, untied from W_E) and no centring (TransformerLens 4.3 would
+    centre W_U, which RMSNorm does not license), and their logits must be unchanged. processed=False keeps the raw
+    weights (hooks and compatibility aliases still on), for any architecture the bridge boots.
     """
+    spec = model if isinstance(model, ModelSpec) else resolve(model)
+    name_or_dir = spec.name
     device = resolve_device(device)
     torch_dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, device)
-    if is_local(name_or_dir):
-        folder = Path(name_or_dir).expanduser()
-        if not folder.is_dir():
-            raise ModelError(f"model folder {folder}: does not exist")
-        check_folder(folder)
-        tokenizer, target = folder_tokenizer(folder), str(folder)
-    else:
-        tokenizer, target = tokenizer_for(name_or_dir), name_or_dir
+    tokenizer = folder_tokenizer(spec.folder) if spec.local else spec.tokenizer()
+    target = str(spec.folder) if spec.local else spec.name
     from transformer_lens.model_bridge import TransformerBridge
 
     try:
         bridge = TransformerBridge.boot_transformers(target, device=device, dtype=torch_dtype, tokenizer=tokenizer)
-    except OSError as e:
-        raise ModelError(_offline_message(name_or_dir)) from e
+    except OSError:
+        raise ModelError(f"model {name_or_dir}: its weights are neither in a folder nor in the local Hugging Face "
+                         "hub cache (offline or unreachable); fetch them once on a networked machine or give a "
+                         "folder saved with save_pretrained") from None
     bridge.eval()
     if not processed:
         bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
         return bridge
+    from anneuron import architecture as A
+
+    try:
+        family = A.family_of(bridge, "weight processing")
+    except A.ArchitectureError as e:
+        raise ModelError(f"model {name_or_dir}: {e}; load it with processed=False") from None
     probe = bridge.to_tokens("The quick brown fox jumps over the lazy dog, and then an apple.")
     with torch.no_grad():
         raw = bridge(probe).float()
-        _fold_square_mlp_ln(bridge)
-        bridge.enable_compatibility_mode(disable_warnings=True)
+        if family.centres:
+            _fold_square_mlp_ln(bridge)
+            bridge.enable_compatibility_mode(disable_warnings=True)
+        else:
+            bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
+            A.fold_rms_norms(bridge)
         proc = bridge(probe).float()
     diff = raw - proc
-    drift = (diff - diff.mean(-1, keepdim=True)).abs().max().item()
+    if family.centres:  # centring W_U shifts each position's logits by a constant
+        diff = diff - diff.mean(-1, keepdim=True)
+    drift = diff.abs().max().item()
     scale = raw.abs().max().item()
     tol = 1e-3 if torch_dtype == torch.float32 else 5e-2
     if drift > tol * max(1.0, scale):
+        what = "beyond a per-position constant" if family.centres else "folding its RMSNorm gains"
         raise ModelError(
-            f"model {name_or_dir}: TransformerLens processing changed its logits by {drift:.3g} "
-            "(beyond a per-position constant); refusing to analyse a changed model"
+            f"model {name_or_dir}: weight processing changed its logits by {drift:.3g} ({what}); "
+            "refusing to analyse a changed model"
         )
     return bridge
 
@@ -161,30 +104,11 @@ def _fold_square_mlp_ln(bridge: TransformerBridge) -> None:
     An identity ln_2 folds to the same weights along either axis. Centring W_in is left to TransformerLens
     (its square-case fallback centres the right axis; the logit check below would catch it otherwise).
     """
-    if bridge.cfg.d_mlp != bridge.cfg.d_model:
-        return
+    if bridge.cfg.d_mlp != bridge.cfg.d_model or bridge.cfg.normalization_type != "LN":
+        return  # (RMSNorm models are folded by anneuron.architecture.fold_rms_norms)
     for block in bridge.original_model.transformer.h:  # GPT-2: c_fc is a Conv1D, weight (d_model, d_mlp)
         gamma, beta = block.ln_2.weight, block.ln_2.bias
         block.mlp.c_fc.bias += beta @ block.mlp.c_fc.weight
         block.mlp.c_fc.weight.mul_(gamma[:, None])
         block.ln_2.weight.fill_(1.0)
         block.ln_2.bias.zero_()
-
-
-def context_length(name_or_dir: str) -> int:
-    """The model's context without loading weights (config.json for folders, 1024 for GPT-2 hub names)."""
-    if is_local(name_or_dir):
-        import json
-
-        cfg = json.loads((Path(name_or_dir).expanduser() / "config.json").read_text())
-        return int(cfg.get("n_positions") or cfg.get("max_position_embeddings"))
-    if is_gpt2_family(name_or_dir):
-        return GPT2_CONTEXT
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(name_or_dir)
-    return int(getattr(cfg, "n_positions", None) or cfg.max_position_embeddings)
-
-
-def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")

@@ -1,6 +1,7 @@
 """Gurnee et al. (2024) classes of neurons from the moments of their cosine congruence with the unembedding
-(docs/science.md): a heavy right tail (high kurtosis, positive skew) raises a few tokens -> `prediction`; a heavy left tail
--> `suppression`; a spread-out but not heavy-tailed row (high variance, kurtosis <= K) -> `partition`; else `other`.
+(docs/science.md): a heavy right tail (high kurtosis, positive skew) raises a few tokens -> `prediction`; a heavy
+left tail -> `suppression`; a spread-out but not heavy-tailed row (high variance, kurtosis <= K) -> `partition`;
+else `other`.
 
 Moments are population moments, kurtosis NOT excess (a Gaussian scores 3). Gurnee's own skew/kurtosis helpers have
 an operator-precedence bug; these follow the textbook definitions (scipy skew(bias=True),

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-PAIR_COLUMNS = ("rank", "layer", "neuron", "token_id", "token_str", "congruence", "d_neu", "d_tok", "score")
+from anneuron.contracts import PAIRS
 
 
 def mutual_pairs(token_top1: np.ndarray, neuron_top1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -34,17 +34,9 @@ def pairs_table(tokens: pa.Table, neurons: pa.Table) -> pa.Table:
     n, t, d_neu, d_tok, score = n[order], t[order], d_neu[order], d_tok[order], score[order]
     congruence = _first(tokens.column("top_values"))[t]
     token_str = np.asarray(tokens.column("token_str").to_pylist(), dtype=object)[t]
-    return pa.table({
-        "rank": pa.array(np.arange(1, len(n) + 1), pa.int64()),
-        "layer": pa.array(n // d_mlp, pa.int64()),
-        "neuron": pa.array(n % d_mlp, pa.int64()),
-        "token_id": pa.array(t, pa.int64()),
-        "token_str": pa.array(list(token_str), pa.string()),
-        "congruence": pa.array(congruence, pa.float32()),
-        "d_neu": pa.array(d_neu, pa.float64()),
-        "d_tok": pa.array(d_tok, pa.float64()),
-        "score": pa.array(score, pa.float64()),
-    })
+    return pa.table({"rank": np.arange(1, len(n) + 1), "layer": n // d_mlp, "neuron": n % d_mlp, "token_id": t,
+                     "token_str": list(token_str), "congruence": congruence, "d_neu": d_neu, "d_tok": d_tok,
+                     "score": score}, schema=PAIRS)
 
 
 def _first(col: pa.ChunkedArray) -> np.ndarray:

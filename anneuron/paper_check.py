@@ -7,7 +7,8 @@ measure in our run (the layer whose mlp_out restores most, our top mutually excl
 finds the phenomenon elsewhere still shows what it found. Rows about a GPT-2 Large neuron or layer number only make
 sense for GPT-2 Large and are left out for other models; the post's numbers stay in the table as a reference, but
 `difference` (ours - published) is filled for GPT-2 Large only. A missing input (an experiment not configured, a
-stage not run) gives null values with a note, never an error.
+stage not run, a renamed output) gives a row whose `status` is "missing", shown in red on the page: never a silently
+empty check. Every path comes from anneuron.contracts.
 """
 
 from __future__ import annotations
@@ -22,16 +23,21 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from anneuron import contracts as K
+
 REFERENCE_MODEL = "gpt2-large"
 # The post's settings (docs/paper.md): its numbers are comparable to a run with these (workflow/configs/paper.yaml).
-PAPER_SETTINGS = {"chunking": "truncate", "seq_len": 1024, "pred_post": True, "basis": "we"}
+# `layers.<exp>`: the layers that experiment patched neuron by neuron (exactly).
+PAPER_SETTINGS = {"chunking": "truncate", "seq_len": 1024, "pred_post": True, "basis": "we", "dtype": "float32",
+                  "readout": "post", "binning": "post", "standout_min_score": 0,
+                  "layers.an_a": [31], "layers.tall_short": [25], "layers.big_small": [25], "layers.huge_tiny": [25]}
+# Which settings each kind of row depends on (a row is "not comparable" when the run differs in one of them)
+FORWARD = ("dtype",)
+WEIGHTS = ("basis",)
+DATASET = ("chunking", "seq_len", "dtype")
+STANDOUTS = ("dtype", "standout_min_score", "layers.tall_short", "layers.big_small", "layers.huge_tiny")
 
-COLUMNS = [
-    ("section", pa.string()), ("key", pa.string()), ("quantity", pa.string()), ("published_item", pa.string()),
-    ("published", pa.float64()), ("our_item", pa.string()), ("ours", pa.float64()), ("difference", pa.float64()),
-    ("same_item", pa.bool_()), ("source", pa.string()), ("note", pa.string()),
-]
-SCHEMA = pa.schema(COLUMNS)
+SCHEMA = K.PAPER_CHECK
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,7 @@ class Value:
     item: str | None = None
     source: str | None = None
     note: str | None = None
+    not_comparable: str | None = None  # why this value is not the post's quantity (e.g. attribution, not exact)
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,7 @@ class Check:
     published: float
     compute: Callable[["Outputs"], Value]
     reference_only: bool = False  # names a GPT-2 Large neuron/layer: only meaningful for that model
+    settings: tuple[str, ...] = FORWARD  # the PAPER_SETTINGS its value depends on
 
 
 class Outputs:
@@ -88,19 +96,15 @@ def _missing(o: Outputs, path: str) -> Value:
     return Value(source=o.rel(path), note=f"missing: {path}")
 
 
-def _neuron(layer: int, neuron: int) -> str:
-    return f"L{layer}N{neuron}"
-
-
 def _pair_label(token_str: str, layer: int, neuron: int) -> str:
-    return f"{token_str!r}–{_neuron(layer, neuron)}"
+    return f"{token_str!r}–{K.neuron_name(layer, neuron)}"
 
 
 # --- experiments (an_a; the post's prompt pair) ---------------------------------------------------------------
 
 def _prob(exp: str, prompt: str, token: str) -> Callable[[Outputs], Value]:
     def f(o: Outputs) -> Value:
-        path = f"experiments/{exp}/predictions.parquet"
+        path = K.relative("exp_predictions", exp=exp)
         rows = o.table(path)
         if rows is None:
             return _missing(o, path)
@@ -113,7 +117,7 @@ def _prob(exp: str, prompt: str, token: str) -> Callable[[Outputs], Value]:
 
 def _summary(exp: str, field: str) -> Callable[[Outputs], Value]:
     def f(o: Outputs) -> Value:
-        path = f"experiments/{exp}/summary.json"
+        path = K.relative("exp_summary", exp=exp)
         s = o.json(path)
         if s is None:
             return _missing(o, path)
@@ -122,7 +126,7 @@ def _summary(exp: str, field: str) -> Callable[[Outputs], Value]:
 
 
 def _lens_rows(o: Outputs, exp: str, convention: str) -> list[dict] | None:
-    rows = o.table(f"experiments/{exp}/logit_lens.parquet")
+    rows = o.table(K.relative("exp_logit_lens", exp=exp))
     if rows is None:
         return None
     return sorted((r for r in rows if r["convention"] == convention), key=lambda r: r["index"])
@@ -130,7 +134,7 @@ def _lens_rows(o: Outputs, exp: str, convention: str) -> list[dict] | None:
 
 def _lens_at(exp: str, label: str, convention: str = "post") -> Callable[[Outputs], Value]:
     def f(o: Outputs) -> Value:
-        path = f"experiments/{exp}/logit_lens.parquet"
+        path = K.relative("exp_logit_lens", exp=exp)
         rows = _lens_rows(o, exp, convention)
         if rows is None:
             return _missing(o, path)
@@ -144,7 +148,7 @@ def _lens_at(exp: str, label: str, convention: str = "post") -> Callable[[Output
 def _lens_jump(exp: str, convention: str = "post") -> Callable[[Outputs], Value]:
     """Where the logit difference rises most in one step; the value is the lens at that label."""
     def f(o: Outputs) -> Value:
-        path = f"experiments/{exp}/logit_lens.parquet"
+        path = K.relative("exp_logit_lens", exp=exp)
         rows = _lens_rows(o, exp, convention)
         if rows is None:
             return _missing(o, path)
@@ -158,7 +162,7 @@ def _lens_jump(exp: str, convention: str = "post") -> Callable[[Outputs], Value]
 
 
 def _last_pos_scores(o: Outputs, exp: str, component: str) -> list[dict] | None:
-    rows = o.table(f"experiments/{exp}/layers.parquet")
+    rows = o.table(K.relative("exp_layers", exp=exp))
     if rows is None:
         return None
     rows = [r for r in rows if r["component"] == component]
@@ -170,7 +174,7 @@ def _last_pos_scores(o: Outputs, exp: str, component: str) -> list[dict] | None:
 
 def _layer_score(exp: str, component: str, layer: int) -> Callable[[Outputs], Value]:
     def f(o: Outputs) -> Value:
-        path = f"experiments/{exp}/layers.parquet"
+        path = K.relative("exp_layers", exp=exp)
         rows = _last_pos_scores(o, exp, component)
         if rows is None:
             return _missing(o, path)
@@ -183,7 +187,7 @@ def _layer_score(exp: str, component: str, layer: int) -> Callable[[Outputs], Va
 
 def _best_layer(exp: str, component: str) -> Callable[[Outputs], Value]:
     def f(o: Outputs) -> Value:
-        path = f"experiments/{exp}/layers.parquet"
+        path = K.relative("exp_layers", exp=exp)
         rows = _last_pos_scores(o, exp, component)
         if rows is None:
             return _missing(o, path)
@@ -195,7 +199,7 @@ def _best_layer(exp: str, component: str) -> Callable[[Outputs], Value]:
 
 
 def _exact_rows(o: Outputs, exp: str) -> list[dict] | None:
-    rows = o.table(f"experiments/{exp}/neurons.parquet")
+    rows = o.table(K.relative("exp_neurons", exp=exp))
     if rows is None:
         return None
     return [r for r in rows if r["exact"] is not None and not math.isnan(r["exact"])]
@@ -203,24 +207,25 @@ def _exact_rows(o: Outputs, exp: str) -> list[dict] | None:
 
 def _neuron_exact(exp: str, layer: int, neuron: int) -> Callable[[Outputs], Value]:
     def f(o: Outputs) -> Value:
-        path = f"experiments/{exp}/neurons.parquet"
+        path = K.relative("exp_neurons", exp=exp)
         rows = o.table(path)
         if rows is None:
             return _missing(o, path)
         hit = [r for r in rows if r["layer"] == layer and r["neuron"] == neuron]
         if not hit:
-            return Value(item=_neuron(layer, neuron), source=o.rel(path), note="neuron not in the table")
+            return Value(item=K.neuron_name(layer, neuron), source=o.rel(path), note="neuron not in the table")
         r = hit[0]
         if r["exact"] is None or math.isnan(r["exact"]):
-            return Value(r["attribution"], _neuron(layer, neuron), o.rel(path), "attribution (no exact score)")
-        return Value(r["exact"], _neuron(layer, neuron), o.rel(path))
+            return Value(None, K.neuron_name(layer, neuron), o.rel(path), f"attribution {r['attribution']:.4g}",
+                         not_comparable=f"layer {layer} was not patched exactly (attribution only)")
+        return Value(r["exact"], K.neuron_name(layer, neuron), o.rel(path))
     return f
 
 
 def _best_neuron(exp: str, rank: int) -> Callable[[Outputs], Value]:
     """rank 1: the best exact score; rank 2: the next best in the same layer (the post patched one layer)."""
     def f(o: Outputs) -> Value:
-        path = f"experiments/{exp}/neurons.parquet"
+        path = K.relative("exp_neurons", exp=exp)
         rows = _exact_rows(o, exp)
         if rows is None:
             return _missing(o, path)
@@ -232,7 +237,7 @@ def _best_neuron(exp: str, rank: int) -> Callable[[Outputs], Value]:
         if len(ranked) < rank:
             return Value(source=o.rel(path), note="too few exact scores")
         r = ranked[rank - 1]
-        return Value(r["exact"], _neuron(r["layer"], r["neuron"]), o.rel(path))
+        return Value(r["exact"], K.neuron_name(r["layer"], r["neuron"]), o.rel(path))
     return f
 
 
@@ -241,8 +246,8 @@ def _best_neuron(exp: str, rank: int) -> Callable[[Outputs], Value]:
 def _congruence(layer: int, neuron: int, token: str) -> Callable[[Outputs], Value]:
     """C[n, t] if t is among the neuron's top tokens (neurons.parquet) or n among the token's top neurons."""
     def f(o: Outputs) -> Value:
-        item = f"{_neuron(layer, neuron)}·{token!r}"
-        npath, tpath = "weights/neurons.parquet", "weights/tokens.parquet"
+        item = f"{K.neuron_name(layer, neuron)}·{token!r}"
+        npath, tpath = K.relative("neurons"), K.relative("weights_tokens")
         tokens = o.table(tpath, filters=[("token_str", "=", token)])
         if tokens is None:
             return _missing(o, tpath)
@@ -264,7 +269,7 @@ def _congruence(layer: int, neuron: int, token: str) -> Callable[[Outputs], Valu
 
 def _pair_at_rank(rank: int) -> Callable[[Outputs], Value]:
     def f(o: Outputs) -> Value:
-        path = "weights/pairs.parquet"
+        path = K.relative("pairs")
         rows = o.table(path)
         if rows is None:
             return _missing(o, path)
@@ -278,7 +283,7 @@ def _pair_at_rank(rank: int) -> Callable[[Outputs], Value]:
 
 def _pair_of(token: str, layer: int, neuron: int, field: str) -> Callable[[Outputs], Value]:
     def f(o: Outputs) -> Value:
-        path = "weights/pairs.parquet"
+        path = K.relative("pairs")
         rows = o.table(path)
         if rows is None:
             return _missing(o, path)
@@ -295,7 +300,7 @@ def _pair_of(token: str, layer: int, neuron: int, field: str) -> Callable[[Outpu
 def _count(token: str, field: str) -> Callable[[Outputs], Value]:
     """Predicted (with `pred_post` when recorded, as the post counted) or occurred, for one token string."""
     def f(o: Outputs) -> Value:
-        path = f"{o.dataset}/predictions.parquet"
+        path = K.relative("predictions", dataset=o.dataset)
         hit = o.table(path, filters=[("token_str", "=", token)])
         if hit is None:
             return _missing(o, path)
@@ -319,31 +324,31 @@ def _standout_count(layer: int, neuron: int, exps: tuple[str, ...]) -> Callable[
     def f(o: Outputs) -> Value:
         found, flagged = [], []
         for exp in exps:
-            rows = o.table(f"experiments/{exp}/neurons.parquet")
+            rows = o.table(K.relative("exp_neurons", exp=exp))
             if rows is None:
                 continue
             found.append(exp)
             if any(r["layer"] == layer and r["neuron"] == neuron and r["standout"] for r in rows):
                 flagged.append(exp)
         if not found:
-            return Value(source=o.rel("experiments"), note="none of " + ", ".join(exps) + " was run")
-        note = None if len(found) == len(exps) else "run: " + ", ".join(found)
-        return Value(float(len(flagged)), _neuron(layer, neuron) + (": " + ", ".join(flagged) if flagged else ""),
-                     o.rel("experiments/*/neurons.parquet"), note)
+            return Value(source=o.rel("experiments"), note="missing: none of " + ", ".join(exps) + " was run")
+        note = None if len(found) == len(exps) else "missing: " + ", ".join(sorted(set(exps) - set(found)))
+        return Value(float(len(flagged)), K.neuron_name(layer, neuron) + (": " + ", ".join(flagged) if flagged else ""),
+                     o.rel(K.relative("exp_neurons", exp="*")), note)
     return f
 
 
 def _top_standout() -> Callable[[Outputs], Value]:
     def f(o: Outputs) -> Value:
-        path = "experiments/summary.parquet"
+        path = K.relative("experiments_summary")
         rows = o.table(path)
         if rows is None:
             return _missing(o, path)
         if not rows:
             return Value(0.0, None, o.rel(path), "no neuron stands out in two experiments")
         r = max(rows, key=lambda r: (r["n_experiments"], r["mean_z"]))
-        return Value(float(r["n_experiments"]), _neuron(r["layer"], r["neuron"]) + ": " + ", ".join(r["experiments"]),
-                     o.rel(path))
+        item = K.neuron_name(r["layer"], r["neuron"]) + ": " + ", ".join(r["experiments"])
+        return Value(float(r["n_experiments"]), item, o.rel(path))
     return f
 
 
@@ -368,45 +373,51 @@ CHECKS: list[Check] = [
     Check("an_a patching", "neuron_L31N892", "exact neuron patch score of L31N892", "L31N892", 0.5032,
           _neuron_exact("an_a", 31, 892), reference_only=True),
     Check("an_a patching", "neuron_best", "best exact neuron patch score", "L31N892", 0.5032,
-          _best_neuron("an_a", 1)),
+          _best_neuron("an_a", 1), settings=(*FORWARD, "layers.an_a")),
     Check("an_a patching", "neuron_next", "next best exact score in the best neuron's layer", None, 0.008,
-          _best_neuron("an_a", 2)),
+          _best_neuron("an_a", 2), settings=(*FORWARD, "layers.an_a")),
     Check("weights", "congruence_L31N892_an", 'congruence of L31N892 with " an"', "L31N892·' an'", 2.749,
-          _congruence(31, 892, " an"), reference_only=True),
-    Check("weights", "pair_1", "mutually exclusive pair #1, score", "'i'–L33N4142", 7.467, _pair_at_rank(1)),
-    Check("weights", "pair_2", "mutually exclusive pair #2, score", "'/'–L34N862", 5.386, _pair_at_rank(2)),
-    Check("weights", "pair_3", "mutually exclusive pair #3, score", "'is'–L34N3402", 4.646, _pair_at_rank(3)),
+          _congruence(31, 892, " an"), reference_only=True, settings=WEIGHTS),
+    Check("weights", "pair_1", "mutually exclusive pair #1, score", "'i'–L33N4142", 7.467, _pair_at_rank(1),
+          settings=WEIGHTS),
+    Check("weights", "pair_2", "mutually exclusive pair #2, score", "'/'–L34N862", 5.386, _pair_at_rank(2),
+          settings=WEIGHTS),
+    Check("weights", "pair_3", "mutually exclusive pair #3, score", "'is'–L34N3402", 4.646, _pair_at_rank(3),
+          settings=WEIGHTS),
     Check("weights", "pair_though_rank", 'rank of the pair " though"–L28N1921', "' though'–L28N1921", 15,
-          _pair_of(" though", 28, 1921, "rank"), reference_only=True),
+          _pair_of(" though", 28, 1921, "rank"), reference_only=True, settings=WEIGHTS),
     Check("weights", "pair_though_score", 'score of the pair " though"–L28N1921', "' though'–L28N1921", 2.274,
-          _pair_of(" though", 28, 1921, "score"), reference_only=True),
-    Check("dataset", "an_predicted", '" an" predicted (top-1)', "' an'", 1471, _count(" an", "predicted")),
-    Check("dataset", "an_occurred", '" an" occurred (next token)', "' an'", 12389, _count(" an", "occurred")),
+          _pair_of(" though", 28, 1921, "score"), reference_only=True, settings=WEIGHTS),
+    Check("dataset", "an_predicted", '" an" predicted (top-1)', "' an'", 1471, _count(" an", "predicted"),
+          settings=(*DATASET, "pred_post")),
+    Check("dataset", "an_occurred", '" an" occurred (next token)', "' an'", 12389, _count(" an", "occurred"),
+          settings=DATASET),
     Check("dataset", "though_predicted", '" though" predicted (top-1)', "' though'", 214,
-          _count(" though", "predicted")),
+          _count(" though", "predicted"), settings=(*DATASET, "pred_post")),
     Check("dataset", "though_occurred", '" though" occurred (next token)', "' though'", 654,
-          _count(" though", "occurred")),
+          _count(" though", "occurred"), settings=DATASET),
     Check("experiments", "L25N4413_standout", "tall/short family experiments where L25N4413 stands out",
           "L25N4413: tall_short, big_small, huge_tiny", 3, _standout_count(25, 4413, TALL_SHORT_FAMILY),
-          reference_only=True),
+          reference_only=True, settings=STANDOUTS),
     Check("experiments", "top_standout", "most experiments one neuron stands out in", "L25N4413", 3,
-          _top_standout()),
+          _top_standout(), settings=STANDOUTS),
 ]
 
 
 PAPER_EXPERIMENTS = ("an_a", *TALL_SHORT_FAMILY)
-EXPERIMENT_FILES = ("summary.json", "predictions.parquet", "logit_lens.parquet", "layers.parquet", "neurons.parquet")
+EXPERIMENT_FILES = ("summary", "predictions", "logit_lens", "layers", "neurons")
 
 
 def inputs(results: str, dataset: str, experiments: list[str] | tuple[str, ...]) -> list[str]:
     """The stage outputs the check reads under `results` (= results/{model}), for the rule's input: experiments
-    not in `experiments` (the configured ones) are left out, and their rows stay empty."""
-    files = [f"{results}/weights/{t}.parquet" for t in ("tokens", "neurons", "pairs")]
-    files.append(f"{results}/{dataset}/predictions.parquet")
+    not in `experiments` (the configured ones) are left out, and their rows say "missing"."""
+    root = f"{results}/"
+    files = [K.relative(k) for k in ("weights_tokens", "neurons", "pairs")]
+    files.append(K.relative("predictions", dataset=dataset))
     for exp in (e for e in PAPER_EXPERIMENTS if e in experiments):
-        files += [f"{results}/experiments/{exp}/{f}" for f in EXPERIMENT_FILES]
-    files.append(f"{results}/experiments/summary.parquet")
-    return files
+        files += [K.relative(f"exp_{t}", exp=exp) for t in EXPERIMENT_FILES]
+    files.append(K.relative("experiments_summary"))
+    return [root + f for f in files]
 
 
 def _item_core(item: str | None) -> str | None:
@@ -414,8 +425,10 @@ def _item_core(item: str | None) -> str | None:
     return None if item is None else item.split(": ")[0]
 
 
-def paper_check(results: str | Path, model_id: str, dataset: str) -> pa.Table:
-    """The check table for one model (`results` = results/{model}); one row per applicable Check (COLUMNS)."""
+def paper_check(results: str | Path, model_id: str, dataset: str, settings: dict) -> pa.Table:
+    """The check table for one model (`results` = results/{model}); one row per applicable Check. `settings`: the
+    run's values of PAPER_SETTINGS; a row whose value depends on a setting the run did not share with the post
+    says "not comparable: <why>" and gets no difference."""
     o = Outputs(results, dataset)
     reference = model_id == REFERENCE_MODEL
     rows = []
@@ -426,17 +439,38 @@ def paper_check(results: str | Path, model_id: str, dataset: str) -> pa.Table:
         value = None if v.value is None else float(v.value)
         same = (None if v.item is None or c.published_item is None
                 else _item_core(v.item) == _item_core(c.published_item))
+        missing = v.note is not None and v.note.startswith("missing:")
+        why = [v.not_comparable] if v.not_comparable else []
+        why += settings_mismatch(settings, c.settings)
+        if missing:
+            status = "missing"
+        elif why:
+            status = "not comparable: " + "; ".join(why)
+        else:
+            status = "ok" if value is not None else "n/a"
         rows.append(dict(section=c.section, key=c.key, quantity=c.quantity, published_item=c.published_item,
                          published=float(c.published), our_item=v.item, ours=value,
-                         difference=(value - c.published) if reference and value is not None else None,
-                         same_item=same, source=v.source, note=v.note))
+                         difference=(value - c.published) if reference and value is not None and status == "ok"
+                         else None, same_item=same, status=status, source=v.source, note=v.note))
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
-def settings_mismatch(settings: dict) -> list[str]:
-    """How a run's settings differ from the post's (chunking, seq_len, pred_post, basis)."""
-    return [f"{k} = {settings.get(k)!r} (the post: {v!r})" for k, v in PAPER_SETTINGS.items()
-            if settings.get(k) != v]
+def run_settings(config: dict, seq_len: int) -> dict:
+    """A run's values of PAPER_SETTINGS, from the validated config (an experiment not configured: None)."""
+    out = dict(chunking=config["data"]["chunking"], seq_len=seq_len, pred_post=config["record"]["pred_post"],
+               basis=config["congruence"]["basis"], dtype=config["dtype"], readout=config["curves"]["readout"],
+               binning=config["curves"]["binning"], standout_min_score=config["patching"]["standout_min_score"])
+    for exp in PAPER_EXPERIMENTS:
+        e = config["experiments"].get(exp)
+        out[f"layers.{exp}"] = None if e is None else e.get("neuron_layers", "auto")
+    return out
+
+
+def settings_mismatch(settings: dict, keys: tuple[str, ...] | None = None) -> list[str]:
+    """How a run's settings differ from the post's (all of PAPER_SETTINGS, or only `keys`)."""
+    keys = tuple(PAPER_SETTINGS) if keys is None else keys
+    return [f"{k} = {settings.get(k)!r} (the post: {PAPER_SETTINGS[k]!r})" for k in keys
+            if settings.get(k) != PAPER_SETTINGS[k]]
 
 
 def _fmt(x: float | None) -> str:
@@ -459,7 +493,7 @@ def to_html(table: pa.Table, model_id: str, settings: dict) -> str:
     else:
         intro = (f"{html.escape(model_id)} is not GPT-2 Large: the post's numbers are shown for reference only; "
                  "rows naming a GPT-2 Large neuron or layer are left out.")
-    head = ["quantity", "post: item", "post", "ours: item", "ours", "difference", "note"]
+    head = ["quantity", "post: item", "post", "ours: item", "ours", "difference", "status", "note"]
     body = []
     section = None
     for r in table.to_pylist():
@@ -471,6 +505,8 @@ def to_html(table: pa.Table, model_id: str, settings: dict) -> str:
         cells = [html.escape(r["quantity"]), html.escape(r["published_item"] or ""), _fmt(r["published"]),
                  f'<span{cls}>{html.escape(r["our_item"] or "")}</span>', _fmt(r["ours"]),
                  "" if r["difference"] is None else f'{r["difference"]:+.4g}',
+                 f'<span class="{html.escape(r["status"].split(":")[0].replace(" ", "-"))}">'
+                 f'{html.escape(r["status"])}</span>',
                  html.escape(r["note"] or "")]
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     settings_line = ", ".join(f"{k} = {settings.get(k)!r}" for k in PAPER_SETTINGS)
@@ -483,6 +519,7 @@ th, td {{ padding: 3px 10px; border-bottom: 1px solid #ddd; text-align: left; ve
 td:nth-child(3), td:nth-child(5), td:nth-child(6) {{ text-align: right; font-variant-numeric: tabular-nums; }}
 tr.section td {{ background: #f0f0f0; font-weight: bold; }}
 span.same {{ color: #1a7f37; }} span.other {{ color: #b35900; }}
+span.missing {{ color: #fff; background: #c62828; padding: 0 4px; }} span.not-comparable {{ color: #b35900; }}
 p.small {{ color: #555; font-size: 12px; }}
 </style></head><body>
 <h3>Paper check: {html.escape(model_id)}</h3>

@@ -9,8 +9,9 @@ copies of the corrupted prompt on the batch dimension, from that point of layer 
 positions from the first clean/corrupted difference on (earlier positions are the same in both runs: their keys
 and values are taken from the cached corrupted run), and reads only the two logits LD needs. TransformerBridge
 has no real `start_at_layer` (it still runs the blocks before), so `SuffixModel` runs the blocks itself with the
-bridge's own submodules (the very nn.Linear / Conv1D / LayerNorm objects its forward calls) and is tested against
-a full hooked forward. The wrappers below only say which differences to add.
+bridge's own submodules (the very nn.Linear / Conv1D / LayerNorm objects its forward calls; for Llama-family models
+the model's own attention modules, with RoPE and grouped-query heads, fed a cache of the prefix) and is tested
+against a full hooked forward on GPT-2 and Llama models. The wrappers below only say which differences to add.
 
 Shapes: T prompt length, S = T − start (the recomputed suffix), B patched copies, L layers.
 """
@@ -24,8 +25,10 @@ from typing import Callable, Literal, Sequence
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import ActivationCache
 from tqdm.auto import tqdm
+from transformer_lens import ActivationCache
+
+from anneuron import architecture as A
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +125,9 @@ def run_prompt(bridge, tokens: Int[Tensor, "1 T"], answer: int, wrong: int, grad
     def leaf(act: Tensor, hook) -> Tensor:  # grads flow whatever the parameters' requires_grad says
         return act.detach().requires_grad_(True)
 
-    hooks = [("hook_embed", leaf), ("hook_pos_embed", leaf)] + [(name, keep) for name in flat]
+    absolute = getattr(bridge.cfg, "positional_embedding_type", "standard") == "standard"
+    leaves = ["hook_embed"] + (["hook_pos_embed"] if absolute else [])  # (RoPE models: rotary_emb, not a leaf)
+    hooks = [(name, leaf) for name in leaves] + [(name, keep) for name in flat]
     with torch.enable_grad():
         logits = bridge.run_with_hooks(tokens, fwd_hooks=hooks)
         ld = logit_diff(logits[0], answer, wrong)
@@ -177,59 +182,39 @@ def run_pair(bridge, pair: PromptPair, grad: bool = True) -> PairRuns:
 
 # --- the engine ---------------------------------------------------------------------------------------------------
 
-class SuffixModel:
-    """Blocks L.. of the bridge's model, run on the suffix positions start..T−1 of many copies of the corrupted
-    prompt, ending in the two unembedding columns of LD.
+class _AbsoluteAttention:
+    """GPT-2 attention (learned absolute positions, one key/value head per query head) computed from the bridge's
+    q/k/v/o projections, with the prefix keys and values held once and broadcast over the batch of copies."""
 
-    Keys and values of the earlier positions come from the cached corrupted residual (they are the same in every
-    patched copy); the last block runs its queries and MLP at the last position only. GPT-2 blocks only (pre-LN,
-    joint-QKV attention, learned absolute positions): anything else is refused rather than computed wrongly.
-    """
-
-    def __init__(self, bridge, corrupted: Run, start: int, answer: int, wrong: int):
-        cfg = bridge.cfg
-        if getattr(cfg, "positional_embedding_type", "standard") != "standard" or cfg.normalization_type != "LN":
-            raise NotImplementedError("SuffixModel runs GPT-2-style blocks only (LayerNorm, absolute positions)")
-        hf_cfg = bridge.original_model.config
-        if getattr(hf_cfg, "model_type", "gpt2") != "gpt2":
-            raise NotImplementedError(f"SuffixModel runs GPT-2 blocks only, not {hf_cfg.model_type}")
-        self.n_layers, self.n_heads, self.d_head = cfg.n_layers, cfg.n_heads, cfg.d_head
-        self.start = start
+    def __init__(self, bridge):
+        cfg, hf_cfg = bridge.cfg, bridge.original_model.config
+        self.n_heads, self.d_head = cfg.n_heads, cfg.d_head
         self.blocks = list(bridge.blocks)
         self.scales = [
             (self.d_head**-0.5 if getattr(hf_cfg, "scale_attn_weights", True) else 1.0)
             / (l + 1 if getattr(hf_cfg, "scale_attn_by_inverse_layer_idx", False) else 1)
-            for l in range(self.n_layers)
+            for l in range(cfg.n_layers)
         ]
-        self.ln_final = bridge.ln_final.original_component
-        self.direction, self.bias = unembed_direction(bridge, answer, wrong)
-        with torch.no_grad():
-            self.prefix = [self._kv(l, corrupted.acts["resid_pre"][l, :start][None]) for l in range(self.n_layers)]
-        self.base = {  # the corrupted residual on the suffix at each point of each layer
-            "pre": corrupted.acts["resid_pre"][:, start:],
-            "mid": corrupted.acts["resid_pre"][:, start:] + corrupted.acts["attn_out"][:, start:],
-            "post": corrupted.acts["resid_pre"][:, start:] + corrupted.acts["attn_out"][:, start:]
-            + corrupted.acts["mlp_out"][:, start:],
-        }
 
-    # one block, piece by piece, with the module objects the bridge's forward calls
     def _heads(self, x: Tensor) -> Tensor:
         b, s, _ = x.shape
         return x.view(b, s, self.n_heads, self.d_head).transpose(1, 2)  # [B, H, S, d_head]
 
-    def _kv(self, l: int, resid: Float[Tensor, "B S d_model"]) -> tuple[Tensor, Tensor]:
+    def prefix(self, l: int, resid: Float[Tensor, "1 P d_model"]) -> tuple[Tensor, Tensor]:
+        """Keys and values of the prefix positions, [1, H, P, d_head] each."""
         blk = self.blocks[l]
         h = blk.ln1.original_component(resid)
         return self._heads(blk.attn.k.original_component(h)), self._heads(blk.attn.v.original_component(h))
 
-    def _attn(self, l: int, x: Float[Tensor, "B S d_model"], last_only: bool) -> Float[Tensor, "B Q d_model"]:
+    def __call__(self, l: int, x: Float[Tensor, "B S d_model"], prefix: tuple[Tensor, Tensor],
+                 last_only: bool) -> Float[Tensor, "B Q d_model"]:
         blk = self.blocks[l]
         h = blk.ln1.original_component(x)
         hq = h[:, -1:] if last_only else h
         q = self._heads(blk.attn.q.original_component(hq))
         k = self._heads(blk.attn.k.original_component(h))
         v = self._heads(blk.attn.v.original_component(h))
-        kp, vp = self.prefix[l]  # [1, H, P, d_head], shared by every copy
+        kp, vp = prefix  # [1, H, P, d_head], shared by every copy
         n_prefix, s, nq = kp.shape[2], k.shape[2], q.shape[2]
         scores = torch.cat([q @ kp.transpose(-1, -2), q @ k.transpose(-1, -2)], dim=-1) * self.scales[l]
         if nq > 1:  # causal within the suffix; the prefix is visible to every suffix position
@@ -240,16 +225,104 @@ class SuffixModel:
         z = z.transpose(1, 2).reshape(x.shape[0], nq, self.n_heads * self.d_head)
         return blk.attn.o.original_component(z)
 
+
+class _PrefixCache:
+    """The cache protocol Hugging Face attention modules call (`update(k, v, layer_idx)` -> all keys and values):
+    holds one layer's prefix keys/values (rotated) once and puts them before each copy's suffix keys/values. With
+    `record=True` it keeps what it is given instead (to compute the prefix)."""
+
+    def __init__(self, prefix: tuple[Tensor, Tensor] | None = None, record: bool = False):
+        self.kv, self.record = prefix, record
+
+    def update(self, k: Tensor, v: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
+        if self.record:
+            self.kv = (k, v)
+            return k, v
+        kp, vp = self.kv  # [1, H_kv, P, d_head]
+        b = k.shape[0]
+        return (torch.cat([kp.expand(b, -1, -1, -1), k], dim=2), torch.cat([vp.expand(b, -1, -1, -1), v], dim=2))
+
+
+class _RotaryAttention:
+    """Llama-family attention through the model's own attention modules (RoPE, grouped-query heads, whatever
+    else they do), run on the suffix positions with position ids start..T−1, a causal mask over prefix + suffix
+    keys, and a cache whose keys/values of the prefix positions were computed once from the corrupted run."""
+
+    def __init__(self, bridge, start: int):
+        self.start = start
+        self.ln1 = [blk.ln1.original_component for blk in bridge.blocks]
+        self.attn = [blk.attn.original_component for blk in bridge.blocks]
+        self.rotary = bridge.rotary_emb.original_component
+
+    def _run(self, l: int, x: Tensor, first: int, cache: _PrefixCache, mask: Tensor | None) -> Tensor:
+        pos = torch.arange(first, first + x.shape[1], device=x.device)[None]
+        out, _ = self.attn[l](self.ln1[l](x), position_embeddings=self.rotary(x, pos), attention_mask=mask,
+                              past_key_values=cache)
+        return out
+
+    def prefix(self, l: int, resid: Float[Tensor, "1 P d_model"]) -> tuple[Tensor, Tensor]:
+        """Keys (rotated) and values of the prefix positions, [1, H_kv, P, d_head] each."""
+        if resid.shape[1] == 0:  # start = 0: nothing before the suffix
+            attn = self.attn[l]
+            empty = resid.new_zeros(1, A.module(attn, "k_proj").out_features // attn.head_dim, 0, attn.head_dim)
+            return empty, empty
+        cache = _PrefixCache(record=True)
+        self._run(l, resid, 0, cache, None)  # (its output is not needed: only what reaches the cache)
+        return cache.kv
+
+    def __call__(self, l: int, x: Float[Tensor, "B S d_model"], prefix: tuple[Tensor, Tensor],
+                 last_only: bool) -> Float[Tensor, "B Q d_model"]:
+        n_prefix, s = prefix[0].shape[2], x.shape[1]
+        future = torch.ones(s, s, dtype=torch.bool, device=x.device).triu(1)
+        mask = torch.zeros(1, 1, s, n_prefix + s, dtype=x.dtype, device=x.device)
+        mask[..., n_prefix:] = mask[..., n_prefix:].masked_fill(future, torch.finfo(x.dtype).min)
+        out = self._run(l, x, self.start, _PrefixCache(prefix), mask)
+        return out[:, -1:] if last_only else out
+
+
+class SuffixModel:
+    """Blocks L.. of the bridge's model, run on the suffix positions start..T−1 of many copies of the corrupted
+    prompt, ending in the two unembedding columns of LD.
+
+    Keys and values of the earlier positions come from the cached corrupted residual (they are the same in every
+    patched copy); the last block runs its MLP (GPT-2: also its queries) at the last position only. The blocks are
+    pre-norm in both families anneuron.architecture knows: GPT-2 (attention computed here from the bridge's
+    projections) and Llama (the model's own attention modules with RoPE and grouped-query heads; the MLP gated).
+    Any other architecture is refused in one line rather than computed wrongly.
+    """
+
+    def __init__(self, bridge, corrupted: Run, start: int, answer: int, wrong: int):
+        family = A.family_of(bridge, "exact patching (SuffixModel: pre-norm blocks, attention, MLP)")
+        self.n_layers = bridge.cfg.n_layers
+        self.start = start
+        self.blocks = list(bridge.blocks)
+        self.attention = _AbsoluteAttention(bridge) if family.name == "gpt2" else _RotaryAttention(bridge, start)
+        self.mlps = [A.bridge_mlp(blk) for blk in self.blocks]
+        self.ln_final = bridge.ln_final.original_component
+        self.direction, self.bias = unembed_direction(bridge, answer, wrong)
+        with torch.no_grad():
+            self.prefix = [self.attention.prefix(l, corrupted.acts["resid_pre"][l, :start][None])
+                           for l in range(self.n_layers)]
+        self.base = {  # the corrupted residual on the suffix at each point of each layer
+            "pre": corrupted.acts["resid_pre"][:, start:],
+            "mid": corrupted.acts["resid_pre"][:, start:] + corrupted.acts["attn_out"][:, start:],
+            "post": corrupted.acts["resid_pre"][:, start:] + corrupted.acts["attn_out"][:, start:]
+            + corrupted.acts["mlp_out"][:, start:],
+        }
+
+    def w_out(self, layer: int) -> Float[Tensor, "d_mlp d_model"]:
+        """What each neuron of the layer writes per unit of activation (a view of the output projection)."""
+        return A.neurons_to_model(self.mlps[layer][1])
+
     def _mlp(self, l: int, x: Float[Tensor, "B Q d_model"]) -> Float[Tensor, "B Q d_model"]:
-        blk = self.blocks[l]
-        pre = blk.mlp.get_submodule("in").original_component(blk.ln2.original_component(x))
-        return blk.mlp.out.original_component(blk.mlp.original_component.act(pre))
+        neurons, out = self.mlps[l]
+        return out(neurons(self.blocks[l].ln2.original_component(x)))
 
     def _block(self, l: int, x: Tensor, point: Point) -> Tensor:
         """Residual at `point` of block l (suffix positions) -> residual after block l."""
         last_only = l == self.n_layers - 1
         if point == "pre":
-            attn = self._attn(l, x, last_only)
+            attn = self.attention(l, x, self.prefix[l], last_only)
             x = (x[:, -1:] if last_only else x) + attn
         elif last_only:
             x = x[:, -1:]
@@ -320,10 +393,6 @@ def _neuron_deltas(d_act: Float[Tensor, "S d_mlp"], w_out: Float[Tensor, "d_mlp 
     return d_act[:, idx].T[:, :, None] * w_out[idx][:, None, :]
 
 
-def _w_out(model: SuffixModel, layer: int) -> Float[Tensor, "d_mlp d_model"]:
-    return model.blocks[layer].mlp.out.original_component.weight  # GPT-2 Conv1D: [d_mlp, d_model]
-
-
 def neuron_scores(
     model: SuffixModel,
     runs: PairRuns,
@@ -338,7 +407,7 @@ def neuron_scores(
     scores = torch.zeros(len(neurons))
     moved = (d_act[:, neurons] != 0).any(0).cpu()
     todo = neurons[moved].to(d_act.device)
-    w_out = _w_out(model, layer)
+    w_out = model.w_out(layer)
 
     ld = patched_logit_diff(model, layer, "post", len(todo), lambda sl: _neuron_deltas(d_act, w_out, todo[sl]),
                             batch_size, desc=f"neurons L{layer}")
@@ -351,7 +420,7 @@ def joint_scores(
 ) -> Float[Tensor, "n_groups"]:
     """Patch score of each group of neurons of one layer patched together (every position, clean values)."""
     d_act = neuron_delta(runs, layer, model.start)
-    w_out = _w_out(model, layer)
+    w_out = model.w_out(layer)
 
     def delta(sl: slice) -> Tensor:
         out = []
@@ -408,7 +477,7 @@ def check_engine(bridge, model: SuffixModel, runs: PairRuns, layer: int, neuron:
     tests cannot reach."""
     pair = runs.pair
     base = float(model.logit_diff(model.base["pre"][0][None], 0, "pre")[0])
-    d_act, w_out = neuron_delta(runs, layer, model.start), _w_out(model, layer)
+    d_act, w_out = neuron_delta(runs, layer, model.start), model.w_out(layer)
     idx = torch.tensor([neuron], device=d_act.device)
     fast = float(patched_logit_diff(model, layer, "post", 1, lambda sl: _neuron_deltas(d_act, w_out, idx[sl]))[0])
     hook = set_neurons_hook(runs.clean.acts["post"][layer], [neuron])

@@ -3,11 +3,12 @@ the model's top-1 prediction and its probability, optionally the post's `pred_po
 the activations of the watched neurons, and the running top-k max-activating examples of every neuron
 (anneuron.max_examples). docs/science.md, docs/contracts.md "Top prediction".
 
-The model runs through an engine (anneuron.engines): by default, for GPT-2, the Hugging Face model with SDPA
-attention and a fused gelu_new; otherwise the TransformerBridge. Memory is bounded by the batch (and a window
+The model runs through an engine (anneuron.engines): by default, for GPT-2 and Llama, the Hugging Face model with
+SDPA attention (GPT-2's gelu_new fused); otherwise the TransformerBridge. A neuron's activation is the input of its
+MLP's output projection (for a gated MLP the product act(gate)·up). Memory is bounded by the batch (and a window
 of `window_batches` batches whose rows are sorted by length to cut padding, then written back in chunk order).
-Rows are right-padded without an attention mask: attention is causal and positions are absolute, so the real
-positions never see the padding.
+Rows are right-padded without an attention mask: attention is causal and every row has positions 0, 1, … (absolute
+or rotary), so the real positions never see the padding.
 """
 
 from __future__ import annotations
@@ -85,8 +86,8 @@ def clean_stale_temps(path: str | Path) -> None:
 
 class Recorder:
     """Hooks a model for the dataset pass: every layer's MLP activation (top-k of all neurons, watched columns)
-    and, for `pred_post`, the final LayerNorm's normalized residual. `model`: a TransformerBridge, a Hugging
-    Face GPT-2 or an engine (anneuron.engines). Use as a context manager around the batches."""
+    and, for `pred_post`, the final norm's normalized residual. `model`: a TransformerBridge, a Hugging Face
+    GPT-2 or Llama, or an engine (anneuron.engines). Use as a context manager around the batches."""
 
     def __init__(self, model, watched: list[tuple[int, int]], top_k: int = 20, pred_post: bool = False,
                  pred_topk: int = 0):

@@ -38,26 +38,27 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Architecture and optimisation of a demo model (defaults: the recipe that grows one dominant an neuron)."""
+    """Architecture and optimisation of a demo model: the `demo.emergent` keys (their defaults, the recipe that grows
+    one dominant an neuron, live in the schema only), the context and the seed."""
 
-    n_layer: int = 2
-    d_model: int = 128
-    d_mlp: int = 128
-    n_head: int = 4
-    n_ctx: int = 128
-    tied: bool = True
-    steps: int = 9000
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    warmup: int = 200
-    eval_every: int = 250
-    patience: int = 4  # evaluations in a row with validation loss above min + val_tolerance before stopping
-    val_tolerance: float = 0.005  # nats: validation differences below this are noise, not a rise
-    val_fraction: float = 0.05
+    n_layer: int
+    d_model: int
+    d_mlp: int
+    n_head: int
+    n_ctx: int
+    tied: bool
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup: int
+    eval_every: int
+    patience: int  # evaluations in a row with validation loss above min + val_tolerance before stopping
+    val_tolerance: float  # nats: validation differences below this are noise, not a rise
+    seed: int
+    threads: int
+    val_fraction: float = 0.05  # fixed parts of the method, not configuration
     eval_windows: int = 256
-    seed: int = 0
-    threads: int = 1
 
 
 @dataclass
@@ -120,15 +121,17 @@ def eval_windows(stream: torch.Tensor, n: int, seq: int, bos: int) -> tuple[torc
 def small_model(cfg: TrainConfig, vocab_size: int) -> GPT2LMHeadModel:
     """A GPT-2 over the remapped vocabulary; no dropout (it spreads the mechanism out)."""
     torch.manual_seed(cfg.seed)
-    return GPT2LMHeadModel(_gpt2_config(cfg, vocab_size))
+    return GPT2LMHeadModel(_gpt2_config(cfg.n_layer, cfg.d_model, cfg.d_mlp, cfg.n_head, cfg.n_ctx, cfg.tied,
+                                        vocab_size))
 
 
-def _gpt2_config(cfg: TrainConfig, vocab_size: int) -> GPT2Config:
+def _gpt2_config(n_layer: int, d_model: int, d_mlp: int, n_head: int, n_ctx: int, tied: bool,
+                 vocab_size: int) -> GPT2Config:
     bos = EOS_ID if vocab_size == GPT2_VOCAB_SIZE else None
     return GPT2Config(
-        vocab_size=vocab_size, n_positions=cfg.n_ctx, n_embd=cfg.d_model, n_layer=cfg.n_layer, n_head=cfg.n_head,
-        n_inner=cfg.d_mlp, activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        tie_word_embeddings=cfg.tied, bos_token_id=bos, eos_token_id=bos, attn_implementation="eager",
+        vocab_size=vocab_size, n_positions=n_ctx, n_embd=d_model, n_layer=n_layer, n_head=n_head,
+        n_inner=d_mlp, activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        tie_word_embeddings=tied, bos_token_id=bos, eos_token_id=bos, attn_implementation="eager",
     )
 
 
@@ -143,7 +146,8 @@ def full_vocab_loss(logits: torch.Tensor, targets: torch.Tensor, n_unused: int) 
 def _evaluate(model: GPT2LMHeadModel, x: torch.Tensor, y: torch.Tensor, n_unused: int, chunk: int = 16) -> float:
     total = 0.0
     for i in range(0, len(x), chunk):
-        total += full_vocab_loss(model(x[i : i + chunk]).logits, y[i : i + chunk], n_unused).item() * len(x[i:i + chunk])
+        rows = slice(i, i + chunk)
+        total += full_vocab_loss(model(x[rows]).logits, y[rows], n_unused).item() * len(x[rows])
     return total / len(x)
 
 
@@ -194,7 +198,8 @@ def train(train_texts: Sequence[str], cfg: TrainConfig, progress: bool = True) -
             sched.step()
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 model.eval()
-                point = dict(step=step, train=_evaluate(model, xt, yt, n_unused), val=_evaluate(model, xv, yv, n_unused))
+                point = dict(step=step, train=_evaluate(model, xt, yt, n_unused),
+                             val=_evaluate(model, xv, yv, n_unused))
                 model.train()
                 curve.append(point)
                 bar.set_postfix(train=f"{point['train']:.4f}", val=f"{point['val']:.4f}")
@@ -227,9 +232,8 @@ def expand_vocab(small: GPT2LMHeadModel, vocab: torch.Tensor) -> GPT2LMHeadModel
     """The same network over GPT-2's 50,257 tokens: embedding (and unembedding) rows at the original ids, zero
     rows elsewhere. Logits at used ids equal the small model's; unused ids get exactly 0."""
     c = small.config
-    cfg = TrainConfig(n_layer=c.n_layer, d_model=c.n_embd, d_mlp=c.n_inner, n_head=c.n_head, n_ctx=c.n_positions,
-                      tied=c.tie_word_embeddings)
-    full = GPT2LMHeadModel(_gpt2_config(cfg, GPT2_VOCAB_SIZE)).eval()
+    full = GPT2LMHeadModel(_gpt2_config(c.n_layer, c.n_embd, c.n_inner, c.n_head, c.n_positions,
+                                        c.tie_word_embeddings, GPT2_VOCAB_SIZE)).eval()
     state = {}
     for k, v in small.state_dict().items():
         if k in ("transformer.wte.weight", "lm_head.weight"):

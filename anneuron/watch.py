@@ -11,10 +11,13 @@ Standouts exist because congruence alone can miss a neuron that matters: where t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
+
+from anneuron.contracts import WATCHED, neuron_name
 
 
 @dataclass(frozen=True)
@@ -27,45 +30,19 @@ class Watched:
     token_str: str | None = None
     pair_rank: int | None = None  # rank in pairs.parquet if it is one of the watched pairs
     token_source: str | None = None  # "config", "pair", "experiment" or "congruence"
+    source: str = "config"  # why it is watched: "pair", "config" or "standout" (contracts.WATCH_SOURCES)
 
     @property
     def name(self) -> str:
-        return f"L{self.layer}N{self.neuron}"
-
-
-def neuron_name(layer: int, neuron: int) -> str:
-    return f"L{layer}N{neuron}"
-
-
-def standout_entries(neuron_files: dict[str, str | Path], experiments: dict[str, dict]) -> list[tuple[int, int, str]]:
-    """(layer, neuron, token) of every neuron standing out in an experiment: most experiments first, ties by the
-    largest |exact| (attribution where none), then by (layer, neuron).
-
-    `neuron_files` maps experiment name → its neurons.parquet; `experiments` is the config's `experiments:`. The
-    token is the answer of the experiment where the neuron's |exact| is largest (standouts are one-sided: patching
-    them moves LD towards the answer), so the curve asks "does this neuron track the token the experiment is about?"
-    and a neuron that helps by switching off gets a falling curve.
-    """
-    found: dict[tuple[int, int], list] = {}  # (layer, neuron) -> [n experiments, best |exact|, its token]
-    for exp, path in neuron_files.items():
-        t = pq.read_table(path, columns=["layer", "neuron", "attribution", "exact", "standout"],
-                          filters=[("standout", "=", True)])
-        cols = (t.column(c).to_pylist() for c in ("layer", "neuron", "attribution", "exact"))
-        for layer, neuron, attribution, exact in zip(*cols):
-            score = abs(attribution if exact is None else exact)  # what its standout flag was judged on
-            entry = found.setdefault((int(layer), int(neuron)), [0, -1.0, None])
-            entry[0] += 1
-            if score > entry[1]:
-                entry[1], entry[2] = score, experiments[exp]["answer"]
-    ranked = sorted(found.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))
-    return [(layer, neuron, tok) for (layer, neuron), (_, _, tok) in ranked]
+        return neuron_name(self.layer, self.neuron)
 
 
 def watch_list(pairs_path: str | Path | None, entries: list[tuple[int, int, str | None]], top_pairs: int,
                tokenizer=None, standouts: list[tuple[int, int, str]] = (), n_standouts: int = 0) -> list[Watched]:
     """The watched neurons, in column order.
 
-    `entries` are (layer, neuron, token string or None) from anneuron.config.watch_entries. A token named in
+    `entries` are (layer, neuron, token string or None) from anneuron.config.watch_entries; `standouts` come from
+    anneuron.standouts.standout_entries. A token named in
     the config wins over the pair's token; names are turned into ids only when a tokenizer is given. From
     `standouts` (standout_entries, best first) the first `n_standouts` neurons not watched already are added; a
     standout the config lists without a token takes the standout's token.
@@ -76,7 +53,7 @@ def watch_list(pairs_path: str | Path | None, entries: list[tuple[int, int, str 
         rows = sorted(zip(*(t.column(c).to_pylist() for c in ("rank", "layer", "neuron", "token_id", "token_str"))))
         for rank, layer, neuron, tid, tstr in rows[:top_pairs]:
             out.setdefault((int(layer), int(neuron)),
-                           Watched(int(layer), int(neuron), int(tid), tstr, int(rank), "pair"))
+                           Watched(int(layer), int(neuron), int(tid), tstr, int(rank), "pair", "pair"))
     for layer, neuron, tok in entries:
         out[(layer, neuron)] = _with_token(out.get((layer, neuron), Watched(layer, neuron)), tok, "config", tokenizer)
     added = 0
@@ -86,7 +63,7 @@ def watch_list(pairs_path: str | Path | None, entries: list[tuple[int, int, str 
         w = out.get((layer, neuron))
         if w is None:
             added += 1
-            w = Watched(layer, neuron)
+            w = Watched(layer, neuron, source="standout")
         if w.token_str is None:
             out[(layer, neuron)] = _with_token(w, tok, "experiment", tokenizer)
     return list(out.values())
@@ -109,12 +86,13 @@ def _token_id(tokenizer, tok: str, name: str) -> int | None:
 
 
 def resolve_tokens(watched: list[Watched], neurons_path: str | Path | None, tokenizer) -> list[Watched]:
-    """Give every watched neuron without a token its top congruent token (neurons.parquet top_token_ids[0])."""
+    """Give every watched neuron without a token its top congruent token (top_token_ids[0] of a neuron table:
+    neuron_stats.parquet or neurons.parquet)."""
     missing = {(w.layer, w.neuron) for w in watched if w.token_id is None}
     if not missing:
         return watched
     if neurons_path is None:
-        raise ValueError(f"watched neurons {sorted(missing)} have no token and no neurons.parquet was given")
+        raise ValueError(f"watched neurons {sorted(missing)} have no token and no neuron table was given")
     t = pq.read_table(neurons_path, columns=["layer", "neuron", "top_token_ids"])
     top = {}
     for layer, neuron, ids in zip(*(t.column(c).to_pylist() for c in ("layer", "neuron", "top_token_ids"))):
@@ -129,3 +107,18 @@ def resolve_tokens(watched: list[Watched], neurons_path: str | Path | None, toke
             w = replace(w, token_id=tid, token_str=tokenizer.decode([tid]), token_source="congruence")
         out.append(w)
     return out
+
+
+def watched_table(watched: list[Watched]) -> pa.Table:
+    """The `watched` table (docs/contracts.md): one row per watched neuron, `rank` = its place in the list (the
+    column order of the dataset pass's token tables), every token resolved."""
+    rows = [dict(rank=i, layer=w.layer, neuron=w.neuron, token_id=w.token_id, token_str=w.token_str, source=w.source,
+                 token_source=w.token_source, pair_rank=w.pair_rank) for i, w in enumerate(watched, start=1)]
+    return pa.Table.from_pylist(rows, schema=WATCHED)
+
+
+def read_watched(path: str | Path) -> list[Watched]:
+    """The watch list written by the `watch` rule, in its order."""
+    names = {f.name for f in fields(Watched)}
+    rows = sorted(pq.read_table(path).to_pylist(), key=lambda r: r["rank"])
+    return [Watched(**{k: v for k, v in r.items() if k in names}) for r in rows]

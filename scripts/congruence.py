@@ -1,29 +1,35 @@
+import logging
 import time
 
 import torch
-from _common import setup_logging
 
 from anneuron import congruence as CG
 from anneuron.io import write_json, write_parquet
 from anneuron.models import load_model, resolve_device
+from anneuron.stage_config import CongruenceConfig
+
+from _common import setup_logging
 
 setup_logging(snakemake)
-p = snakemake.params
+cfg = CongruenceConfig.from_dict(snakemake.params.cfg)
+model = snakemake.params.model
 torch.set_num_threads(snakemake.threads)
-device = resolve_device(p.device)
-dtype = CG.resolve_congruence_dtype(p.dtype, device)
-bridge = load_model(p.model, device=device, dtype="float32")  # processed in fp32; products in `dtype`
+device = resolve_device(cfg.device)
+dtype = CG.resolve_congruence_dtype(cfg.dtype, device)
+bridge = load_model(model, device=device, dtype="float32")  # processed in fp32; products in `dtype`
 weights = CG.weights_of(bridge)
 t0 = time.perf_counter()
-res = CG.congruence_pass(weights, basis=p.basis, top_k=p.top_k, chunk_neurons=p.chunk_neurons, device=device,
+res = CG.congruence_pass(weights, basis=cfg.basis, top_k=cfg.top_k, chunk_neurons=cfg.chunk_neurons, device=device,
                          dtype=dtype, matrix_dir=snakemake.output.get("matrix"))
 seconds = time.perf_counter() - t0
 write_parquet(snakemake.output.tokens, CG.tokens_table(res, CG.token_strings(bridge.tokenizer, weights.d_vocab)))
 write_parquet(snakemake.output.stats, CG.neurons_table(res))
-write_json(snakemake.output.summary, {
-    "model": p.model, "basis": p.basis, "top_k": p.top_k, "device": device, "dtype": str(dtype).removeprefix("torch."),
-    "chunk_neurons": CG.resolve_chunk(p.chunk_neurons, weights, p.basis, device, dtype),
-    "n_layers": weights.n_layers, "d_mlp": weights.d_mlp, "d_vocab": weights.d_vocab,
-    "seconds": round(seconds, 2), "gflops": round(CG.flops(weights, p.basis) / seconds / 1e9, 2),
-    "threads": torch.get_num_threads(), "save_matrix": p.save_matrix,
+write_json(snakemake.output.summary, {  # no wall times here (they are in the log): reruns stay byte-identical
+    "model": model, "basis": cfg.basis, "top_k": cfg.top_k, "device": device,
+    "dtype": str(dtype).removeprefix("torch."),
+    "chunk_neurons": CG.resolve_chunk(cfg.chunk_neurons, weights, cfg.basis, device, dtype),
+    "n_layers": weights.n_layers, "d_mlp": weights.d_mlp, "d_vocab": weights.d_vocab, "save_matrix": cfg.save_matrix,
 })
+logging.getLogger("congruence").info("%.2f s, %.2f GFLOP/s on %d threads", seconds,
+                                     CG.flops(weights, cfg.basis) / seconds / 1e9, torch.get_num_threads())
+cfg.write(snakemake.output.config, model=model)

@@ -1,15 +1,18 @@
-from _common import setup_logging, watched_neurons
-
 from anneuron.curves import summarize
 from anneuron.io import write_parquet
-from anneuron.models import tokenizer_for
-from anneuron.watch import resolve_tokens
+from anneuron.resolve import resolve
+from anneuron.stage_config import CurvesConfig
+from anneuron.watch import read_watched
+
+from _common import setup_logging
 
 setup_logging(snakemake)
 p = snakemake.params
-tokenizer = tokenizer_for(p.model)
-watched = watched_neurons(snakemake, tokenizer)
-watched = resolve_tokens(watched, snakemake.input.neurons, tokenizer)
-curves, predictions = summarize(list(snakemake.input.tokens), watched, p.bin_width, p.min_count, tokenizer)
+cfg = CurvesConfig.from_dict(p.cfg)
+tokenizer = resolve(p.model).tokenizer()
+watched = read_watched(snakemake.input.watched)
+curves, predictions = summarize(list(snakemake.input.tokens), watched, cfg.bin_width, cfg.min_count, tokenizer,
+                                readout=cfg.readout, binning=cfg.binning)
 write_parquet(snakemake.output.curves, curves)
 write_parquet(snakemake.output.predictions, predictions)
+cfg.write(snakemake.output.config, model=p.model)

@@ -1,11 +1,15 @@
 import polars as pl
-from _common import setup_logging
 
 from anneuron.plots.dataset import dataset_figures
 
+from _common import setup_logging
+
 setup_logging(snakemake)
 p = snakemake.params
-pairs = pl.read_parquet(snakemake.input.pairs).filter(pl.col("rank") <= p.top_pairs)
+watched = pl.read_parquet(snakemake.input.watched)
+pairs = watched.filter(pl.col("pair_rank").is_not_null()).select(
+    pl.col("pair_rank").alias("rank"), "layer", "neuron"
+)
 dataset_figures(
     pl.read_parquet(snakemake.input.curves),
     pl.read_parquet(snakemake.input.predictions),

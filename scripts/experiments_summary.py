@@ -1,11 +1,19 @@
-from _common import setup_logging
+import json
+from pathlib import Path
 
-from anneuron.experiments import stable_experiments, write_summary
+from anneuron.io import write_parquet
 from anneuron.plots.experiments import summary_figures
+from anneuron.standouts import overview_table, stable_experiments, write_summary
+
+from _common import setup_logging
 
 setup_logging(snakemake)
 exps = snakemake.params.experiments
 neuron_files = dict(zip(exps, snakemake.input.neurons))
-stable = stable_experiments(dict(zip(exps, snakemake.input.summaries)))
+summary_files = dict(zip(exps, snakemake.input.summaries))
+stable = stable_experiments(summary_files)
 write_summary({e: neuron_files[e] for e in stable}, snakemake.output.table)
-summary_figures(snakemake.output.table, neuron_files, snakemake.output.svg, not_counted=set(exps) - set(stable))
+write_parquet(snakemake.output.overview, overview_table(summary_files, stable))
+rules = {json.loads(Path(f).read_text()).get("standout_rule") for f in summary_files.values()} - {None}
+summary_figures(snakemake.output.table, neuron_files, snakemake.output.svg, not_counted=set(exps) - set(stable),
+                rule="; ".join(sorted(rules)) or None)

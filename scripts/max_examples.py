@@ -1,12 +1,12 @@
-from _common import setup_logging
-
 from anneuron.io import write_parquet
 from anneuron.max_examples import build_max_examples
-from anneuron.models import tokenizer_for
+from anneuron.resolve import resolve
+
+from _common import setup_logging
 
 setup_logging(snakemake)
 p = snakemake.params
-table = build_max_examples(
-    list(snakemake.input.topk), list(snakemake.input.tokens), tokenizer_for(p.model), k=p.top_k, window=p.window
-)
+tokenizer = resolve(p.model).tokenizer()
+table = build_max_examples(list(snakemake.input.topk), list(snakemake.input.tokens), tokenizer, k=p.top_k,
+                           window=p.window)
 write_parquet(snakemake.output[0], table)

@@ -1,11 +1,11 @@
-from _common import setup_logging
-
 from anneuron.io import atomic_path, write_parquet
 from anneuron.paper_check import paper_check, to_html
 
+from _common import setup_logging
+
 setup_logging(snakemake)
 p = snakemake.params
-table = paper_check(p.results, p.model, p.dataset)
+table = paper_check(p.results, p.model, p.dataset, p.settings)
 write_parquet(snakemake.output.table, table)
 with atomic_path(snakemake.output.html) as tmp:
     tmp.write_text(to_html(table, p.model, p.settings))

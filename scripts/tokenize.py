@@ -1,21 +1,21 @@
-from _common import setup_logging
-
 from anneuron.data import tokenize_dataset
-from anneuron.models import tokenizer_for
+from anneuron.resolve import resolve
+from anneuron.stage_config import DataConfig
 from anneuron.tokenizer import gpt2_tokenizer
 
+from _common import setup_logging
+
 setup_logging(snakemake)
-data = snakemake.params.data
-tokenizer = gpt2_tokenizer() if snakemake.wildcards.tokenizer == "gpt2" else tokenizer_for(snakemake.params.model)
+cfg = DataConfig.from_dict(snakemake.params.data)
 tokenize_dataset(
     snakemake.params.dataset,
-    tokenizer,
+    gpt2_tokenizer() if snakemake.wildcards.tokenizer == "gpt2" else resolve(snakemake.params.model).tokenizer(),
     list(snakemake.output.shards),
-    seq_len=snakemake.params.seq_len,
-    chunking=data["chunking"],
-    text_column=data["text_column"],
-    split=data["split"],
-    max_docs=data["max_docs"],
-    max_tokens=data["max_tokens"],
+    seq_len=cfg.seq_len,
+    chunking=cfg.chunking,
+    text_column=cfg.text_column,
+    split=cfg.split,
+    max_docs=cfg.max_docs,
+    max_tokens=cfg.max_tokens,
     manifest=snakemake.output.manifest,
 )

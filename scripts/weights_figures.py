@@ -1,12 +1,13 @@
 import pyarrow.parquet as pq
 import torch
-from _common import setup_logging
 
 from anneuron.congruence import weights_of
 from anneuron.io import atomic_dir
 from anneuron.models import load_model
 from anneuron.plots.weights import draw_weights_figures
 from anneuron.tokenizer import single_token
+
+from _common import setup_logging
 
 setup_logging(snakemake)
 p = snakemake.params

@@ -38,6 +38,26 @@ def complete_config(overlays: list[str | Path], experiments: list[str], repo: Pa
     return config
 
 
+def defaults(**sections: dict) -> dict:
+    """The schema's defaults (the only source of defaults) for a minimal config, each given section merged in."""
+    from anneuron.config import load_schema, validate_schema
+
+    base = {"models": ["gpt2"], "dataset": "x.parquet"}
+    return validate_schema(merge(base, sections), load_schema(REPO / "workflow/schemas/config.schema.yaml"))
+
+
+def experiment_config(exp: dict, **patching):
+    """An ExperimentConfig for one prompt pair (`name`, `clean`, ... as in the config or ground_truth.json), with the
+    schema's patching defaults and the given overrides."""
+    from anneuron.stage_config import ExperimentConfig
+
+    keys = ("clean", "corrupted", "answer", "wrong", "neuron_layers")
+    name = exp.get("name", "exp")
+    config = defaults(device="cpu", dtype="float32", patching=patching,
+                      experiments={name: {k: exp[k] for k in keys if k in exp}})
+    return ExperimentConfig.of(config, name)
+
+
 def write_complete_config(out: Path, overlays: list[str | Path], experiments: list[str], repo: Path = REPO) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(complete_config(overlays, experiments, repo), sort_keys=False, allow_unicode=True))

@@ -3,6 +3,7 @@ which jobs would run, per scenario. Used by tests/test_workflow.py in a subproce
 directory and installs log handlers, which a pytest process should not inherit).
 
     python tests/dryrun_api.py WORKDIR SPEC.json   ->   prints one JSON object on its last line
+    python tests/dryrun_api.py --outputs WORKDIR CONFIGFILE...   ->   {rule: [declared output patterns]}
 
 SPEC: {"scenario name": {"configfiles": [...], "forceall": false, "replace_workflow_config": false}, ...}, paths
 relative to WORKDIR.
@@ -41,7 +42,22 @@ def scheduled(workdir: Path, configfiles: list[str], forceall: bool = False,
     return sorted(jobs, key=lambda j: (j["rule"], j["outputs"]))
 
 
+def declared_outputs(workdir: Path, configfiles: list[str]) -> dict[str, list[str]]:
+    """Rule name -> the output patterns it declares (as parsed, wildcards unfilled)."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, OutputSettings, Quietness, ResourceSettings
+
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        wf = api.workflow(resource_settings=ResourceSettings(cores=1),
+                          config_settings=ConfigSettings(configfiles=[workdir / c for c in configfiles]),
+                          snakefile=workdir / "Snakefile", workdir=workdir)
+        return {r.name: [str(f) for f in r.output] for r in wf._workflow.rules if r.name != "all"}
+
+
 def main(argv: list[str]) -> int:
+    if argv[0] == "--outputs":  # python tests/dryrun_api.py --outputs WORKDIR CONFIGFILE...
+        print(json.dumps(declared_outputs(Path(argv[1]).resolve(), argv[2:])))
+        return 0
     workdir, spec = Path(argv[0]).resolve(), json.loads(Path(argv[1]).read_text())
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = {}

@@ -4,11 +4,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from anneuron.config import ConfigError, Produced, check, load_schema, seq_len_for, watch_entries
+from anneuron.config import ConfigError, check, load_schema, resolve_models, seq_len_for, watch_entries
+from anneuron.demo_specs import DATA_FILES, produced_models
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
-PRODUCED = {"resources/models/demo-planted": Produced(n_ctx=256), "resources/data/demo-planted.parquet": Produced()}
 
 
 def merged(*files):
@@ -27,22 +27,23 @@ def demo():
 
 
 def test_defaults_and_files_are_valid(demo):
-    cfg = check(demo, SCHEMA, PRODUCED)
+    cfg = check(demo, SCHEMA, produced_models, DATA_FILES)
     assert cfg["patching"]["joint_k"] == [1, 2, 5, 10, 20, 50]
     assert set(cfg["experiments"]) >= {"an_a", "tall_short", "big_small", "huge_tiny", "an_picked", "though_as"}
     assert all(e["neuron_layers"] == "auto" for e in cfg["experiments"].values())
     assert watch_entries(cfg, "demo-planted")[0] == (2, 892, " an")
     # the real study parses without the network (GPT-2 family hub names use the offline tokenizer)
-    check(merged(), SCHEMA, PRODUCED)
-    assert watch_entries(check(merged(), SCHEMA, PRODUCED), "gpt2-large")[0] == (31, 892, " an")
+    check(merged(), SCHEMA, produced_models, DATA_FILES)
+    assert watch_entries(check(merged(), SCHEMA, produced_models, DATA_FILES), "gpt2-large")[0] == (31, 892, " an")
 
 
 def test_seq_len_auto_and_cap(demo):
-    cfg = check(demo, SCHEMA, PRODUCED)
-    assert seq_len_for(cfg, ["resources/models/demo-planted"], PRODUCED) == 128
+    cfg = check(demo, SCHEMA, produced_models, DATA_FILES)
+    demo_spec = resolve_models(cfg, produced_models)["demo-planted"]
+    assert seq_len_for(cfg, [demo_spec]) == 128
     cfg["data"]["seq_len"] = "auto"
-    assert seq_len_for(cfg, ["resources/models/demo-planted"], PRODUCED) == 256
-    assert seq_len_for(cfg, ["gpt2-large"], PRODUCED) == 1024
+    assert seq_len_for(cfg, [demo_spec]) == 256
+    assert seq_len_for(cfg, list(resolve_models(dict(cfg, models=["gpt2-large"])).values())) == 1024
 
 
 @pytest.mark.parametrize(
@@ -60,11 +61,22 @@ def test_seq_len_auto_and_cap(demo):
         (lambda c: c["experiments"]["an_a"].pop("wrong"), "experiments.an_a: 'wrong' is a required"),
         (lambda c: c["watch"]["neurons"].update({"demo-planted": ["L2X5"]}), "watch.neurons.demo-planted.0"),
         (lambda c: c["congruence"].update(tokens=[" ancient history"]), "congruence.tokens"),
+        (lambda c: c["watch"]["neurons"].update({"demo-planted": ["L9N1"]}),
+         "watch.neurons.demo-planted: L9N1 is out of range for demo-planted (4 layers × 1024 neurons)"),
+        (lambda c: c["watch"]["neurons"].update({"demo-planted": ["L1N1024"]}), "L1N1024 is out of range"),
+        (lambda c: c["experiments"]["an_a"].update(neuron_layers=[1, 4]),
+         "experiments.an_a.neuron_layers: layer 4 is out of range for demo-planted (4 layers)"),
+        (lambda c: c.update(models=["gpt2-larg"]), "models: model 'gpt2-larg': not a folder"),
+        (lambda c: c["curves"].update(readout="post"), "curves.readout: post counts the post's readout"),
+        (lambda c: c["curves"].update(binning="post", bin_width=0.25), "curves.binning: post bins by"),
+        (lambda c: c.update(dtype="auto"), "dtype: 'auto' is not one of ['float32', 'bfloat16', 'float16']"),
+        (lambda c: c.update(models=["resources/models/demo-planted", "elsewhere/demo-planted"]),
+         "two models share the id demo-planted"),
     ],
 )
 def test_errors_are_one_line_naming_the_key(demo, edit, message):
     cfg = copy.deepcopy(demo)
     edit(cfg)
     with pytest.raises(ConfigError) as e:
-        check(cfg, SCHEMA, PRODUCED)
+        check(cfg, SCHEMA, produced_models, DATA_FILES)
     assert message in str(e.value) and "\n" not in str(e.value)

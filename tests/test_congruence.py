@@ -91,7 +91,8 @@ def test_fp32_pass_matches_dense_float64(small, reference, basis):
 
 @pytest.mark.parametrize("basis", BASES)
 def test_float64_pass_is_exact(small, reference, basis):
-    """Chunks of 128 (crossing layers), 7-row blocks. The same algorithm in float64 picks exactly the reference's top-k (the fp32 test allows fp32 ties only)."""
+    """Chunks of 128 (crossing layers), 7-row blocks. The same algorithm in float64 picks exactly the reference's
+    top-k (the fp32 test allows fp32 ties only)."""
     res = congruence_pass(small, basis=basis, top_k=K, chunk_neurons=128, sub_rows=7, dtype=torch.float64,
                           progress=False)
     check(res, reference[basis], exact=True, moments_tol=dict(rtol=1e-9, atol=1e-12))

@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from anneuron.curves import summarize
 from anneuron.tokenizer import gpt2_tokenizer
@@ -95,3 +96,76 @@ def test_figures_are_written(tmp_path):
     assert sorted(p.name for p in (tmp_path / "curves").iterdir()) == [
         "L0N1.png", "L0N1.svg", "L2N3.png", "L2N3.svg", "top_pairs.png", "top_pairs.svg"]
     assert (tmp_path / "hist.png").stat().st_size > 0 and (tmp_path / "hist.svg").exists()
+
+
+def test_post_readout_and_binning_equal_the_posts_formulas(tiny_dir, tiny_bridge, tmp_path):
+    """`curves.readout: post` + `curves.binning: post` against the post's own formulas, written out per position:
+    top prediction = argmax of ln_final.hook_normalized · W_E (no final-LN gain, no b_U), bin = int(5 * round(a, 1))
+    with Python's round, BOS included, no minimum count. On a model with random final-LN gains and a folded b_U, so
+    that the post's readout and the real logits disagree at some positions (else the test could not tell them
+    apart)."""
+    import torch
+    from conftest import write_token_shards
+
+    from anneuron.engines import load_engine
+    from anneuron.record import record_shard
+
+    texts = ["The quick brown fox jumps over the lazy dog. " * 3, "An apple a day keeps the doctor away, they say.",
+             "I climbed up the apple tree and picked an apple. Then I walked home through the rain."] * 2
+    shards = write_token_shards(texts, tmp_path, 1, seq_len=48)
+    watched = [(1, 7), (2, 100)]
+    engine = load_engine(str(tiny_dir), device="cpu", dtype="float32")
+    tokens = tmp_path / "tokens.parquet"
+    record_shard(engine, shards[0], tokens, tmp_path / "topk.parquet", watched, batch_size=4, top_k=3,
+                 pred_post=True, progress=False)
+    table = pl.read_parquet(tokens)
+    assert (table["pred"] != table["pred_post"]).sum() > 0  # the two readouts differ on this model
+    target = int(table["pred_post"].mode()[0])
+    brute: dict[tuple[int, int], dict[int, list[int]]] = {w: {} for w in watched}
+    rows = pq.read_table(shards[0]).to_pylist()
+    with torch.no_grad():
+        for row in rows:
+            toks = torch.tensor([row["tokens"]])
+            _, cache = tiny_bridge.run_with_cache(toks)
+            normalized = cache["ln_final.hook_normalized"][0]
+            pred_post = (normalized @ tiny_bridge.W_E.T).argmax(-1)
+            for layer, n in watched:
+                acts = cache[f"blocks.{layer}.mlp.hook_post"][0, :, n]
+                for pos in range(toks.shape[1]):  # BOS (pos 0) included
+                    k = int(5 * round(float(acts[pos]), 1))
+                    c = brute[(layer, n)].setdefault(k, [0, 0])
+                    c[0] += 1
+                    c[1] += int(pred_post[pos]) == target
+    tok = gpt2_tokenizer()
+    ws = [Watched(layer, n, target, tok.decode([target])) for layer, n in watched]
+    curves, _ = summarize([tokens], ws, 0.2, 20, tok, progress=False, readout="post", binning="post")
+    got = pl.from_arrow(curves)
+    for (layer, n), bins in brute.items():
+        g = got.filter((pl.col("layer") == layer) & (pl.col("neuron") == n) & (pl.col("count") > 0))
+        assert g.height == len(bins)
+        by_k = {}
+        for r in g.iter_rows(named=True):
+            k = next(k for k in bins if abs(r["bin_lo"] - _post_lo(k)) < 1e-12)
+            by_k[k] = [r["count"], r["hits"]]
+            assert r["proportion"] == pytest.approx(r["hits"] / r["count"])  # no minimum count
+        assert by_k == bins, (layer, n)
+    assert got["count"].sum() == len(watched) * table.height  # every position, BOS included
+
+
+def _post_lo(k: int) -> float:
+    return -0.15 if k == 0 else (0.2 * k - 0.05 if k > 0 else 0.2 * k - 0.15)
+
+
+def test_post_binning_matches_python_round_on_ties():
+    """int(5 * round(a, 1)) per value, Python semantics, against the vectorised bin_index (float32 inputs)."""
+    from anneuron.curves import bin_bounds, bin_index
+
+    rng = np.random.default_rng(3)
+    a = np.concatenate([rng.normal(0, 2, 20000), np.arange(-40, 41) / 20, np.arange(-40, 41) / 20 + 1e-7])
+    a = a.astype(np.float32)
+    want = np.array([int(5 * round(float(x), 1)) for x in a])
+    got = bin_index(a, 0.2, "post")
+    assert (got == want).all()
+    for x, k in zip(a.tolist(), got.tolist()):
+        lo, hi = bin_bounds(k, 0.2, "post")
+        assert lo - 1e-6 <= x <= hi + 1e-6

@@ -12,12 +12,21 @@ import yaml
 
 from anneuron import emergent_corpus as E
 from anneuron.tokenizer import EOS_ID, GPT2_VOCAB_SIZE, gpt2_tokenizer
-from anneuron.training import (TrainConfig, eval_windows, expand_vocab, full_vocab_loss, remap, save_trained,
-                               token_stream, train)
+from anneuron.training import (
+    TrainConfig,
+    eval_windows,
+    expand_vocab,
+    full_vocab_loss,
+    remap,
+    save_trained,
+    token_stream,
+    train,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = TrainConfig(n_layer=1, d_model=32, d_mlp=32, n_head=2, n_ctx=32, steps=80, batch_size=8, lr=3e-3, warmup=5,
-                   eval_every=20, patience=100, eval_windows=16, threads=1)
+TINY = TrainConfig(n_layer=1, d_model=32, d_mlp=32, n_head=2, n_ctx=32, tied=True, steps=80, batch_size=8, lr=3e-3,
+                   weight_decay=0.1, warmup=5, eval_every=20, patience=100, val_tolerance=0.005, seed=0, threads=1,
+                   eval_windows=16)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +105,8 @@ def test_training_is_deterministic(texts):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert a.record["curve"] == b.record["curve"]
     c = train(texts, TrainConfig(**{**cfg.__dict__, "seed": 1}), progress=False)
-    assert not torch.equal(c.model.state_dict()["transformer.h.0.mlp.c_fc.weight"], sa["transformer.h.0.mlp.c_fc.weight"])
+    key = "transformer.h.0.mlp.c_fc.weight"
+    assert not torch.equal(c.model.state_dict()[key], sa[key])
 
 
 def test_full_vocabulary_model_is_the_trained_one(trained, texts):
@@ -115,9 +125,9 @@ def test_full_vocabulary_model_is_the_trained_one(trained, texts):
     assert torch.equal(full_logits.argmax(-1), trained.vocab[small_logits.argmax(-1)])
     y = x[:, 1:]
     n_unused = GPT2_VOCAB_SIZE - len(trained.vocab)
+    small_y = remap(y.flatten().numpy(), trained.vocab).view(y.shape)
     torch.testing.assert_close(F.cross_entropy(full_logits[:, :-1].flatten(0, 1), y.flatten()),
-                               full_vocab_loss(small_logits[:, :-1], remap(y.flatten().numpy(), trained.vocab).view(y.shape),
-                                               n_unused), rtol=1e-5, atol=1e-5)
+                               full_vocab_loss(small_logits[:, :-1], small_y, n_unused), rtol=1e-5, atol=1e-5)
 
 
 def test_saved_model_loads_processed(trained, tmp_path):
@@ -155,13 +165,12 @@ def test_saved_model_loads_processed(trained, tmp_path):
 def test_demo_config_is_valid_and_prompts_pair_up():
     from snakemake.utils import update_config
 
-    from anneuron.config import Produced, check, load_schema
+    from anneuron.config import check, load_schema
+    from anneuron.demo_specs import DATA_FILES, produced_models
 
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     update_config(cfg, yaml.safe_load((REPO / "workflow/configs/demo-emergent.yaml").read_text()))
-    produced = {"resources/models/demo-emergent": Produced(n_ctx=128),
-                "resources/data/demo-emergent-heldout.parquet": Produced()}
-    cfg = check(cfg, load_schema(REPO / "workflow/schemas/config.schema.yaml"), produced)
+    cfg = check(cfg, load_schema(REPO / "workflow/schemas/config.schema.yaml"), produced_models, DATA_FILES)
     assert cfg["demo"]["emergent"]["d_mlp"] == 128 and cfg["demo"]["emergent"]["tied"] is True
     tok = gpt2_tokenizer()
     vocab = set(token_stream(E.documents(300, seed=0)).tolist())

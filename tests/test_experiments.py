@@ -11,7 +11,11 @@ import pytest
 import torch
 
 from anneuron import experiments as E
-from anneuron.config import parse_neuron
+from anneuron.contracts import experiment_files, parse_neuron
+from anneuron.prompts import make_pair
+from anneuron.standouts import stable_experiments, write_summary
+
+from configs import experiment_config
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +24,10 @@ def demo_results(demo_bridge, ground_truth, tmp_path_factory):
     out = tmp_path_factory.mktemp("experiments")
     results = {}
     for exp in ground_truth["experiments"]:
-        res = E.run_experiment(demo_bridge, exp, E.PatchingConfig())
-        res.write(out / exp["name"])
+        res = E.run_experiment(demo_bridge, experiment_config(exp))
+        res.write(experiment_files(out / exp["name"]))
         results[exp["name"]] = res
-    E.write_summary({name: out / name / "neurons.parquet" for name in results}, out / "summary.parquet")
+    write_summary({name: out / name / "neurons.parquet" for name in results}, out / "summary.parquet")
     return out, results
 
 
@@ -82,31 +86,47 @@ def test_two_trigger_neuron_stands_out_across_experiments(demo_results, ground_t
 
 def test_outputs_follow_the_data_contract(demo_results, demo_bridge):
     out, results = demo_results
-    d = out / "an_picked"
-    columns = {
-        "predictions": ["prompt", "rank", "token_id", "token_str", "prob", "logit"],
-        "logit_lens": ["index", "label", "convention", "logit_diff"],
-        "layers": ["component", "layer", "pos", "token_str", "score"],
-        "neurons": ["layer", "neuron", "attribution", "exact", "standout_z", "standout"],
-        "joint": ["layer", "side", "k", "score"],
-    }
-    for table, cols in columns.items():
-        assert pq.read_schema(d / f"{table}.parquet").names == cols, table
-    summary = json.loads((d / "summary.json").read_text())
+    from anneuron.contracts import EXPERIMENT_SCHEMAS
+
+    files = experiment_files(out / "an_picked")
+    for table, schema in EXPERIMENT_SCHEMAS.items():
+        assert pq.read_schema(files[table]).remove_metadata() == schema, table
+    summary = json.loads(files["summary"].read_text())
     for key in ("ld_clean", "ld_corrupted", "prompt_check", "neuron_layers"):
         assert key in summary
     assert summary["engine_check"] < 1e-5
-    neurons = pq.read_table(d / "neurons.parquet")
+    neurons = pq.read_table(files["neurons"])
     cfg = demo_bridge.cfg
     assert neurons.num_rows == cfg.n_layers * cfg.d_mlp
     exact = neurons.column("exact")
     assert exact.null_count > 0  # null where not computed, never NaN
     n_exact = neurons.num_rows - exact.null_count
     assert n_exact >= cfg.d_mlp * len(summary["neuron_layers"])
-    preds = pq.read_table(d / "predictions.parquet").to_pandas()
+    preds = pq.read_table(files["predictions"]).to_pandas()
     top = preds[(preds.prompt == "clean") & (preds["rank"] == 1)].iloc[0]
     assert top.token_str == " an"  # the planted neuron makes its token the top prediction
     assert summary["prob_answer_clean"] == pytest.approx(top.prob)
+
+
+def test_contrast_congruence_ranks_each_planted_neuron_first(demo_results, demo_bridge, ground_truth):
+    """Each planted neuron writes its token's unembedding direction, so its w_out · (u_answer − u_wrong) is the
+    largest of all neurons in its own experiment; the table matches a dense product."""
+    from anneuron import patching as P
+    from anneuron.congruence import weights_of
+
+    _, results = demo_results
+    w = weights_of(demo_bridge)
+    for name, neuron in _experiments(ground_truth):
+        layer, n = parse_neuron(neuron)
+        t = results[name].tables["contrast"].to_pandas()
+        top = t.loc[t["rank"] == 1].iloc[0]
+        assert (top.layer, top.neuron) == (layer, n), (name, t.nsmallest(3, "rank"))
+        s = results[name].summary
+        assert s["contrast_rank_of_best_exact"] == 1 and s["contrast_spearman"] is not None
+        d, _ = P.unembed_direction(demo_bridge, s["answer_id"], s["wrong_id"])
+        dense = torch.cat([x.double() for x in w.w_out]) @ d.double()
+        assert np.allclose(t.sort_values(["layer", "neuron"]).score.to_numpy(), dense.numpy(), atol=1e-9)
+        assert sorted(t["rank"]) == list(range(1, len(t) + 1))
 
 
 def test_joint_patching_k1_is_the_single_neuron_score_and_grows_on_the_answer_side(demo_results):
@@ -129,7 +149,8 @@ def test_joint_patching_equals_a_hook_loop_on_the_demo(demo_bridge, demo_results
     _, results = demo_results
     res = results["an_picked"]
     exp = next(e for e in ground_truth["experiments"] if e["name"] == "an_picked")
-    runs = P.run_pair(demo_bridge, E.make_pair(demo_bridge, exp), grad=False)
+    pair = make_pair(demo_bridge, exp["clean"], exp["corrupted"], exp["answer"], exp["wrong"])
+    runs = P.run_pair(demo_bridge, pair, grad=False)
     neurons, joint = res.tables["neurons"].to_pandas(), res.tables["joint"].to_pandas()
     pair = runs.pair
     for r in joint.itertuples():
@@ -143,36 +164,29 @@ def test_joint_patching_equals_a_hook_loop_on_the_demo(demo_bridge, demo_results
 
 def test_joint_k_is_capped_at_d_mlp(demo_bridge, ground_truth):
     exp = dict(ground_truth["experiments"][0], neuron_layers=[0])
-    cfg = E.PatchingConfig(joint_k=(1, 5000, 100000), attribution_exact_top=0)
-    joint = E.run_experiment(demo_bridge, exp, cfg).tables["joint"].to_pandas()
+    cfg = experiment_config(exp, joint_k=[1, 5000, 100000], attribution_exact_top=0)
+    joint = E.run_experiment(demo_bridge, cfg).tables["joint"].to_pandas()
     assert sorted(joint.k.unique()) == [1, demo_bridge.cfg.d_mlp]
 
 
-def test_robust_z():
-    x = torch.tensor([[0.0, 1, 2, 3, 4, 100], [5, 5, 5, 5, 5, 5], [0, 0, 0, 0, 0, 1]])
-    z = E.robust_z(x)
-    assert z[0, 5] == pytest.approx((100 - 2.5) / (1.4826 * 1.5))
-    assert (z[1] == 0).all()  # no spread at all
-    assert z[2, 5] > 0 and z[2, 5] == z[2].max()  # MAD 0: mean absolute deviation instead
-
-
 def test_choose_layers():
-    cfg = E.PatchingConfig(auto_threshold=0.2, max_auto_layers=2)
+    exp = dict(clean="a", corrupted="b", answer="c", wrong="d")
+    cfg = experiment_config(exp, auto_threshold=0.2, max_auto_layers=2).patching_config
     mlp = np.array([0.1, 0.5, 0.3, 0.9])
-    assert E.choose_layers({}, cfg, mlp, np.zeros(4))[0] == [3, 1]
-    assert E.choose_layers({"neuron_layers": [2, 0, 2]}, cfg, mlp, np.zeros(4))[0] == [0, 2]
-    layers, how = E.choose_layers({}, cfg, np.array([0.01, 0.05, np.nan]), np.zeros(3))
+    assert E.choose_layers("auto", cfg, mlp, np.zeros(4))[0] == [3, 1]
+    assert E.choose_layers((2, 0, 2), cfg, mlp, np.zeros(4))[0] == [0, 2]
+    layers, how = E.choose_layers("auto", cfg, np.array([0.01, 0.05, np.nan]), np.zeros(3))
     assert layers == [1] and "no layer reached" in how
-    lens_cfg = E.PatchingConfig(auto_method="logit_lens", max_auto_layers=1)
-    assert E.choose_layers({}, lens_cfg, mlp, np.array([0.0, 0.1, 0.7, 0.3]))[0] == [2]
+    lens_cfg = experiment_config(exp, auto_method="logit_lens", max_auto_layers=1).patching_config
+    assert E.choose_layers("auto", lens_cfg, mlp, np.array([0.0, 0.1, 0.7, 0.3]))[0] == [2]
     with pytest.raises(ValueError, match="out of range"):
-        E.choose_layers({"neuron_layers": [7]}, cfg, mlp, np.zeros(4))
+        E.choose_layers((7,), cfg, mlp, np.zeros(4))
 
 
 def test_logit_lens_auto_method_finds_the_planted_layer(demo_bridge, ground_truth):
     exp = next(e for e in ground_truth["experiments"] if e["name"] == "an_picked")
-    cfg = E.PatchingConfig(auto_method="logit_lens", max_auto_layers=1, attribution_exact_top=0)
-    res = E.run_experiment(demo_bridge, exp, cfg)
+    cfg = experiment_config(exp, auto_method="logit_lens", max_auto_layers=1, attribution_exact_top=0)
+    res = E.run_experiment(demo_bridge, cfg)
     assert res.summary["neuron_layers"] == [parse_neuron(exp["neuron"])[0]]
 
 
@@ -182,24 +196,12 @@ def test_figures_have_the_design_names(demo_results, tmp_path):
     out, results = demo_results
     layers = results["though_as"].summary["neuron_layers"]
     pngs = experiment_figures(out / "though_as", tmp_path / "though_as", "though_as")
-    expected = {"logit_lens", "patch_resid_pre", "patch_attn_out", "patch_mlp_out", "attribution_vs_exact", "joint"}
+    expected = {"logit_lens", "patch_resid_pre", "patch_attn_out", "patch_mlp_out", "attribution_vs_exact", "joint",
+                "contrast_vs_exact"}
     assert {p.stem for p in pngs} == expected | {f"patch_neurons_L{l}" for l in layers}
     assert all(p.exists() and p.with_suffix(".svg").exists() for p in pngs)
     files = {name: out / name / "neurons.parquet" for name in results}
     assert summary_figures(out / "summary.parquet", files, tmp_path / "summary").exists()
-
-
-@pytest.mark.parametrize("ld_clean, ld_corrupted, expected", [
-    (2.0, -1.0, ["ok"]),
-    (-0.1, -1.0, ["clean prompt prefers ' a'"]),
-    (2.0, 0.5, ["corrupted prompt prefers ' an'"]),
-    (1.2, 1.0, ["corrupted prompt prefers", "only 0.2", "unstable"]),
-])
-def test_prompt_check_names_each_problem(ld_clean, ld_corrupted, expected):
-    from types import SimpleNamespace
-
-    check = E.prompt_check(SimpleNamespace(ld_clean=ld_clean, ld_corrupted=ld_corrupted), " an", " a")
-    assert all(e in check for e in expected), check
 
 
 def test_prompts_with_the_same_ld_give_outputs_not_a_crash(demo_bridge, demo_results, tmp_path, monkeypatch):
@@ -219,19 +221,19 @@ def test_prompts_with_the_same_ld_give_outputs_not_a_crash(demo_bridge, demo_res
     monkeypatch.setattr(P, "run_pair", same_ld)
     exp = dict(name="same", clean="The train runs at 90 km", corrupted="The train runs at 90 miles",
                answer="/", wrong=" per")
-    res = E.run_experiment(demo_bridge, exp, E.PatchingConfig())
+    res = E.run_experiment(demo_bridge, experiment_config(exp))
     assert "nothing to patch" in res.summary["prompt_check"]
     assert res.tables["neurons"].num_rows == 0 and res.tables["logit_lens"].num_rows > 0
-    res.write(tmp_path / "same")
+    res.write(experiment_files(tmp_path / "same"))
     pngs = experiment_figures(tmp_path / "same", tmp_path / "figs", "same")
     assert [p.stem for p in pngs] == ["logit_lens"]
     # ... it nominates no one across experiments, and the cross-experiment figure still draws its (blank) column
     out, results = demo_results
     names = [*results, "same"]
     files = {name: (out if name in results else tmp_path) / name / "neurons.parquet" for name in names}
-    stable = E.stable_experiments({name: files[name].with_name("summary.json") for name in names})
+    stable = stable_experiments({name: files[name].with_name("summary.json") for name in names})
     assert stable == list(results)
-    E.write_summary({e: files[e] for e in stable}, tmp_path / "summary.parquet")
+    write_summary({e: files[e] for e in stable}, tmp_path / "summary.parquet")
     assert pq.read_table(tmp_path / "summary.parquet").num_rows > 0
     assert summary_figures(tmp_path / "summary.parquet", files, tmp_path / "summary", not_counted={"same"}).exists()
     import pandas as pd
@@ -246,12 +248,3 @@ def test_prompts_with_the_same_ld_give_outputs_not_a_crash(demo_bridge, demo_res
     column = len(names) - 1
     assert len(ax.texts) == len(summary.head(30)) * (len(names) - 1)  # one number per cell, none in "same"
     assert all(round(t.get_position()[0]) != column for t in ax.texts)
-
-
-def test_stable_experiments_need_an_ld_gap_of_min_ld_gap(tmp_path):
-    files = {}
-    for name, clean, corrupted in [("ok", 2.0, -1.0), ("tiny", 0.2, 0.0), ("edge", 0.25, -0.25), ("neg", -3.0, 1.0)]:
-        files[name] = tmp_path / f"{name}.json"
-        files[name].write_text(json.dumps({"ld_clean": clean, "ld_corrupted": corrupted}))
-    assert E.MIN_LD_GAP == 0.5
-    assert E.stable_experiments(files) == ["ok", "edge", "neg"]  # the gap's size counts, not its sign

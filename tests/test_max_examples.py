@@ -10,8 +10,7 @@ import polars as pl
 import pytest
 import torch
 
-from anneuron.max_examples import (BatchIndex, RowTokens, TopKTracker, build_max_examples, merge_tables,
-                                   window_bounds)
+from anneuron.max_examples import BatchIndex, RowTokens, TopKTracker, build_max_examples, merge_tables, window_bounds
 
 
 def brute_topk(rows: list[dict], k: int) -> pl.DataFrame:

@@ -5,13 +5,6 @@ from transformers import GPT2LMHeadModel
 from anneuron import models as M
 
 
-def test_ids_and_locality():
-    assert M.model_id("openai-community/gpt2-large") == "gpt2-large"
-    assert M.model_id("resources/models/demo-planted/") == "demo-planted"
-    assert M.is_local("resources/models/x") and not M.is_local("gpt2-large")
-    assert M.is_gpt2_family("gpt2-large") and not M.is_gpt2_family("resources/models/gpt2")
-
-
 def test_roundtrip_logits_equal_hf(tiny_dir):
     """Saved folder -> bridge (raw) gives the HF model's logits."""
     hf = GPT2LMHeadModel.from_pretrained(tiny_dir, attn_implementation="eager").eval()

@@ -6,7 +6,8 @@ import numpy as np
 import pyarrow as pa
 
 from anneuron.congruence import Congruence, neurons_table, tokens_table
-from anneuron.pairs import PAIR_COLUMNS, mutual_pairs, pairs_table
+from anneuron.contracts import PAIRS
+from anneuron.pairs import mutual_pairs, pairs_table
 
 
 def congruence_of(C: np.ndarray, n_layers: int, k: int = 3) -> Congruence:
@@ -43,7 +44,7 @@ def test_pairs_match_brute_force():
     want = brute_force_pairs(C)
     assert sorted(zip(n.tolist(), t.tolist())) == sorted((a, b) for a, b, _ in want)
     table = pairs_table(tokens_table(res, [f"tok{i}" for i in range(40)]), neurons_table(res))
-    assert tuple(table.column_names) == PAIR_COLUMNS
+    assert table.schema == PAIRS
     rows = table.to_pylist()
     assert [r["rank"] for r in rows] == list(range(1, len(want) + 1))
     assert [(r["layer"] * 20 + r["neuron"], r["token_id"]) for r in rows] == [(a, b) for a, b, _ in want]

@@ -13,6 +13,7 @@ import pytest
 from anneuron.paper_check import CHECKS, PAPER_SETTINGS, inputs, paper_check, settings_mismatch, to_html
 
 N_LAYERS, D_MLP, LAST = 36, 5120, 19
+POST = dict(PAPER_SETTINGS)  # a run with exactly the post's settings
 
 
 def _write(path: Path, rows: list[dict]) -> None:
@@ -84,7 +85,7 @@ def post_outputs(tmp_path) -> Path:
 
 
 def test_post_numbers_give_zero_differences(post_outputs):
-    rows = paper_check(post_outputs, "gpt2-large", "pile-10k").to_pylist()
+    rows = paper_check(post_outputs, "gpt2-large", "pile-10k", POST).to_pylist()
     assert [r["key"] for r in rows] == [c.key for c in CHECKS]
     for r in rows:
         assert r["note"] is None or not r["note"].startswith("missing"), r
@@ -94,7 +95,7 @@ def test_post_numbers_give_zero_differences(post_outputs):
 
 
 def test_best_rows_name_what_ranks_first(post_outputs):
-    rows = {r["key"]: r for r in paper_check(post_outputs, "gpt2-large", "pile-10k").to_pylist()}
+    rows = {r["key"]: r for r in paper_check(post_outputs, "gpt2-large", "pile-10k", POST).to_pylist()}
     assert rows["neuron_next"]["our_item"] == "L31N17"  # next best in L31, not L30N5 (another layer)
     assert rows["pair_1"]["our_item"] == "'i'–L33N4142"
     assert rows["pair_though_rank"]["ours"] == 15
@@ -104,7 +105,7 @@ def test_best_rows_name_what_ranks_first(post_outputs):
 
 
 def test_other_model_has_no_reference_rows_nor_differences(post_outputs):
-    rows = paper_check(post_outputs, "demo-planted", "pile-10k").to_pylist()
+    rows = paper_check(post_outputs, "demo-planted", "pile-10k", POST).to_pylist()
     keys = {r["key"] for r in rows}
     assert keys == {c.key for c in CHECKS if not c.reference_only}
     assert all(r["difference"] is None for r in rows)
@@ -114,9 +115,14 @@ def test_other_model_has_no_reference_rows_nor_differences(post_outputs):
 def test_missing_inputs_give_nulls_with_notes(tmp_path):
     root = write_post_outputs(tmp_path / "gpt2-large", experiments=False)
     (root / "pile-10k/predictions.parquet").unlink()
-    rows = {r["key"]: r for r in paper_check(root, "gpt2-large", "pile-10k").to_pylist()}
+    rows = {r["key"]: r for r in paper_check(root, "gpt2-large", "pile-10k", POST).to_pylist()}
     assert rows["ld_clean"]["ours"] is None and rows["ld_clean"]["note"].startswith("missing: experiments/an_a")
     assert rows["an_occurred"]["ours"] is None and "missing" in rows["an_occurred"]["note"]
+    for key in ("ld_clean", "an_occurred", "L25N4413_standout", "top_standout"):
+        assert rows[key]["status"] == "missing", rows[key]
+    assert rows["pair_1"]["status"] == "ok"
+    page = to_html(paper_check(root, "gpt2-large", "pile-10k", POST), "gpt2-large", dict(PAPER_SETTINGS))
+    assert page.count('<span class="missing">missing</span>') == sum(r["status"] == "missing" for r in rows.values())
     assert rows["pair_1"]["ours"] == pytest.approx(7.467)  # what exists is still there
     assert rows["congruence_L31N892_an"]["ours"] == pytest.approx(2.749)
 
@@ -125,8 +131,9 @@ def test_shallow_model_rows_say_what_is_missing(tmp_path):
     root = write_post_outputs(tmp_path / "gpt2-large")
     _write(root / "experiments/an_a/layers.parquet",
            [dict(component="mlp_out", layer=l, pos=4, token_str="x", score=0.1 * l) for l in range(3)])
-    rows = {r["key"]: r for r in paper_check(root, "gpt2-large", "pile-10k").to_pylist()}
+    rows = {r["key"]: r for r in paper_check(root, "gpt2-large", "pile-10k", POST).to_pylist()}
     assert rows["mlp_out_L31"]["ours"] is None and rows["mlp_out_L31"]["note"] == "no layer 31"
+    assert rows["mlp_out_L31"]["status"] == "n/a"  # the file is there; the item is not
     assert rows["mlp_out_best"]["our_item"] == "L2" and rows["mlp_out_best"]["same_item"] is False
     assert rows["attn_out_best"]["note"] == "no attn_out rows"
 
@@ -146,7 +153,7 @@ class _Collector(HTMLParser):
 
 
 def test_html_lists_every_row_and_flags_settings(post_outputs):
-    table = paper_check(post_outputs, "gpt2-large", "pile-10k")
+    table = paper_check(post_outputs, "gpt2-large", "pile-10k", POST)
     page = to_html(table, "gpt2-large", dict(PAPER_SETTINGS))
     parser = _Collector()
     parser.feed(page)
@@ -164,3 +171,46 @@ def test_inputs_follow_the_configured_experiments():
     assert not [f for f in files if "tall_short" in f or "/mine/" in f]
     assert {"results/m/weights/pairs.parquet", "results/m/pile-10k/predictions.parquet",
             "results/m/experiments/summary.parquet"} <= set(files)
+
+
+def test_a_setting_the_post_did_not_use_makes_its_rows_not_comparable(post_outputs):
+    rows = {r["key"]: r for r in paper_check(post_outputs, "gpt2-large", "pile-10k",
+                                             dict(POST, dtype="bfloat16", basis="wu")).to_pylist()}
+    for key in ("ld_clean", "mlp_out_L31", "neuron_best", "an_predicted", "top_standout"):
+        assert rows[key]["status"] == "not comparable: dtype = 'bfloat16' (the post: 'float32')", rows[key]
+        assert rows[key]["difference"] is None and rows[key]["ours"] is not None
+    assert rows["pair_1"]["status"] == "not comparable: basis = 'wu' (the post: 'we')"
+    auto = {r["key"]: r for r in paper_check(post_outputs, "gpt2-large", "pile-10k",
+                                             dict(POST, **{"layers.an_a": "auto"})).to_pylist()}
+    assert auto["neuron_best"]["status"].startswith("not comparable: layers.an_a = 'auto'")
+    assert auto["neuron_L31N892"]["status"] == "ok"  # layer 31 was patched exactly either way
+
+
+def test_an_attribution_score_is_never_reported_as_the_exact_one(tmp_path):
+    root = write_post_outputs(tmp_path / "gpt2-large")
+    path = root / "experiments/an_a/neurons.parquet"
+    t = pq.read_table(path).to_pylist()
+    for r in t:
+        if (r["layer"], r["neuron"]) == (31, 892):
+            r["exact"] = None
+    _write(path, t)
+    row = {r["key"]: r for r in paper_check(root, "gpt2-large", "pile-10k", POST).to_pylist()}["neuron_L31N892"]
+    assert row["ours"] is None and row["difference"] is None and row["note"].startswith("attribution ")
+    assert row["status"] == "not comparable: layer 31 was not patched exactly (attribution only)"
+
+
+def test_run_settings_read_the_config():
+    import yaml
+    from snakemake.utils import update_config
+
+    from anneuron.config import load_schema, validate_schema
+    from anneuron.paper_check import run_settings, settings_mismatch
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = yaml.safe_load((repo / "config.yaml").read_text())
+    update_config(cfg, yaml.safe_load((repo / "workflow/configs/paper.yaml").read_text()))
+    cfg = validate_schema(cfg, load_schema(repo / "workflow/schemas/config.schema.yaml"))
+    assert settings_mismatch(run_settings(cfg, 1024)) == []  # paper.yaml pins every setting the post used
+    default = validate_schema(yaml.safe_load((repo / "config.yaml").read_text()),
+                              load_schema(repo / "workflow/schemas/config.schema.yaml"))
+    assert "chunking = 'concat' (the post: 'truncate')" in settings_mismatch(run_settings(default, 1024))

@@ -8,8 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from anneuron.standouts import standout_entries
 from anneuron.tokenizer import gpt2_tokenizer
-from anneuron.watch import resolve_tokens, standout_entries, watch_list
+from anneuron.watch import read_watched, resolve_tokens, watch_list, watched_table
 
 
 @pytest.fixture
@@ -64,9 +65,10 @@ def test_standouts_rank_by_experiments_then_effect(tmp_path):
     }
     # L1N37 and L1N8 stand out twice (L1N37's best is in an_a, L1N8's in though: their tokens); L1N21 once (the
     # largest |exact| of all, but one experiment); L0N9 once, on its attribution (0.5, no exact); L0N5 never.
-    assert standout_entries(files, experiments) == [(1, 37, " an"), (1, 8, " though"), (1, 21, " an"),
+    answers = {e: x["answer"] for e, x in experiments.items()}
+    assert standout_entries(files, answers) == [(1, 37, " an"), (1, 8, " though"), (1, 21, " an"),
                                                     (0, 9, " though")]
-    assert standout_entries({}, experiments) == []
+    assert standout_entries({}, answers) == []
 
 
 def test_standouts_add_n_new_neurons(weights):
@@ -82,21 +84,45 @@ def test_standouts_add_n_new_neurons(weights):
     assert [x.name for x in watch_list(None, [], 0, standouts=standouts, n_standouts=0)] == []
 
 
-def test_rule_scripts_watch_standouts_of_stable_experiments_only(weights, tmp_path):
-    """The glue record and curves share (scripts/_common.py): an experiment whose LD gap is < 0.5 nominates no one."""
+def test_watch_rule_script_writes_who_is_watched_and_why(weights, tmp_path):
+    """scripts/watch.py (the `watch` rule): standouts of stable experiments only (an experiment whose LD gap is
+    < 0.5 nominates no one), every token resolved, and the table says why each neuron is watched."""
     import json
-    import sys
+    import runpy
     from types import SimpleNamespace
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from _common import watched_neurons
-
     experiments = {"an_a": {"answer": " an", "wrong": " a"}, "noise": {"answer": " big", "wrong": " small"}}
-    inputs = SimpleNamespace(pairs=str(weights / "pairs.parquet"), standouts=[], standout_checks=[])
+    inputs = SimpleNamespace(pairs=str(weights / "pairs.parquet"), stats=str(weights / "neurons.parquet"),
+                             standouts=[], standout_checks=[])
     for name, rows, gap in (("an_a", [(1, 37, 0.4, True)], 9.0), ("noise", [(1, 124, 3.2, True)], 0.0003)):
         inputs.standouts.append(_neurons(tmp_path / f"{name}.parquet", rows))
         inputs.standout_checks.append(tmp_path / f"{name}.json")
         inputs.standout_checks[-1].write_text(json.dumps({"ld_clean": gap, "ld_corrupted": 0.0}))
-    params = SimpleNamespace(watch=[], top_pairs=1, experiments=experiments, standouts=5)
-    w = watched_neurons(SimpleNamespace(input=inputs, params=params), gpt2_tokenizer())
-    assert [(x.name, x.token_str) for x in w] == [("L2N892", " an"), ("L1N37", " an")]
+    cfg = dict(top_pairs=1, standouts=5, neurons=[[3, 500, None]])
+    out = SimpleNamespace(table=str(tmp_path / "watched.parquet"), config=str(tmp_path / "watch.config.json"))
+    fake = SimpleNamespace(input=inputs, output=out, log=[], params=SimpleNamespace(
+        model="gpt2", cfg=cfg, experiments=experiments))
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    import sys
+
+    sys.path.insert(0, str(scripts))
+    runpy.run_path(str(scripts / "watch.py"), init_globals={"snakemake": fake})
+    rows = pq.read_table(out.table).to_pylist()
+    assert [(r["rank"], r["layer"], r["neuron"], r["source"], r["token_str"], r["token_source"]) for r in rows] == [
+        (1, 2, 892, "pair", " an", "pair"), (2, 3, 500, "config", " cat", "congruence"),
+        (3, 1, 37, "standout", " an", "experiment")]
+    assert [w.name for w in read_watched(out.table)] == ["L2N892", "L3N500", "L1N37"]
+    assert json.loads(Path(out.config).read_text())["config"]["top_pairs"] == 1
+
+
+def test_watched_table_round_trips(weights):
+    w = watch_list(weights / "pairs.parquet", [(0, 1, " an")], top_pairs=2, tokenizer=gpt2_tokenizer())
+    assert read_watched_table(watched_table(w)) == w
+
+
+def read_watched_table(table):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        pq.write_table(table, Path(d) / "w.parquet")
+        return read_watched(Path(d) / "w.parquet")

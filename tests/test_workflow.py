@@ -110,6 +110,7 @@ def write_yaml(path: Path, obj: dict) -> str:
 def run_dir(tmp_path_factory) -> Path:
     """The demo model and a second small random GPT-2 run together to completion (few documents)."""
     from conftest import build_random_gpt2
+
     from configs import write_complete_config
 
     work = copy_repo(tmp_path_factory.mktemp("workflow") / "repo")

@@ -1,8 +1,10 @@
 """`python -m anneuron.bench record`: the cost of the dataset pass over a bare forward, on a GPT-2-small-shaped
-random model (12 layers, d_model 768, d_mlp 3072, the real 50,257-token vocabulary) on this CPU.
+random model (12 layers, d_model 768, d_mlp 3072, the real 50,257-token vocabulary) on this CPU, or with
+`--arch llama` a SmolLM2-135M-shaped random Llama (30 layers, d_model 576, d_mlp 1536 gated, 9 heads over 3
+key/value heads, RoPE, RMSNorm; GPT-2's vocabulary).
 
-The bare forward and the recording pass use the same engine (anneuron.engines; default: Hugging Face GPT-2 with
-SDPA attention and fused gelu_new); --compare-bridge also times the TransformerBridge's bare forward.
+The bare forward and the recording pass use the same engine (anneuron.engines; default: the Hugging Face model with
+SDPA attention, GPT-2's gelu_new fused); --compare-bridge also times the TransformerBridge's bare forward.
 The recording pass = forward with hooks on every layer's hook_post, the top-1 prediction and its probability,
 a default-sized watch set, the running top-k examples of all 36,864 neurons, and the Parquet write.
 Bare and recording runs are interleaved batch by batch on the same batches, so drift of a shared machine cancels.
@@ -56,6 +58,21 @@ def run_fraction(k: int, batches: int) -> float:
     return sum(min(1.0, k / t) for t in range(1, batches + 1)) / batches
 
 
+SHAPES = {"gpt2": dict(layers=12, d_model=768), "llama": dict(layers=30, d_model=576, d_mlp=1536)}
+
+
+def build_model(arch: str, folder: Path, layers: int, d_model: int, d_mlp: int, n_ctx: int) -> Path:
+    """A random model of the family: heads of 64 dimensions (Llama: a third of them key/value heads, as in
+    SmolLM2), randomised norms."""
+    if arch == "gpt2":
+        return random_gpt2(folder, n_layer=layers, d_model=d_model, d_mlp=d_mlp, n_head=d_model // 64, n_ctx=n_ctx)
+    from anneuron.llama_demo import random_llama
+
+    n_head = d_model // 64
+    return random_llama(folder, n_layer=layers, d_model=d_model, d_mlp=d_mlp, n_head=n_head,
+                        n_kv_head=max(1, n_head // 3), n_ctx=n_ctx, norm_noise=0.1, weight_scale=1.0)
+
+
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="python -m anneuron.bench record", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,12 +85,18 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--run-tokens", type=int, default=10_000_000, help="tokens of the run projected (pile-10k)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: least disturbed on a shared CPU)")
-    ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--d-model", type=int, default=768)
+    ap.add_argument("--arch", default="gpt2", choices=["gpt2", "llama"])
+    ap.add_argument("--layers", type=int, default=None, help="default: 12 (gpt2), 30 (llama)")
+    ap.add_argument("--d-model", type=int, default=None, help="default: 768 (gpt2), 576 (llama)")
+    ap.add_argument("--d-mlp", type=int, default=None, help="default: 4 d_model (gpt2), 1536 (llama)")
     ap.add_argument("--engine", default="auto", choices=["auto", "hf", "bridge"])
     ap.add_argument("--compare-bridge", action="store_true",
                     help="also time the TransformerBridge's bare forward (the engine's speed-up)")
     args = ap.parse_args(argv)
+    shape = SHAPES[args.arch]
+    args.layers = args.layers or shape["layers"]
+    args.d_model = args.d_model or shape["d_model"]
+    args.d_mlp = args.d_mlp or shape.get("d_mlp") or 4 * args.d_model
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -82,13 +105,12 @@ def main(argv: list[str]) -> None:
     from anneuron.models import load_model
     from anneuron.record import Recorder, _to_table, token_schema, token_writer
 
-    d_mlp = 4 * args.d_model
+    d_mlp = args.d_mlp
     neurons = args.layers * d_mlp
     n_tok = args.batch * args.seq_len
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        random_gpt2(tmp / "model", n_layer=args.layers, d_model=args.d_model, d_mlp=d_mlp, n_head=args.d_model // 64,
-                    n_ctx=max(1024, args.seq_len))
+        build_model(args.arch, tmp / "model", args.layers, args.d_model, d_mlp, max(1024, args.seq_len))
         dtype = getattr(torch, args.dtype)
         engine = load_engine(str(tmp / "model"), device="cpu", dtype=dtype, engine=args.engine)
         bridge = (BridgeEngine(load_model(str(tmp / "model"), device="cpu", dtype=dtype))
@@ -144,7 +166,7 @@ def main(argv: list[str]) -> None:
             extra = dict(bridge_bare_tok_s=round(n_tok / statistics.median(times["bridge"]), 1),
                          engine_speedup=round(ratio["bridge"], 3))
         emit(dict(
-            bench="record", engine=type(engine).__name__, dtype=args.dtype, threads=args.threads,
+            bench="record", arch=args.arch, engine=type(engine).__name__, dtype=args.dtype, threads=args.threads,
             shape=f"{args.layers}x{args.d_model}x{d_mlp}", neurons=neurons, watched=len(watched), top_k=args.top_k,
             batch=args.batch, seq_len=args.seq_len, rounds=args.rounds,
             bare_tok_s=round(n_tok / statistics.median(times["bare"]), 1),

@@ -1,5 +1,6 @@
-"""Figures of the dataset pass (docs/paper.md): the post's proportion curves (" an" / " though"), the multi-line top-pairs
-curve, and the activation histograms of the watched neurons, all drawn from curves.parquet and predictions.parquet.
+"""Figures of the dataset pass (docs/paper.md): the post's proportion curves (" an" / " though"), the multi-line
+top-pairs curve, and the activation histograms of the watched neurons, all drawn from curves.parquet and
+predictions.parquet.
 
 x is the neuron's activation (bin centres of the fixed-width bins), y the proportion of positions whose top-1
 prediction is the neuron's token; bins with fewer than `min_count` positions have no proportion and are not drawn.
@@ -13,12 +14,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
+from anneuron.contracts import neuron_name
 from anneuron.io import atomic_dir, save_figure
 from anneuron.plots import style
 
 
 def _label(layer: int, neuron: int, token: str) -> str:
-    return f"L{layer}N{neuron} → {token!r}"
+    return f"{neuron_name(layer, neuron)} → {token!r}"
 
 
 def _neuron(curves: pl.DataFrame, layer: int, neuron: int) -> pl.DataFrame:
@@ -125,7 +127,7 @@ def dataset_figures(curves: pl.DataFrame, predictions: pl.DataFrame, pairs: pl.D
             r = by_id.get(c["token_id"][0])
             fig = curve_figure(c, r[pcol] if r else None, r["occurred"] if r else None, min_count,
                                "predicted (pred_post)" if post else "predicted")
-            save_figure(fig, Path(tmp) / f"L{layer}N{neuron}")
+            save_figure(fig, Path(tmp) / neuron_name(layer, neuron))
         empty = pl.DataFrame(schema={"rank": pl.Int64, "layer": pl.Int64, "neuron": pl.Int64})
         save_figure(top_pairs_figure(curves, pairs if pairs is not None else empty, top_n), Path(tmp) / "top_pairs")
     save_figure(histogram_figure(curves), hist_stem)

@@ -12,16 +12,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import TwoSlopeNorm
 
+from anneuron.contracts import MIN_LD_GAP, experiment_files, neuron_name
 from anneuron.io import save_figure
 from anneuron.plots import style
 
 COMPONENT_TITLES = {"resid_pre": "residual stream (resid_pre)", "attn_out": "attention output (attn_out)",
                     "mlp_out": "MLP output (mlp_out)"}
 MAX_LABELS = 8  # standout neurons named on a figure
-
-
-def _name(layer: int, neuron: int) -> str:
-    return f"L{layer}N{neuron}"
 
 
 def _tok(s: str) -> str:
@@ -114,7 +111,7 @@ def _label_standouts(ax, rows: pd.DataFrame, x: str, y: str, scale: float) -> No
         if any(abs(at[0] - q[0]) < 0.22 and abs(at[1] - q[1]) < 0.05 for q in placed):
             continue
         placed.append(at)
-        ax.annotate(f"{_name(r.layer, r.neuron)} ({getattr(r, y):.3f})", (getattr(r, x), getattr(r, y)),
+        ax.annotate(f"{neuron_name(r.layer, r.neuron)} ({getattr(r, y):.3f})", (getattr(r, x), getattr(r, y)),
                     xytext=(4, 4), textcoords="offset points", fontsize=8)
 
 
@@ -208,9 +205,9 @@ def joint_figure(joint: pd.DataFrame, summary: dict, exp: str):
 
 def experiment_figures(exp_dir: str | Path, fig_dir: str | Path, exp: str) -> list[Path]:
     """Every figure of one experiment from its tables; returns the PNG paths."""
-    d, out = Path(exp_dir), Path(fig_dir)
-    summary = json.loads((d / "summary.json").read_text())
-    read = lambda name: pd.read_parquet(d / f"{name}.parquet")  # noqa: E731
+    files, out = experiment_files(exp_dir), Path(fig_dir)
+    summary = json.loads(files["summary"].read_text())
+    read = lambda name: pd.read_parquet(files[name])  # noqa: E731
     layers, neurons = read("layers"), read("neurons")
     figs = {"logit_lens": logit_lens_figure(read("logit_lens"), summary, exp)}
     if not layers.empty:  # empty when both prompts give the same LD: nothing was patched (summary.json says so)
@@ -220,6 +217,7 @@ def experiment_figures(exp_dir: str | Path, fig_dir: str | Path, exp: str) -> li
             figs[f"patch_neurons_L{layer}"] = neuron_figure(neurons, layer, summary, exp)
         figs["attribution_vs_exact"] = attribution_figure(neurons, summary, exp)
         figs["joint"] = joint_figure(read("joint"), summary, exp)
+        figs["contrast_vs_exact"] = contrast_figure(read("contrast"), neurons, summary, exp)
     if summary["prompt_check"] != "ok":
         for fig in figs.values():
             note = textwrap.fill(f"prompt check: {summary['prompt_check']}", 110)
@@ -230,7 +228,35 @@ def experiment_figures(exp_dir: str | Path, fig_dir: str | Path, exp: str) -> li
 MAX_SUMMARY_ROWS = 30
 
 
-def summary_figure(summary: pd.DataFrame, neurons: dict[str, pd.DataFrame], not_counted: set[str] = frozenset()):
+def contrast_figure(contrast: pd.DataFrame, neurons: pd.DataFrame, summary: dict, exp: str):
+    """Contrast congruence (each neuron's w_out · (u_answer − u_wrong)) against its exact patch score, for every
+    neuron patched exactly: does the weight direction predict who restores LD?"""
+    style()
+    t = neurons.dropna(subset=["exact"]).merge(contrast.rename(columns={"score": "contrast"}), on=["layer", "neuron"])
+    fig, ax = plt.subplots(figsize=(6, 4.6))
+    layers = sorted(t.layer.unique())
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.85, max(2, len(layers))))
+    for i, layer in enumerate(layers):
+        s = t[t.layer == layer]
+        ax.scatter(s.contrast, s.exact, s=10, color=colours[i], lw=0, label=f"layer {layer} ({len(s)})")
+    top = pd.concat([t.nlargest(4, "exact"), t.nsmallest(1, "rank")]).drop_duplicates(["layer", "neuron"])
+    for r in top.itertuples():
+        ax.annotate(f"{neuron_name(r.layer, r.neuron)} (contrast rank {r.rank})", (r.contrast, r.exact),
+                    xytext=(4, 4), textcoords="offset points", fontsize=7)
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.axvline(0, color="0.3", lw=0.8)
+    rho = summary.get("contrast_spearman")
+    ax.set_xlabel(f"contrast congruence  w_out · (u[{summary['answer']!r}] − u[{summary['wrong']!r}])")
+    ax.set_ylabel("exact patch score")
+    rho_text = "n/a" if rho is None else f"{rho:.2f}"
+    ax.set_title(f"Weights vs patching: Spearman {rho_text} over the patched layers\n{_pair_title(exp, summary)}",
+                 fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    return fig
+
+
+def summary_figure(summary: pd.DataFrame, neurons: dict[str, pd.DataFrame], not_counted: set[str] = frozenset(),
+                   rule: str | None = None):
     """Neurons standing out in two or more experiments (rows) × every experiment (columns): each cell the neuron's
     exact score there (attribution where it has none, in italics; blank for an experiment with nothing to patch);
     a box around the experiments where it stands out. Experiments in `not_counted` (LD gap too small) are shown
@@ -267,19 +293,19 @@ def summary_figure(summary: pd.DataFrame, neurons: dict[str, pd.DataFrame], not_
             if exp in r.experiments:
                 ax.add_patch(plt.Rectangle((j - 0.48, i - 0.45), 0.96, 0.9, fill=False, lw=1.5, color="C3"))
     ax.set_xticks(range(len(exps)))
-    from anneuron.experiments import MIN_LD_GAP  # here: that module pulls in torch, which the figures need nowhere
-
     ax.set_xticklabels([f"{e} (LD gap < {MIN_LD_GAP:g}: not counted)" if e in not_counted else e for e in exps],
                        rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([f"{_name(r.layer, r.neuron)} ({r.n_experiments})" for r in rows.itertuples()], fontsize=8)
+    ax.set_yticklabels([f"{neuron_name(r.layer, r.neuron)} ({r.n_experiments})" for r in rows.itertuples()], fontsize=8)
     fig.colorbar(im, ax=ax, label="patch score (italic: attribution only)", shrink=0.9)
     more = f" (first {MAX_SUMMARY_ROWS} of {len(summary)})" if len(summary) > MAX_SUMMARY_ROWS else ""
-    ax.set_title(f"Neurons standing out in two or more experiments{more}\nred box: stands out there", fontsize=10)
+    how = f" ({rule})" if rule else ""
+    ax.set_title(f"Neurons standing out in two or more experiments{more}\nred box: stands out there{how}",
+                 fontsize=10)
     return fig
 
 
 def summary_figures(summary_file: str | Path, neuron_files: dict[str, str | Path], out_stem: str | Path,
-                    not_counted: set[str] = frozenset()) -> Path:
+                    not_counted: set[str] = frozenset(), rule: str | None = None) -> Path:
     neurons = {exp: pd.read_parquet(path) for exp, path in neuron_files.items()}
-    return save_figure(summary_figure(pd.read_parquet(summary_file), neurons, not_counted), out_stem)[0]
+    return save_figure(summary_figure(pd.read_parquet(summary_file), neurons, not_counted, rule), out_stem)[0]

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from anneuron.contracts import flat_name, neuron_name
 from anneuron.io import save_figure
 from anneuron.plots import style
 
@@ -24,10 +25,6 @@ N_TOP = 10  # points named on a top-2 difference figure
 def _tok(s: str) -> str:
     """A token as it reads on a figure: quoted, so leading spaces show; no raw newlines or dollar signs."""
     return repr(s).replace("$", r"\$")
-
-
-def _name(flat: int, d_mlp: int) -> str:
-    return f"L{flat // d_mlp}N{flat % d_mlp}"
 
 
 def _layer_axis(ax, n_layers: int, d_mlp: int) -> None:
@@ -119,7 +116,8 @@ def neuron_vs_tokens(row: np.ndarray, layer: int, neuron: int, token_strs: Seque
     _label_points(ax, bottom, row[bottom], [_tok(token_strs[t]) for t in bottom], colour="C0", placed=placed)
     ax.set_xlabel("token id")
     ax.set_ylabel(f"congruence  {BASIS_LABEL[basis]}")
-    ax.set_title(f"L{layer}N{neuron} vs all {len(row):,} tokens (basis {basis}): top {N_LABELS} tokens in red, "
+    ax.set_title(f"{neuron_name(layer, neuron)} vs all {len(row):,} tokens (basis {basis}): "
+                 f"top {N_LABELS} tokens in red, "
                  "bottom 2 in blue", fontsize=10)
     axh.set_xlabel("tokens (log scale)")
     axh.set_title("distribution", fontsize=10)
@@ -139,7 +137,7 @@ def token_vs_neurons(col: np.ndarray, token_id: int, token_str: str, n_layers: i
     ax.axhline(0, color="0.3", lw=0.6)
     _margin(ax)
     top = np.argsort(-col)[:N_LABELS]
-    _label_points(ax, top, col[top], [_name(n, d_mlp) for n in top])
+    _label_points(ax, top, col[top], [flat_name(n, d_mlp) for n in top])
     ax.set_ylabel(f"congruence  {BASIS_LABEL[basis]}")
     ax.set_title(f"Token {_tok(token_str)} (id {token_id}) vs all {len(col):,} neurons (basis {basis}): "
                  f"top {N_LABELS} named")
@@ -158,7 +156,7 @@ def top2_diff_per_token(tokens: pa.Table, d_mlp: int, basis: str):
     ax.set_xlim(-0.005 * len(d), 1.005 * len(d))
     _margin(ax)
     top = np.argsort(-d)[:N_TOP]
-    _label_numbered(ax, top, d[top], [f"{_tok(strs[t])} {_name(top1[t], d_mlp)} {d[t]:.3g}" for t in top])
+    _label_numbered(ax, top, d[top], [f"{_tok(strs[t])} {flat_name(top1[t], d_mlp)} {d[t]:.3g}" for t in top])
     ax.set_xlabel("token id")
     ax.set_ylabel("d_tok = top-1 − top-2\nneuron congruence")
     ax.set_title(f"Top-1 − top-2 neuron congruence per token (basis {basis}); "
@@ -179,7 +177,7 @@ def top2_diff_per_neuron(neurons: pa.Table, token_strs: Sequence[str], basis: st
     _layer_scatter(ax, d, n_layers, d_mlp)
     _margin(ax)
     top = np.argsort(-d)[:N_TOP]
-    _label_numbered(ax, top, d[top], [f"{_name(n, d_mlp)} {_tok(token_strs[top1[n]])} {d[n]:.3g}" for n in top])
+    _label_numbered(ax, top, d[top], [f"{flat_name(n, d_mlp)} {_tok(token_strs[top1[n]])} {d[n]:.3g}" for n in top])
     ax.set_ylabel("d_neu = top-1 − top-2\ntoken congruence")
     ax.set_title(f"Top-1 − top-2 token congruence per neuron (basis {basis}); "
                  f"best {N_TOP}: neuron, its top token, d_neu")
@@ -297,7 +295,7 @@ def classes_by_layer(neurons: pa.Table, kurtosis: float, partition_var: float):
     layer = neurons.column("layer").to_numpy()
     n_layers = int(layer.max()) + 1
     cls = np.asarray(neurons.column("neuron_class").to_pylist(), dtype=object)
-    names = [f"L{l}N{n}" for l, n in zip(layer, neurons.column("neuron").to_numpy())]
+    names = [neuron_name(l, n) for l, n in zip(layer, neurons.column("neuron").to_numpy())]
     kurt, skew, var = (neurons.column(c).to_numpy() for c in ("cos_kurt", "cos_skew", "cos_var"))
     named = _named_classified(cls, kurt, var)
     fig, axes = plt.subplots(2, 2, figsize=(12, 7.5), sharex=True)
@@ -356,7 +354,7 @@ def draw_weights_figures(out_dir: str | Path, weights, tokens: pa.Table, neurons
         stats = {"d_neu": float(cols["d_neu"][flat]), "cos skew": float(cols["cos_skew"][flat]),
                  "cos kurtosis": float(cols["cos_kurt"][flat]), "class": cls[flat]}
         fig = neuron_vs_tokens(congruence_row(weights, flat, basis), layer, neuron, strs, basis, stats)
-        written += save_figure(fig, out_dir / f"L{layer}N{neuron}_vs_tokens")
+        written += save_figure(fig, out_dir / f"{neuron_name(layer, neuron)}_vs_tokens")
     for t in token_ids:
         fig = token_vs_neurons(congruence_column(weights, t, basis), t, strs[t], weights.n_layers, d_mlp, basis)
         written += save_figure(fig, out_dir / f"token_{t}_vs_neurons")

@@ -1,57 +1,48 @@
-# Shared names and helpers for every stage: model / dataset / tokenizer ids and paths (docs/contracts.md).
+# Shared names and helpers for every stage: the resolved models, dataset id, output paths (anneuron.contracts,
+# docs/contracts.md) and the input functions. The Snakefile has validated the config and resolved every model.
 from pathlib import Path
 
-from anneuron import config as C
-from anneuron import models as M
-
-# Folders and files that rules of this workflow build, so they may be named in a config before they exist.
-PRODUCED = {
-    "resources/models/demo-planted": C.Produced(tokenizer="gpt2", n_ctx=256),
-    "resources/data/demo-planted.parquet": C.Produced(),
-    "resources/models/demo-emergent": C.Produced(tokenizer="gpt2", n_ctx=128),
-    "resources/data/demo-emergent-train.parquet": C.Produced(),
-    "resources/data/demo-emergent-heldout.parquet": C.Produced(),
-}
+from anneuron import contracts as K
+from anneuron import stage_config as S
 
 # Stage files register the final outputs of one model here; `all` requests them for every model.
 TARGETS = []
 
+DATASET = config["dataset"]
+DATASET_ID = C.dataset_id(DATASET)
+N_SHARDS = config["data"]["shards"]
+TOKENIZERS = C.by_tokenizer(SPECS)
+
 
 def model_ids():
-    return [M.model_id(m) for m in config["models"]]
+    return list(SPECS)
 
 
 def model_name(mid):
     """The hub name or folder behind a model id."""
-    return {M.model_id(m): m for m in config["models"]}[mid]
+    return SPECS[mid].name
+
+
+def model_folder(mid):
+    """The model folder as an input file when it is local (so a rule that builds it runs first)."""
+    spec = SPECS[mid]
+    return [str(Path(spec.name))] if spec.local else []
 
 
 def model_input(wildcards):
-    """The model folder as an input file when it is local (so a rule that builds it runs first)."""
-    name = model_name(wildcards.model)
-    return [str(Path(name))] if M.is_local(name) else []
-
-
-DATASET = config["dataset"]
-DATASET_ID = C.dataset_id(DATASET)
-N_SHARDS = config["data"]["shards"]
+    return model_folder(wildcards.model)
 
 
 def tokenizer_id(mid):
-    return C.tokenizer_id(model_name(mid), PRODUCED)
+    return SPECS[mid].tokenizer_id
 
 
-def models_of_tokenizer(tid):
-    return [m for m in config["models"] if C.tokenizer_id(m, PRODUCED) == tid]
+def seq_len(tid):
+    return C.seq_len_for(config, TOKENIZERS[tid])
 
 
 def token_shards(tid):
-    return expand(
-        "resources/tokens/{dataset}/{tokenizer}/shard-{i}.parquet",
-        dataset=DATASET_ID,
-        tokenizer=tid,
-        i=range(N_SHARDS),
-    )
+    return expand(K.PATHS["token_shard"], dataset=DATASET_ID, tokenizer=tid, i=range(N_SHARDS))
 
 
 def dataset_input():
@@ -78,6 +69,6 @@ def standout_experiments():
     return {n: {"answer": e["answer"], "wrong": e["wrong"]} for n, e in config["experiments"].items()}
 
 
-def standout_files(table):
-    """Input function: each experiment's `table` (neurons.parquet, summary.json) when watching standouts."""
-    return lambda wc: [f"results/{wc.model}/experiments/{e}/{table}" for e in standout_experiments()]
+def standout_files(key):
+    """Input function: each experiment's `key` output (exp_neurons, exp_summary) when watching standouts."""
+    return lambda wc: [K.path(key, model=wc.model, exp=e) for e in standout_experiments()]

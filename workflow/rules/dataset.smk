@@ -1,6 +1,6 @@
-# Dataset pass (docs/science.md, docs/contracts.md, docs/paper.md): every token shard through the model once (`record`, one GPU job per shard),
-# then the shards' top-k merged into max-activating examples, the proportion curves and predicted/occurred
-# counts, and the figures.
+# Dataset pass (docs/science.md, docs/contracts.md): `watch` writes who is watched and why, every token shard goes
+# through the model once (`record`, one GPU job per shard), then the shards' top-k are merged into max-activating
+# examples, and the proportion curves, predicted/occurred counts and figures follow.
 import re
 
 from anneuron.config import watch_entries
@@ -9,31 +9,50 @@ DATASET_RE = re.escape(DATASET_ID)
 SHARD_IDS = range(N_SHARDS)
 
 
-rule record:
+rule watch:
     input:
-        shard=lambda wc: f"resources/tokens/{wc.dataset}/{tokenizer_id(wc.model)}/shard-{wc.i}.parquet",
+        pairs=K.PATHS["pairs"],
+        stats=K.PATHS["weights_stats"],  # each neuron's top token (not neurons.parquet: a class change reruns nothing here)
+        standouts=standout_files("exp_neurons"),
+        standout_checks=standout_files("exp_summary"),
         model=model_input,
-        pairs="results/{model}/weights/pairs.parquet",
-        standouts=standout_files("neurons.parquet"),
-        standout_checks=standout_files("summary.json"),
     output:
-        tokens="results/{model}/{dataset}/tokens/shard-{i}.parquet",
-        topk="results/{model}/{dataset}/topk/shard-{i}.parquet",
+        table=K.PATHS["watched"],
+        config=K.PATHS["watch_config"],
     wildcard_constraints:
         dataset=DATASET_RE,
     params:
         model=lambda wc: model_name(wc.model),
-        device=config["device"],
-        dtype=config["dtype"],
-        batch_size=config["record"]["batch_size"],
-        top_k=config["record"]["top_k_examples"],
-        pred_post=config["record"]["pred_post"],
-        pred_topk=config["record"]["pred_topk"],
-        engine=config["record"]["engine"],
-        top_pairs=config["watch"]["top_pairs"],
-        watch=lambda wc: watch_entries(config, wc.model),
-        standouts=config["watch"]["standouts"],
+        cfg=lambda wc: S.WatchConfig.of(config, watch_entries(config, wc.model)).to_dict(),
         experiments=standout_experiments(),
+    log:
+        "logs/watch/{model}/{dataset}.log",
+    benchmark:
+        "benchmarks/watch/{model}/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../../scripts/watch.py"
+
+
+rule record:
+    input:
+        shard=lambda wc: K.path("token_shard", dataset=wc.dataset, tokenizer=tokenizer_id(wc.model), i=wc.i),
+        model=model_input,
+        watched=K.PATHS["watched"],
+    output:
+        tokens=K.PATHS["record_tokens"],
+        topk=K.PATHS["record_topk"],
+        config=K.PATHS["record_config"],
+    wildcard_constraints:
+        dataset=DATASET_RE,
+    params:
+        model=lambda wc: model_name(wc.model),
+        cfg=S.RecordConfig.of(config).to_dict(),
     log:
         "logs/record/{model}/{dataset}/shard-{i}.log",
     benchmark:
@@ -51,11 +70,11 @@ rule record:
 
 rule max_examples:
     input:
-        topk=expand("results/{model}/{dataset}/topk/shard-{i}.parquet", i=SHARD_IDS, allow_missing=True),
+        topk=expand(K.PATHS["record_topk"], i=SHARD_IDS, allow_missing=True),
         tokens=lambda wc: token_shards(tokenizer_id(wc.model)),
         model=model_input,
     output:
-        "results/{model}/{dataset}/max_examples.parquet",
+        K.PATHS["max_examples"],
     wildcard_constraints:
         dataset=DATASET_RE,
     params:
@@ -78,25 +97,18 @@ rule max_examples:
 
 rule curves:
     input:
-        tokens=expand("results/{model}/{dataset}/tokens/shard-{i}.parquet", i=SHARD_IDS, allow_missing=True),
-        pairs="results/{model}/weights/pairs.parquet",
-        neurons="results/{model}/weights/neurons.parquet",
-        standouts=standout_files("neurons.parquet"),
-        standout_checks=standout_files("summary.json"),
+        tokens=expand(K.PATHS["record_tokens"], i=SHARD_IDS, allow_missing=True),
+        watched=K.PATHS["watched"],
         model=model_input,
     output:
-        curves="results/{model}/{dataset}/curves.parquet",
-        predictions="results/{model}/{dataset}/predictions.parquet",
+        curves=K.PATHS["curves"],
+        predictions=K.PATHS["predictions"],
+        config=K.PATHS["curves_config"],
     wildcard_constraints:
         dataset=DATASET_RE,
     params:
         model=lambda wc: model_name(wc.model),
-        bin_width=config["curves"]["bin_width"],
-        min_count=config["curves"]["min_count"],
-        top_pairs=config["watch"]["top_pairs"],
-        watch=lambda wc: watch_entries(config, wc.model),
-        standouts=config["watch"]["standouts"],
-        experiments=standout_experiments(),
+        cfg=S.CurvesConfig.of(config).to_dict(),
     log:
         "logs/curves/{model}/{dataset}.log",
     benchmark:
@@ -113,12 +125,12 @@ rule curves:
 
 rule dataset_figures:
     input:
-        curves="results/{model}/{dataset}/curves.parquet",
-        predictions="results/{model}/{dataset}/predictions.parquet",
-        pairs="results/{model}/weights/pairs.parquet",
+        curves=K.PATHS["curves"],
+        predictions=K.PATHS["predictions"],
+        watched=K.PATHS["watched"],
     output:
         curves=report(
-            directory("results/{model}/figures/{dataset}/curves"),
+            directory(K.PATHS["figures_curves"]),
             patterns=["{name}.png"],
             caption="../report/dataset/curves.rst",
             category="2. dataset pass",
@@ -126,18 +138,17 @@ rule dataset_figures:
             labels={"model": "{model}", "figure": "{name}"},
         ),
         hist=report(
-            "results/{model}/figures/{dataset}/activation_hist.png",
+            K.PATHS["figures_activation_hist"],
             caption="../report/dataset/activation_hist.rst",
             category="2. dataset pass",
             subcategory="{model}",
             labels={"model": "{model}", "figure": "activation histograms"},
         ),
-        hist_svg="results/{model}/figures/{dataset}/activation_hist.svg",
+        hist_svg=K.PATHS["figures_activation_hist_svg"],
     wildcard_constraints:
         dataset=DATASET_RE,
     params:
         min_count=config["curves"]["min_count"],
-        top_pairs=config["watch"]["top_pairs"],
     log:
         "logs/dataset_figures/{model}/{dataset}.log",
     benchmark:
@@ -154,10 +165,7 @@ rule dataset_figures:
 
 TARGETS.append(
     lambda mid: [
-        f"results/{mid}/{DATASET_ID}/max_examples.parquet",
-        f"results/{mid}/{DATASET_ID}/curves.parquet",
-        f"results/{mid}/{DATASET_ID}/predictions.parquet",
-        f"results/{mid}/figures/{DATASET_ID}/curves",
-        f"results/{mid}/figures/{DATASET_ID}/activation_hist.png",
+        K.path(key, model=mid, dataset=DATASET_ID)
+        for key in ("watched", "max_examples", "curves", "predictions", "figures_curves", "figures_activation_hist")
     ]
 )

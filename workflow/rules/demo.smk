@@ -3,7 +3,7 @@
 
 rule demo_model:
     output:
-        directory("resources/models/demo-planted"),
+        directory(K.PATHS["demo_model"]),
     params:
         seed=config["demo"]["seed"],
     log:
@@ -22,7 +22,7 @@ rule demo_model:
 
 rule demo_corpus:
     output:
-        "resources/data/demo-planted.parquet",
+        K.PATHS["demo_corpus"],
     params:
         seed=config["demo"]["seed"],
         docs=config["demo"]["docs"],
@@ -40,4 +40,4 @@ rule demo_corpus:
         "../../scripts/demo_corpus.py"
 
 
-TARGETS.append(lambda mid: [model_name(mid)] if str(Path(model_name(mid))) in PRODUCED else [])
+TARGETS.append(lambda mid: [model_name(mid)] if str(Path(model_name(mid))) in produced_models(config) else [])

@@ -2,6 +2,8 @@
 # Seeds: the training corpus, the held-out corpus (the dataset pass reads it) and the probes that check the learned
 # rule are all derived from demo.seed, so that changing it gives an independent replicate.
 
+from anneuron.demo_specs import EMERGENT_N_CTX
+
 EMERGENT = config["demo"]["emergent"]
 EMERGENT_SEED = {"train": 1, "heldout": 2, "probes": 3}
 # The keys that shape the model (the corpus sizes are not among them: a bigger held-out corpus must not retrain it).
@@ -10,7 +12,7 @@ EMERGENT_RECIPE = {k: v for k, v in EMERGENT.items() if not k.endswith("_docs")}
 
 rule emergent_corpus:
     output:
-        "resources/data/demo-emergent-{split}.parquet",
+        K.PATHS["emergent_corpus"],
     wildcard_constraints:
         split="train|heldout",
     params:
@@ -32,13 +34,13 @@ rule emergent_corpus:
 
 rule emergent_model:
     input:
-        train="resources/data/demo-emergent-train.parquet",
+        train=K.path("emergent_corpus", split="train"),
     output:
-        directory("resources/models/demo-emergent"),
+        directory(K.PATHS["emergent_model"]),
     params:
         seed=config["demo"]["seed"],
         probe_seed=1000 * config["demo"]["seed"] + EMERGENT_SEED["probes"],
-        n_ctx=PRODUCED["resources/models/demo-emergent"].n_ctx,
+        n_ctx=EMERGENT_N_CTX,
         recipe=EMERGENT_RECIPE,
     log:
         "logs/emergent_model/demo-emergent.log",
@@ -56,16 +58,16 @@ rule emergent_model:
 
 rule emergent_loss_curve:
     input:
-        model="resources/models/demo-emergent",
+        model=K.PATHS["emergent_model"],
     output:
         png=report(
-            "results/demo-emergent/figures/training/loss_curve.png",
+            K.PATHS["emergent_loss_curve"],
             caption="../report/emergent/loss_curve.rst",
             category="0. training",
             subcategory="demo-emergent",
             labels={"model": "demo-emergent", "figure": "loss curve"},
         ),
-        svg="results/demo-emergent/figures/training/loss_curve.svg",
+        svg=K.PATHS["emergent_loss_curve_svg"],
     log:
         "logs/emergent_loss_curve/demo-emergent.log",
     benchmark:
@@ -80,10 +82,4 @@ rule emergent_loss_curve:
         "../../scripts/emergent_figure.py"
 
 
-TARGETS.append(
-    lambda mid: (
-        ["results/demo-emergent/figures/training/loss_curve.png"]
-        if model_name(mid) == "resources/models/demo-emergent"
-        else []
-    )
-)
+TARGETS.append(lambda mid: ([K.PATHS["emergent_loss_curve"]] if model_name(mid) == K.PATHS["emergent_model"] else []))

@@ -3,7 +3,7 @@
 import re
 
 EXPERIMENTS = list(config["experiments"])
-EXPERIMENT_TABLES = ("predictions", "logit_lens", "layers", "neurons", "joint")
+EXP_TABLE_PATHS = {t: K.PATHS[f"exp_{t}"] for t in K.EXPERIMENT_TABLES}
 EXP_NAMES = "|".join(re.escape(e) for e in EXPERIMENTS) or "(?!)"  # only configured names are experiments
 
 
@@ -11,16 +11,14 @@ rule experiment:
     input:
         model_input,
     output:
-        **{t: f"results/{{model}}/experiments/{{exp}}/{t}.parquet" for t in EXPERIMENT_TABLES},
-        summary="results/{model}/experiments/{exp}/summary.json",
+        **EXP_TABLE_PATHS,
+        summary=K.PATHS["exp_summary"],
+        config=K.PATHS["exp_config"],
     wildcard_constraints:
         exp=EXP_NAMES,
     params:
         model=lambda wc: model_name(wc.model),
-        device=config["device"],
-        dtype=config["dtype"],
-        experiment=lambda wc: config["experiments"][wc.exp],
-        patching=config["patching"],
+        cfg=lambda wc: S.ExperimentConfig.of(config, wc.exp).to_dict(),
     log:
         "logs/experiment/{model}/{exp}.log",
     benchmark:
@@ -38,11 +36,11 @@ rule experiment:
 
 rule experiment_figures:
     input:
-        summary="results/{model}/experiments/{exp}/summary.json",
-        tables=expand("results/{{model}}/experiments/{{exp}}/{t}.parquet", t=EXPERIMENT_TABLES),
+        summary=K.PATHS["exp_summary"],
+        tables=list(EXP_TABLE_PATHS.values()),
     output:
         report(
-            directory("results/{model}/figures/experiments/{exp}"),
+            directory(K.PATHS["figures_experiment"]),
             patterns=["{name}.png"],
             caption="../report/experiments/experiment.rst",
             category="3. experiments",
@@ -67,18 +65,19 @@ rule experiment_figures:
 
 rule experiments_summary:
     input:
-        neurons=expand("results/{{model}}/experiments/{exp}/neurons.parquet", exp=EXPERIMENTS),
-        summaries=expand("results/{{model}}/experiments/{exp}/summary.json", exp=EXPERIMENTS),
+        neurons=expand(K.PATHS["exp_neurons"], exp=EXPERIMENTS, allow_missing=True),
+        summaries=expand(K.PATHS["exp_summary"], exp=EXPERIMENTS, allow_missing=True),
     output:
-        table="results/{model}/experiments/summary.parquet",
+        table=K.PATHS["experiments_summary"],
+        overview=K.PATHS["experiments_overview"],
         figure=report(
-            "results/{model}/figures/experiments/summary.png",
+            K.PATHS["figures_experiments_summary"],
             caption="../report/experiments/summary.rst",
             category="3. experiments",
             subcategory="{model}",
             labels={"model": "{model}", "experiment": "all", "figure": "summary"},
         ),
-        svg="results/{model}/figures/experiments/summary.svg",
+        svg=K.PATHS["figures_experiments_summary_svg"],
     params:
         experiments=EXPERIMENTS,
     log:
@@ -96,6 +95,8 @@ rule experiments_summary:
 
 
 TARGETS.append(
-    lambda mid: [f"results/{mid}/experiments/summary.parquet", f"results/{mid}/figures/experiments/summary.png"]
-    + [f"results/{mid}/figures/experiments/{exp}" for exp in EXPERIMENTS]
+    lambda mid: [
+        K.path(k, model=mid) for k in ("experiments_summary", "experiments_overview", "figures_experiments_summary")
+    ]
+    + [K.path("figures_experiment", model=mid, exp=exp) for exp in EXPERIMENTS]
 )

@@ -7,9 +7,9 @@ rule paper_check:
     input:
         lambda wc: PC.inputs(f"results/{wc.model}", DATASET_ID, list(config["experiments"])),
     output:
-        table="results/{model}/paper_check.parquet",
+        table=K.PATHS["paper_check"],
         html=report(
-            "results/{model}/figures/paper_check.html",
+            K.PATHS["paper_check_html"],
             caption="../report/paper_check.rst",
             category="4. paper check",
             subcategory="{model}",
@@ -19,13 +19,8 @@ rule paper_check:
         results=lambda wc: f"results/{wc.model}",
         model=lambda wc: wc.model,
         dataset=DATASET_ID,
-        # the settings the post's numbers depend on (the page says when they differ from the post's)
-        settings=lambda wc: dict(
-            chunking=config["data"]["chunking"],
-            seq_len=C.seq_len_for(config, models_of_tokenizer(tokenizer_id(wc.model)), PRODUCED),
-            pred_post=config["record"]["pred_post"],
-            basis=config["congruence"]["basis"],
-        ),
+        # the settings the post's numbers depend on (rows say "not comparable" where they differ from the post's)
+        settings=lambda wc: PC.run_settings(config, seq_len(tokenizer_id(wc.model))),
     log:
         "logs/paper_check/{model}.log",
     benchmark:
@@ -40,4 +35,4 @@ rule paper_check:
         "../../scripts/paper_check.py"
 
 
-TARGETS.append(lambda mid: [f"results/{mid}/paper_check.parquet", f"results/{mid}/figures/paper_check.html"])
+TARGETS.append(lambda mid: [K.path(k, model=mid) for k in ("paper_check", "paper_check_html")])

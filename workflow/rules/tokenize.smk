@@ -3,15 +3,16 @@
 
 rule tokenize:
     input:
-        dataset_input(),
+        dataset=dataset_input(),
+        # a folder's own tokenizer (GPT-2's offline one needs no folder, so the demo corpus need not wait for its model)
+        model=lambda wc: [] if wc.tokenizer == "gpt2" else model_folder(TOKENIZERS[wc.tokenizer][0].id),
     output:
-        shards=expand("resources/tokens/{{dataset}}/{{tokenizer}}/shard-{i}.parquet", i=range(N_SHARDS)),
-        manifest="resources/tokens/{dataset}/{tokenizer}/manifest.json",
+        shards=expand(K.PATHS["token_shard"], i=range(N_SHARDS), allow_missing=True),
+        manifest=K.PATHS["token_manifest"],
     params:
-        dataset=lambda wc, input: input[0] if len(input) else DATASET,  # the local file, else the hub name
-        model=lambda wc: models_of_tokenizer(wc.tokenizer)[0],
-        seq_len=lambda wc: C.seq_len_for(config, models_of_tokenizer(wc.tokenizer), PRODUCED),
-        data=config["data"],
+        dataset=lambda wc, input: input.dataset[0] if len(input.dataset) else DATASET,  # local file, else hub name
+        model=lambda wc: TOKENIZERS[wc.tokenizer][0].name,
+        data=lambda wc: S.DataConfig.of(config, seq_len(wc.tokenizer)).to_dict(),
     log:
         "logs/tokenize/{dataset}/{tokenizer}.log",
     benchmark:
@@ -28,6 +29,6 @@ rule tokenize:
 
 TARGETS.append(
     lambda mid: [
-        f"resources/tokens/{DATASET_ID}/{tokenizer_id(mid)}/manifest.json",
+        K.path("token_manifest", dataset=DATASET_ID, tokenizer=tokenizer_id(mid)),
     ]
 )

@@ -1,14 +1,14 @@
-# Weights pass (docs/science.md, docs/contracts.md, docs/paper.md): no data needed. `congruence` streams every neuron once against the token
-# basis (GPU when present) and keeps the reductions; `pairs` and `neuron_classes` read them (so a change of
+# Weights pass (docs/science.md, docs/contracts.md): no data needed. `congruence` streams every neuron once against
+# the token basis (GPU when present) and keeps the reductions; `pairs` and `neuron_classes` read them (so a change of
 # classes.* reruns only the classes and figures); `weights_figures` draws every figure of the stage into one folder
 # (its neuron figures depend on the pairs found, so the folder is the output).
-import torch
-
 from anneuron.config import watch_entries
+from anneuron.resolve import nvidia_driver_loaded
 
 CONGRUENCE = config["congruence"]
-# gpu=1 only when the configured device resolves to CUDA where the workflow is planned (auto: CUDA if torch sees one)
-CONGRUENCE_GPU = int(config["device"] == "cuda" or (config["device"] == "auto" and torch.cuda.is_available()))
+# gpu=1 only when the configured device is CUDA where the workflow is planned (auto: when an NVIDIA driver is loaded;
+# torch is not imported while the workflow parses)
+CONGRUENCE_GPU = int(config["device"] == "cuda" or (config["device"] == "auto" and nvidia_driver_loaded()))
 TOP_PAIR_FIGURES = 5  # the best pairs whose neuron gets a "vs all tokens" figure
 TOP_PAIRS_SHOWN = 20  # pairs on the top_pairs figure
 
@@ -17,18 +17,14 @@ rule congruence:
     input:
         model_input,
     output:
-        **({"matrix": directory("results/{model}/weights/matrix")} if CONGRUENCE["save_matrix"] else {}),
-        tokens="results/{model}/weights/tokens.parquet",
-        stats="results/{model}/weights/neuron_stats.parquet",
-        summary="results/{model}/weights/congruence.json",
+        **({"matrix": directory(K.PATHS["weights_matrix"])} if CONGRUENCE["save_matrix"] else {}),
+        tokens=K.PATHS["weights_tokens"],
+        stats=K.PATHS["weights_stats"],
+        summary=K.PATHS["weights_summary"],
+        config=K.PATHS["weights_config"],
     params:
         model=lambda wc: model_name(wc.model),
-        device=config["device"],
-        basis=CONGRUENCE["basis"],
-        top_k=CONGRUENCE["top_k"],
-        chunk_neurons=CONGRUENCE["chunk_neurons"],
-        dtype=CONGRUENCE["dtype"],
-        save_matrix=CONGRUENCE["save_matrix"],
+        cfg=S.CongruenceConfig.of(config).to_dict(),
     log:
         "logs/congruence/{model}.log",
     benchmark:
@@ -46,10 +42,10 @@ rule congruence:
 
 rule pairs:
     input:
-        tokens="results/{model}/weights/tokens.parquet",
-        stats="results/{model}/weights/neuron_stats.parquet",
+        tokens=K.PATHS["weights_tokens"],
+        stats=K.PATHS["weights_stats"],
     output:
-        "results/{model}/weights/pairs.parquet",
+        K.PATHS["pairs"],
     log:
         "logs/pairs/{model}.log",
     benchmark:
@@ -66,12 +62,11 @@ rule pairs:
 
 rule neuron_classes:
     input:
-        "results/{model}/weights/neuron_stats.parquet",
+        K.PATHS["weights_stats"],
     output:
-        "results/{model}/weights/neurons.parquet",
+        K.PATHS["neurons"],
     params:
-        kurtosis=config["classes"]["kurtosis"],
-        partition_var=config["classes"]["partition_var"],
+        cfg=S.ClassesConfig.of(config).to_dict(),
     log:
         "logs/neuron_classes/{model}.log",
     benchmark:
@@ -89,12 +84,12 @@ rule neuron_classes:
 rule weights_figures:
     input:
         model=model_input,
-        tokens="results/{model}/weights/tokens.parquet",
-        neurons="results/{model}/weights/neurons.parquet",
-        pairs="results/{model}/weights/pairs.parquet",
+        tokens=K.PATHS["weights_tokens"],
+        neurons=K.PATHS["neurons"],
+        pairs=K.PATHS["pairs"],
     output:
         report(
-            directory("results/{model}/figures/weights"),
+            directory(K.PATHS["figures_weights"]),
             patterns=["{name}.png"],
             caption="../report/weights/figures.rst",
             category="1. weights pass",
@@ -125,10 +120,5 @@ rule weights_figures:
 
 
 TARGETS.append(
-    lambda mid: [
-        f"results/{mid}/weights/tokens.parquet",
-        f"results/{mid}/weights/neurons.parquet",
-        f"results/{mid}/weights/pairs.parquet",
-        f"results/{mid}/figures/weights",
-    ]
+    lambda mid: [K.path(key, model=mid) for key in ("weights_tokens", "neurons", "pairs", "figures_weights")]
 )

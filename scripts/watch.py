@@ -1,0 +1,20 @@
+from anneuron.io import write_parquet
+from anneuron.resolve import resolve
+from anneuron.stage_config import WatchConfig
+from anneuron.standouts import stable_experiments, standout_entries
+from anneuron.watch import resolve_tokens, watch_list, watched_table
+
+from _common import setup_logging
+
+setup_logging(snakemake)
+p, inp = snakemake.params, snakemake.input
+cfg = WatchConfig.from_dict(p.cfg)
+tokenizer = resolve(p.model).tokenizer()
+stable = stable_experiments(dict(zip(p.experiments, inp.standout_checks)))
+files = {e: f for e, f in zip(p.experiments, inp.standouts) if e in stable}
+answers = {e: x["answer"] for e, x in p.experiments.items()}
+watched = watch_list(inp.pairs, [tuple(e) for e in cfg.neurons], cfg.top_pairs, tokenizer=tokenizer,
+                     standouts=standout_entries(files, answers), n_standouts=cfg.standouts)
+watched = resolve_tokens(watched, inp.stats, tokenizer)
+write_parquet(snakemake.output.table, watched_table(watched))
+cfg.write(snakemake.output.config, model=p.model, experiments=p.experiments)

@@ -1,0 +1,88 @@
+"""Session fixtures of tiny Llama-architecture models, for the tests/test_llama_*.py files (`from llama_models import
+*`): built once per test process (a module-level cache, since a fixture imported into several modules is a
+separate fixture in each), offline, with the GPT-2 tokenizer.
+
+Two random variants, every test running on both: `tied-swiglu` (tied unembedding, silu-gated MLP, like
+SmolLM2) and `untied-geglu` (untied, gelu-tanh-gated MLP). Both: 3 layers, d_model 64, d_mlp 128, 4 query heads
+over 2 key/value heads (GQA), RoPE, RMSNorm gains randomised, weights ×5. Seeds chosen so that the IOI-style
+prompt pair of the patching tests has an LD gap above 0.6. Plus the planted Llama of anneuron.llama_demo.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+__all__ = ["LLAMAS", "llama_kind", "llama_dir", "llama_bridge", "llama_hf", "planted_llama_dir",
+           "planted_llama_bridge", "planted_truth"]
+
+LLAMAS = {
+    "tied-swiglu": dict(seed=7, tied=True, act="silu"),
+    "untied-geglu": dict(seed=0, tied=False, act="gelu_pytorch_tanh"),
+}
+_CACHE: dict[str, object] = {}
+
+
+def _once(key: str, build: Callable[[], object]):
+    if key not in _CACHE:
+        _CACHE[key] = build()
+    return _CACHE[key]
+
+
+@pytest.fixture(scope="session", params=list(LLAMAS))
+def llama_kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def llama_dir(llama_kind, tmp_path_factory) -> Path:
+    from anneuron.llama_demo import random_llama
+
+    return _once(f"dir/{llama_kind}", lambda: random_llama(
+        tmp_path_factory.mktemp("llama") / llama_kind, n_layer=3, d_model=64, d_mlp=128, n_head=4, n_kv_head=2,
+        **LLAMAS[llama_kind]))
+
+
+@pytest.fixture(scope="session")
+def llama_bridge(llama_kind, llama_dir):
+    """Processed as the pipeline loads it (anneuron.models.load_model): RMSNorm gains folded, nothing centred."""
+    from anneuron.models import load_model
+
+    return _once(f"bridge/{llama_kind}", lambda: load_model(str(llama_dir), device="cpu", dtype="float32"))
+
+
+@pytest.fixture(scope="session")
+def llama_hf(llama_kind, llama_dir):
+    """The raw Hugging Face model (eager attention, float32): the references' source of weights."""
+    from transformers import AutoModelForCausalLM
+
+    return _once(f"hf/{llama_kind}", lambda: AutoModelForCausalLM.from_pretrained(
+        llama_dir, attn_implementation="eager").eval())
+
+
+@pytest.fixture(scope="session")
+def planted_llama_dir(tmp_path_factory) -> Path:
+    from anneuron.llama_demo import write_planted_llama
+
+    def build() -> Path:
+        folder = tmp_path_factory.mktemp("llama") / "planted"
+        write_planted_llama(folder)
+        return folder
+
+    return _once("dir/planted", build)
+
+
+@pytest.fixture(scope="session")
+def planted_truth(planted_llama_dir) -> dict:
+    import json
+
+    return json.loads((planted_llama_dir / "ground_truth.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def planted_llama_bridge(planted_llama_dir):
+    from anneuron.models import load_model
+
+    return _once("bridge/planted", lambda: load_model(str(planted_llama_dir), device="cpu", dtype="float32"))

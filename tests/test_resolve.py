@@ -1,0 +1,91 @@
+"""The model resolver (anneuron/resolve.py): every kind of model name, decided once, offline, without torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from anneuron import resolve as R
+
+
+def test_ids_and_locality():
+    assert R.model_id("openai-community/gpt2-large") == "gpt2-large"
+    assert R.model_id("resources/models/demo-planted/") == "demo-planted"
+    assert R.is_local("resources/models/x") and not R.is_local("gpt2-large")
+
+
+def test_gpt2_hub_names_resolve_offline_with_their_shapes():
+    spec = R.resolve("openai-community/gpt2-large")
+    assert (spec.id, spec.local, spec.tokenizer_id, spec.family) == ("gpt2-large", False, "gpt2", "gpt2")
+    assert (spec.n_layers, spec.d_mlp, spec.n_ctx, spec.n_neurons) == (36, 5120, 1024, 184_320)
+    assert len(spec.tokenizer()) == 50257
+
+
+def test_a_folder_is_read_from_its_config(tiny_dir):
+    spec = R.resolve(str(tiny_dir))
+    cfg = json.loads((tiny_dir / "config.json").read_text())
+    assert spec.local and spec.id == tiny_dir.name and spec.tokenizer_id == "gpt2"
+    assert (spec.n_layers, spec.d_model, spec.n_ctx) == (cfg["n_layer"], cfg["n_embd"], cfg["n_positions"])
+
+
+def test_a_produced_folder_resolves_before_it_exists():
+    spec = R.resolve("resources/models/not-built-yet", {"resources/models/not-built-yet": R.Produced(2, 8, 16, 32)})
+    assert (spec.n_layers, spec.d_model, spec.d_mlp, spec.n_ctx, spec.tokenizer_id) == (2, 8, 16, 32, "gpt2")
+
+
+def test_errors_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache" / "hub"))
+    for name, match in [("gpt2-larg", "not in the local Hugging Face cache"),
+                        ("someone/some-model", "not a folder"),
+                        ("./no/such/folder", "does not exist")]:
+        with pytest.raises(R.ModelError, match=match) as e:
+            R.resolve(name)
+        assert "\n" not in str(e.value) and name.strip("./") in str(e.value)
+
+
+def test_a_cached_hub_model_resolves_from_the_cache_only(tmp_path, monkeypatch):
+    """A hub name that is in the local cache resolves from its cached config.json, with no network."""
+    cache = tmp_path / "hub"
+    snap = cache / "models--someone--tiny-llama" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text(json.dumps(dict(model_type="llama", num_hidden_layers=3, hidden_size=64,
+                                                      intermediate_size=128, max_position_embeddings=2048,
+                                                      vocab_size=1000)))
+    (cache / "models--someone--tiny-llama" / "refs").mkdir()
+    (cache / "models--someone--tiny-llama" / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(cache))
+    spec = R.resolve("someone/tiny-llama")
+    assert (spec.family, spec.n_layers, spec.d_mlp, spec.n_ctx, spec.tokenizer_id) == ("llama", 3, 128, 2048,
+                                                                                       "tiny-llama")
+
+
+def test_neuron_and_stage_checks():
+    spec = R.resolve("gpt2")
+    spec.check_neuron(11, 3071, "x")
+    with pytest.raises(R.ModelError, match="L12N0 is out of range for gpt2"):
+        spec.check_neuron(12, 0, "x")
+    odd = R.ModelSpec("m", "m", True, None, "m", 8, "bert", "bert", 1, 4, 8, 10)
+    with pytest.raises(R.ModelError, match="architecture 'bert' is not supported by the weights stage"):
+        odd.check_stage("weights")
+
+
+def test_seq_len():
+    specs = [R.resolve("gpt2"), R.resolve("resources/models/x", {"resources/models/x": R.Produced(1, 8, 8, 256)})]
+    assert R.seq_len(specs, "auto") == 256
+    assert R.seq_len(specs[:1], "auto") == 1024
+    with pytest.raises(R.ModelError, match="exceeds the context"):
+        R.seq_len(specs, 512)
+
+
+def test_resolving_imports_no_torch():
+    code = ("import sys; from anneuron import config, resolve, contracts, stage_config, demo_specs; "
+            "resolve.resolve('gpt2-large'); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
