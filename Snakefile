@@ -2,6 +2,7 @@
 # This file only validates the configuration, resolves the models (no torch, no network) and includes the stages.
 import sys
 
+import yaml
 from snakemake.utils import min_version
 
 from anneuron import config as C
@@ -23,6 +24,7 @@ try:
             C.load_schema(workflow.source_path("workflow/schemas/config.schema.yaml")),
             produced_models,
             DATA_FILES,
+            yaml.safe_load(open(workflow.source_path("config.yaml")))["experiments"],
         )
     )
     SPECS = C.resolve_models(config, produced_models)
@@ -31,6 +33,7 @@ except C.ConfigError as err:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/fetch.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/tokenize.smk"
 include: "workflow/rules/weights.smk"

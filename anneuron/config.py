@@ -144,10 +144,21 @@ def _single(tok, text: str) -> int:
     return len(tok.encode(text, add_special_tokens=False))
 
 
+def drop_default_experiments(config: dict, defaults: dict) -> dict:
+    """With `experiments_defaults: false`, the experiments of config.yaml (`defaults`) that the merged config still
+    holds unchanged are dropped: a study's configfile can switch them off (Snakemake merges config.yaml into every
+    configfile, on SLURM too), while a default it changed (e.g. paper.yaml's patched layers) stays."""
+    if config.get("experiments_defaults", True):
+        return config
+    kept = {k: v for k, v in config.get("experiments", {}).items() if defaults.get(k) != v}
+    return {**config, "experiments": kept}
+
+
 def check(config: dict, schema: dict, produced: ProducedModels | None = None,
-          produced_data: tuple[str, ...] = ()) -> dict:
-    """The whole pre-flight check; returns the config with defaults filled."""
-    config = validate_schema(config, schema)
+          produced_data: tuple[str, ...] = (), default_experiments: dict | None = None) -> dict:
+    """The whole pre-flight check; returns the config with defaults filled (and, with `experiments_defaults: false`,
+    without config.yaml's `default_experiments`)."""
+    config = validate_schema(drop_default_experiments(config, default_experiments or {}), schema)
     specs = resolve_models(config, produced)
     ds = config["dataset"]
     produced_data = {str(Path(d)) for d in produced_data}

@@ -33,6 +33,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from anneuron.contracts import NEURON_STATS, WEIGHTS_TOKENS
+
 log = logging.getLogger(__name__)
 
 BASES = ("we", "wu", "cosine")
@@ -313,7 +315,7 @@ def _matrix_writer(matrix_dir: str | Path | None, weights: Weights) -> Iterator:
         yield write
         for m in maps:
             m.flush()
-        del maps
+        maps.clear()  # close the memmaps before the folder is renamed
 
 
 # --- the pass --------------------------------------------------------------------------------------------------------
@@ -501,9 +503,9 @@ class _Pass:
 @torch.no_grad()
 def congruence_pass(
     weights: Weights,
-    basis: str = "we",
-    top_k: int = 16,
-    chunk_neurons: int | str = "auto",
+    basis: str,
+    top_k: int,
+    chunk_neurons: int | str = "auto",  # `congruence.*` values come from the config; the schema holds their defaults
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
     matrix_dir: str | Path | None = None,
@@ -588,7 +590,7 @@ def moments_dense(rows: np.ndarray) -> np.ndarray:
     return moments_from_sums(sums, mean, rows.shape[1])
 
 
-# --- tables (docs/contracts.md) ---------------------------------------------------------------------------------------------
+# --- tables (docs/contracts.md) ----------------------------------------------------------------------------------
 
 
 def token_strings(tokenizer, n: int) -> list[str]:
@@ -612,7 +614,7 @@ def tokens_table(res: Congruence, token_strs: Sequence[str]) -> pa.Table:
         "top_neurons": _list_column(res.token_top_ids, pa.int64()),
         "top_values": _list_column(res.token_top_values, pa.float32()),
         "d_tok": pa.array(res.d_tok, pa.float64()),
-    })
+    }, schema=WEIGHTS_TOKENS)
 
 
 def neurons_table(res: Congruence) -> pa.Table:
@@ -632,4 +634,4 @@ def neurons_table(res: Congruence) -> pa.Table:
     for prefix, m in (("wu", res.wu_moments), ("cos", res.cos_moments)):
         for j, name in enumerate(MOMENTS):
             cols[f"{prefix}_{name}"] = pa.array(m[:, j], pa.float64())
-    return pa.table(cols)
+    return pa.table(cols, schema=NEURON_STATS)

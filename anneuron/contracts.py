@@ -53,6 +53,9 @@ PATHS: dict[str, str] = {
     "emergent_model": "resources/models/demo-emergent",
     "emergent_loss_curve": "results/demo-emergent/figures/training/loss_curve.png",
     "emergent_loss_curve_svg": "results/demo-emergent/figures/training/loss_curve.svg",
+    # fetched once from the hub by local rules (anneuron.fetch)
+    "hub_model": "resources/hub/models/{model}",
+    "hub_dataset": "resources/hub/datasets/{dataset}",
     # inputs built once per (dataset, tokenizer)
     "token_shard": "resources/tokens/{dataset}/{tokenizer}/shard-{i}.parquet",
     "token_manifest": "resources/tokens/{dataset}/{tokenizer}/manifest.json",
@@ -90,6 +93,9 @@ PATHS: dict[str, str] = {
     "exp_config": "results/{model}/experiments/{exp}/config.json",
     "experiments_summary": "results/{model}/experiments/summary.parquet",
     "experiments_overview": "results/{model}/experiments/overview.parquet",
+    # provenance: every stage config file of a model, gathered
+    "manifest": "results/{model}/manifest.json",
+    "manifest_html": "results/{model}/figures/manifest.html",
     # paper check
     "paper_check": "results/{model}/paper_check.parquet",
     "paper_check_html": "results/{model}/figures/paper_check.html",

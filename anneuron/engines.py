@@ -12,6 +12,14 @@ only scaled under RMSNorm).
   the softmax and `pred_post` are the same (a LayerNorm's normalized residual has zero mean, so centring W_E does
   not change its dot products). GPT-2: 2.5-3x faster than the bridge at seq_len 1024 on CPU.
 - `BridgeEngine`: any model TransformerLens' bridge supports (processed, as loaded by anneuron.models.load_model).
+
+Precision (docs/science.md "Precision"). Float32 models run exactly as they are. A model whose body was cast to
+bfloat16/float16 (anneuron.models.cast_body, as load_engine and load_model do for `dtype: bfloat16`) runs its
+blocks in that precision, but its logits and normalized residual are computed in float32 from the float32 residual
+before the final norm, through float32 copies of the final norm, the unembedding and W_E (anneuron.models.Head):
+`logits` returns float32 logits and `W_E` a float32 matrix, whatever the body. (A low-precision unembedding of raw
+GPT-2, whose logits sit near -60..-130, would round them to multiples of 0.25-0.5.) The MLP activations passed to
+`on_post` stay in the body's precision.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from anneuron import models as M
 from anneuron.resolve import ModelError, ModelSpec, resolve
 
 PostHook = Callable[[torch.Tensor, int], None]  # (activation (B, T, d_mlp), layer)
-NormHook = Callable[[torch.Tensor], None]  # normalized residual (B, T, d_model)
+NormHook = Callable[[torch.Tensor], None]  # normalized residual (B, T, d_model), float32
 
 
 class BridgeEngine:
@@ -37,22 +45,33 @@ class BridgeEngine:
         self.bridge = bridge
         self.n_layers, self.d_mlp = bridge.cfg.n_layers, bridge.cfg.d_mlp
         self.device = next(bridge.parameters()).device
+        self.dtype = M.body_dtype(bridge)
+        self.head = M.float32_head(bridge)
+        self._final = f"blocks.{self.n_layers - 1}.hook_resid_post"  # the final norm's input
 
     @property
     def W_E(self) -> torch.Tensor:
-        return self.bridge.W_E.detach()
+        """The embedding, float32 (for a float32 bridge: `bridge.W_E` itself)."""
+        return self.head.W_E
 
     @contextlib.contextmanager
     def hooks(self, on_post: PostHook, on_normalized: NormHook | None = None) -> Iterator[None]:
         fwd = [(f"blocks.{layer}.mlp.hook_post", lambda act, hook, layer=layer: on_post(act, layer))
                for layer in range(self.n_layers)]
         if on_normalized is not None:
-            fwd.append(("ln_final.hook_normalized", lambda x, hook: on_normalized(x)))
+            if self.dtype == torch.float32:
+                fwd.append(("ln_final.hook_normalized", lambda x, hook: on_normalized(x)))
+            else:  # from the float32 residual, not from the low-precision norm
+                fwd.append((self._final, lambda x, hook: on_normalized(self.head.normalized(x))))
         with self.bridge.hooks(fwd_hooks=fwd):
             yield
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.bridge(tokens)
+        if self.dtype == torch.float32:
+            return self.bridge(tokens)
+        final: list[torch.Tensor] = []
+        self.bridge.run_with_hooks(tokens, fwd_hooks=[(self._final, lambda x, hook: final.append(x))])
+        return self.head.logits(final[-1])
 
 
 class FusedGeluNew(nn.Module):
@@ -65,7 +84,8 @@ class FusedGeluNew(nn.Module):
 class HFEngine:
     """A Hugging Face causal LM of a family anneuron.architecture knows, hooked with plain PyTorch hooks: a forward
     pre-hook on each layer's MLP output projection (GPT-2's c_proj, Llama's down_proj; its input is hook_post) and
-    one on the final norm (its input, normalized without the gain, is ln_final.hook_normalized)."""
+    one on the final norm (its input, normalized without the gain, is ln_final.hook_normalized). A low-precision
+    body runs the base model only (no low-precision unembedding) and the float32 head on the final norm's input."""
 
     def __init__(self, model, fuse_gelu: bool = True):
         self.model = model.eval()
@@ -74,24 +94,25 @@ class HFEngine:
         self.n_layers = len(self.layers)
         self.d_mlp = A.neurons_to_model(A.mlp_out(self.layers[0], self.family)).shape[0]
         self.final_norm = A.module(model, self.family.final_norm)
-        self.eps = A.eps_of(self.final_norm)
         self.device = next(model.parameters()).device
+        self.dtype = M.body_dtype(model)
+        self.head = M.float32_head(model)
         if fuse_gelu and getattr(model.config, "activation_function", None) == "gelu_new":  # GPT-2
             for layer in self.layers:
                 layer.mlp.act = FusedGeluNew()
 
     @property
     def W_E(self) -> torch.Tensor:
-        return A.module(self.model, self.family.embed).weight.detach()
+        """The embedding, float32 (for a float32 model: its own weight)."""
+        return self.head.W_E
 
     @contextlib.contextmanager
     def hooks(self, on_post: PostHook, on_normalized: NormHook | None = None) -> Iterator[None]:
         handles = [A.hook_neurons(layer, self.family, lambda act, l=l: on_post(act, l))
                    for l, layer in enumerate(self.layers)]
         if on_normalized is not None:
-            kind, eps = self.family.norm, self.eps
             handles.append(self.final_norm.register_forward_pre_hook(
-                lambda mod, inp: on_normalized(A.normalize(inp[0], kind, eps))))
+                lambda mod, inp: on_normalized(self.head.normalized(inp[0]))))
         try:
             yield
         finally:
@@ -99,7 +120,15 @@ class HFEngine:
                 h.remove()
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=tokens, use_cache=False).logits
+        if self.dtype == torch.float32:
+            return self.model(input_ids=tokens, use_cache=False).logits
+        final: list[torch.Tensor] = []
+        h = self.final_norm.register_forward_pre_hook(lambda mod, inp: final.append(inp[0]))
+        try:
+            self.model.base_model(input_ids=tokens, use_cache=False)
+        finally:
+            h.remove()
+        return self.head.logits(final[-1])
 
 
 HFGPT2Engine = HFEngine  # its name when it ran GPT-2 only
@@ -117,11 +146,13 @@ def as_engine(model) -> Engine:
     return BridgeEngine(model)
 
 
-def load_engine(model: ModelSpec | str, device: str = "auto", dtype: str | torch.dtype = "auto",
+def load_engine(model: ModelSpec | str, device: str = "auto", dtype: str | torch.dtype = "float32",
                 engine: str = "auto") -> Engine:
     """`auto`: the Hugging Face engine for the families anneuron.architecture knows (GPT-2, Llama), the bridge
-    otherwise."""
+    otherwise. The weights are loaded in float32; `bfloat16` / `float16` then cast the body only
+    (anneuron.models.cast_body: the final norm, unembedding and W_E stay float32)."""
     spec = model if isinstance(model, ModelSpec) else resolve(model)
+    torch_dtype = M.resolve_dtype(dtype)
     try:
         A.family_of(spec.model_type, "record.engine hf")
         unsupported = None
@@ -130,7 +161,7 @@ def load_engine(model: ModelSpec | str, device: str = "auto", dtype: str | torch
     if engine == "auto":
         engine = "bridge" if unsupported else "hf"
     if engine == "bridge":
-        return BridgeEngine(M.load_model(spec, device=device, dtype=dtype))
+        return BridgeEngine(M.load_model(spec, device=device, dtype=torch_dtype))
     if engine != "hf":
         raise ValueError(f"record.engine must be auto, hf or bridge, got {engine!r}")
     if unsupported:
@@ -138,11 +169,10 @@ def load_engine(model: ModelSpec | str, device: str = "auto", dtype: str | torch
     from transformers import AutoModelForCausalLM
 
     device = M.resolve_device(device)
-    torch_dtype = dtype if isinstance(dtype, torch.dtype) else M.resolve_dtype(dtype, device)
     target = str(spec.folder) if spec.local else spec.name
     try:
-        hf = AutoModelForCausalLM.from_pretrained(target, revision=spec.revision, dtype=torch_dtype,
+        hf = AutoModelForCausalLM.from_pretrained(target, revision=spec.revision, dtype=torch.float32,
                                                   attn_implementation="sdpa")
     except OSError as e:
         raise ModelError(f"model {spec.name}: cannot load its weights offline ({e})") from None
-    return HFEngine(hf.to(device))
+    return HFEngine(M.cast_body(hf.to(device), torch_dtype))

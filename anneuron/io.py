@@ -1,4 +1,6 @@
-"""Atomic writes: every output appears whole or not at all, so an interrupted run resumes cleanly."""
+"""Atomic writes: every output appears whole or not at all, so an interrupted run resumes cleanly. Checked reads:
+a stage input that is truncated, corrupted or not the table it should be fails with one line naming the file
+(`InputError`), never read as data."""
 
 from __future__ import annotations
 
@@ -9,6 +11,98 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+# Parquet tables are written with a CRC32 checksum on every page and read with the checksums verified, so a flipped
+# byte inside a page fails instead of being read as data (a truncated file has lost its footer: that fails too).
+PAGE_CHECKSUMS = dict(write_page_checksum=True)
+
+
+class InputError(ValueError):
+    """A stage input that cannot be used. Its str is the whole message, one line that names the file
+    (`anneuron: <file>: <what is wrong>`); a rule script's log ends with it (scripts/_common.py)."""
+
+    def __init__(self, message: str):
+        message = " ".join(message.split())  # one line, whatever the underlying error printed
+        super().__init__(message if message.startswith("anneuron: ") else f"anneuron: {message}")
+
+
+class UnreadableFileError(InputError):
+    """A file that is not the readable Parquet table it should be: truncated (half-copied, a killed writer),
+    corrupted (a flipped byte: footer, page checksum), not Parquet at all, or missing required columns."""
+
+
+def _reason(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+@contextlib.contextmanager
+def reading(path: str | Path) -> Iterator[None]:
+    """Turn the errors Arrow raises on a bad file, inside the block, into one `UnreadableFileError` naming `path`."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except FileNotFoundError as e:
+        raise UnreadableFileError(f"{path}: no such file") from e
+    except (pa.ArrowException, OSError, EOFError) as e:
+        raise UnreadableFileError(f"{path}: not a readable Parquet file (truncated or corrupted): {_reason(e)}") from e
+
+
+def _check_schema(path: str | Path, got, schema, columns: list[str] | None = None) -> None:
+    """`got` (the file's Arrow schema) has every field of `schema` (or those among `columns`) with its type."""
+    if schema is None:
+        return
+    for f in schema:
+        if columns is not None and f.name not in columns:
+            continue
+        if f.name not in got.names:
+            raise UnreadableFileError(f"{path}: not the expected table: no column {f.name!r} (has "
+                                      f"{', '.join(got.names) or 'none'})")
+        if got.field(f.name).type != f.type:
+            raise UnreadableFileError(f"{path}: not the expected table: column {f.name!r} is "
+                                      f"{got.field(f.name).type}, expected {f.type}")
+
+
+def open_parquet(path: str | Path, schema=None, columns: list[str] | None = None):
+    """A `pyarrow.parquet.ParquetFile` whose footer has been read and checked, with page checksums verified on every
+    read; `schema` (a pyarrow Schema, e.g. from anneuron.contracts): columns the file must have, with these types
+    (extra columns allowed; with `columns`, only those among them). One-line `UnreadableFileError` otherwise. Reads
+    from the returned file should run inside `reading(path)` (or use `read_parquet` / `iter_parquet`)."""
+    import pyarrow.parquet as pq
+
+    if not Path(path).is_file():
+        raise UnreadableFileError(f"{path}: no such file")
+    with reading(path):
+        pf = pq.ParquetFile(path, page_checksum_verification=True)
+        got = pf.schema_arrow
+    if columns is not None:
+        missing = [c for c in columns if c not in got.names]
+        if missing:
+            raise UnreadableFileError(f"{path}: not the expected table: no column {missing[0]!r} (has "
+                                      f"{', '.join(got.names) or 'none'})")
+    _check_schema(path, got, schema, columns)
+    return pf
+
+
+def read_parquet(path: str | Path, columns: list[str] | None = None, schema=None, filters=None):
+    """The whole table (or `columns`; `filters` as in `pyarrow.parquet.read_table`), checked as `open_parquet`
+    checks it and fully decoded with page checksums verified: a bad file is one `UnreadableFileError`."""
+    import pyarrow.parquet as pq
+
+    pf = open_parquet(path, schema, columns)
+    with reading(path):
+        if filters is None:
+            return pf.read(columns=columns)
+        return pq.read_table(path, columns=columns, filters=filters, page_checksum_verification=True)
+
+
+def iter_parquet(path: str | Path, columns: list[str] | None = None, schema=None,
+                 batch_size: int = 65536) -> Iterator:
+    """Record batches of a table, streamed, checked as `read_parquet` checks it (a bad page fails when reached)."""
+    pf = open_parquet(path, schema, columns)
+    with reading(path):
+        yield from pf.iter_batches(batch_size=batch_size, columns=columns)
 
 
 @contextlib.contextmanager
@@ -56,7 +150,7 @@ def write_parquet(path: str | Path, table) -> None:
     if hasattr(table, "to_arrow"):
         table = table.to_arrow()
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, **PAGE_CHECKSUMS)
 
 
 def save_figure(fig, path_stem: str | Path) -> list[Path]:

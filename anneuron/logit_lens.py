@@ -10,6 +10,11 @@ would make of the stream if the model stopped there. Their last entries agree: L
 A LayerNorm (GPT-2) also removes each entry's mean; an RMSNorm (Llama) does not, and TransformerLens follows the
 model's `normalization_type` in both readings. The final norm's gain is folded into W_U by load_model in both
 families, so the direction below already includes it (tests/test_logit_lens.py, tests/test_llama_patching.py).
+
+Computed in float32 whatever the body's dtype (docs/science.md "Precision"): the cached residuals are upcast, both
+scales are recomputed from them (the `post` scale is the final residual's, i.e. what ln_final computes; a
+low-precision cache's own `ln_final.hook_scale` would be rounded), and the direction is the float32 one of
+anneuron.patching.unembed_direction.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import ActivationCache
 
+from anneuron import models as M
 from anneuron.patching import unembed_direction
 
 CONVENTIONS = ("post", "recomputed")
@@ -46,11 +52,15 @@ class LogitLens:
 
 @torch.no_grad()
 def logit_lens(bridge, cache: ActivationCache, answer: int, wrong: int) -> LogitLens:
-    """Both conventions from a clean run's cache (resid_pre/resid_mid of every layer, the final resid_post and
-    ln_final.hook_scale)."""
+    """Both conventions from a clean run's cache (resid_pre/resid_mid of every layer and the final resid_post), in
+    float32. TransformerLens' apply_ln_to_stack, in float32: centre each entry (LayerNorm only), then divide by the
+    final residual's scale (`post`) or by its own (`recomputed`), scale = sqrt(mean(x²) + eps)."""
     stack, labels = cache.accumulated_resid(incl_mid=True, pos_slice=-1, return_labels=True)  # [n, 1, d_model]
+    head = M.float32_head(bridge)
+    x = stack[:, 0].float()  # [n, d_model]; the last entry is the final norm's input
+    if head.kind == "LN":
+        x = x - x.mean(-1, keepdim=True)
+    scale = (x.pow(2).mean(-1, keepdim=True) + head.eps).sqrt()  # [n, 1]
     direction, _ = unembed_direction(bridge, answer, wrong)
-    post = cache.apply_ln_to_stack(stack, layer=None, pos_slice=-1)
-    recomputed = cache.apply_ln_to_stack(stack, layer=None, pos_slice=-1, recompute_ln=True)
-    project = lambda x: (x[:, 0] @ direction).detach().float().cpu()  # noqa: E731
-    return LogitLens(list(labels), project(post), project(recomputed))
+    project = lambda v: (v @ direction).detach().cpu()  # noqa: E731
+    return LogitLens(list(labels), project(x / scale[-1]), project(x / scale))

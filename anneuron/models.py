@@ -1,14 +1,25 @@
 """Load a resolved model (anneuron.resolve) through TransformerBridge, TransformerLens-processed, on the configured
 device and dtype. A folder saved with `save_pretrained` (config, weights AND tokenizer files) works wherever a hub
 name does.
+
+Precision (docs/science.md "Precision"): float32 by default, everywhere. `bfloat16` / `float16` are explicit opt-ins
+for the forward passes of the body (the blocks). Whatever the body runs in, the model is loaded, processed and
+checked in float32 first, and a float32 copy of its final norm, unembedding and embedding is kept (`float32_head`)
+before the body is cast: every logit, LD, softmax, argmax and `pred_post` is read from the float32 residual through
+those copies, never from low-precision logits (bf16 keeps ~3 significant digits: at GPT-2's logit scale, |logit|
+16-128, its spacing is 0.125-0.5, so near-tied logits collapse and `argmax` then picks the lower token id).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from anneuron.resolve import ModelError, ModelSpec, folder_tokenizer, resolve
 
@@ -16,6 +27,13 @@ if TYPE_CHECKING:  # imported where a model boots: the Snakefile imports this mo
     from transformer_lens.model_bridge import TransformerBridge
 
 log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# load_model's check that weight processing left the logits unchanged, always computed in float32: the largest
+# change (beyond a per-position constant under LayerNorm) may be at most DRIFT_TOLERANCE x max(1, max |logit|).
+# Measured (tests/test_models.py, tests/test_precision.py): 1e-7 to 6e-7 of that scale on the test and demo models
+# (float32 rounding of the folded products); the TransformerLens square-W_in bug it exists for moved LD by 7%.
+DRIFT_TOLERANCE = 1e-5
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -26,15 +44,119 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def resolve_dtype(dtype: str = "auto", device: str = "cpu") -> torch.dtype:
-    """`auto` = bf16 on CUDA (the fast path for the real study), float32 on CPU."""
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+def resolve_dtype(dtype: str | torch.dtype = "float32") -> torch.dtype:
+    """The precision of the model's forward passes: `float32` (the default: everything measured is fp32), or the
+    explicit opt-ins `bfloat16` / `float16` (the body only: see `float32_head`). The same on every device."""
+    if isinstance(dtype, torch.dtype):
+        if dtype in DTYPES.values():
+            return dtype
+    elif dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
 
+
+# --- the float32 head ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Head:
+    """The final norm, the unembedding and the embedding in float32: `logits(resid)` is the model's own
+    `unembed(norm(resid))` computed in float32 from the residual before the final norm (upcast).
+
+    For a float32 model these ARE its modules (no copy); for a model whose body runs in bfloat16/float16 they are
+    float32 copies taken before the cast (load_model, load_engine), or, for a model given already cast, upcast
+    copies of its low-precision weights (float32 arithmetic on bf16-rounded weights)."""
+
+    norm: nn.Module  # the final LayerNorm / RMSNorm (processed models: gain folded into the unembedding)
+    unembed: nn.Linear  # weight (d_vocab, d_model), bias b_U or None
+    W_E: torch.Tensor  # (d_vocab, d_model), the embedding (pred_post)
+    kind: str  # "LN" (centres and scales) or "RMS" (scales only)
+    eps: float
+
+    def logits(self, resid: torch.Tensor) -> torch.Tensor:
+        """(..., d_model) residual before the final norm -> (..., d_vocab) float32 logits."""
+        return self.unembed(self.norm(resid.float()))
+
+    def normalized(self, resid: torch.Tensor) -> torch.Tensor:
+        """The final norm without its gain (TransformerLens' `ln_final.hook_normalized`), in float32."""
+        from anneuron.architecture import normalize
+
+        return normalize(resid.float(), self.kind, self.eps)
+
+    def direction(self, answer: int, wrong: int) -> tuple[torch.Tensor, float]:
+        """W_U[:, answer] − W_U[:, wrong] (float32) and b_U[answer] − b_U[wrong]."""
+        w, b = self.unembed.weight, self.unembed.bias
+        return (w[answer] - w[wrong]).detach().float(), float(b[answer] - b[wrong]) if b is not None else 0.0
+
+
+_HEADS: "weakref.WeakKeyDictionary[nn.Module, Head]" = weakref.WeakKeyDictionary()
+
+
+def _parts(model) -> tuple[nn.Module, nn.Linear, torch.Tensor, str]:
+    """(final norm, unembedding, embedding weight, norm kind) of a TransformerBridge or a Hugging Face model of a
+    family anneuron.architecture knows."""
+    from anneuron import architecture as A
+
+    if hasattr(model, "original_model"):  # a bridge (any architecture it boots): its own components
+        kind = "RMS" if str(getattr(model.cfg, "normalization_type", "LN")).startswith("RMS") else "LN"
+        return (model.ln_final.original_component, model.unembed.original_component,
+                model.embed.original_component.weight, kind)
+    fam = A.family_of(model, "the float32 head")
+    return A.module(model, fam.final_norm), A.module(model, fam.unembed), A.module(model, fam.embed).weight, fam.norm
+
+
+def _make_head(model, copies: bool) -> Head:
+    """The model's own head modules (copies=False), or float32 copies of them (copies=True: before a cast, or for a
+    model already in low precision)."""
+    from anneuron import architecture as A
+
+    norm, unembed, W_E, kind = _parts(model)
+    if copies:
+        tied = W_E is unembed.weight
+        norm, unembed = copy.deepcopy(norm).float(), copy.deepcopy(unembed).float()
+        W_E = unembed.weight if tied else W_E.detach().float().clone()
+        for p in (*norm.parameters(), *unembed.parameters()):
+            p.requires_grad_(False)
+    return Head(norm, unembed, W_E.detach(), kind, A.eps_of(norm))
+
+
+def float32_head(model) -> Head:
+    """The float32 head of a bridge or Hugging Face model (see Head), made once per model."""
+    head = _HEADS.get(model)
+    if head is None:
+        head = _HEADS[model] = _make_head(model, copies=body_dtype(model) != torch.float32)
+    return head
+
+
+def body_dtype(model) -> torch.dtype:
+    """The precision the model's blocks run in."""
+    return next(model.parameters()).dtype
+
+
+def cast_body(model, dtype: str | torch.dtype):
+    """Keep float32 copies of a float32 model's head (`float32_head`), then cast its parameters to `dtype` in
+    place. Rotary `inv_freq` buffers stay float32, as Hugging Face keeps them when it loads a model in low
+    precision (rounded to bf16, RoPE angles would drift by ~position x 2^-9 rad). Returns the model."""
+    dtype = resolve_dtype(dtype)
+    if dtype == body_dtype(model):
+        return model
+    if body_dtype(model) != torch.float32:
+        raise ValueError(f"cast_body: the model is already {body_dtype(model)}; load it in float32 and cast once")
+    _HEADS[model] = _make_head(model, copies=True)
+    keep = {(mod, name): buf for mod in model.modules() for name, buf in mod._buffers.items()
+            if buf is not None and name.endswith("inv_freq")}
+    if hasattr(model, "original_model"):
+        model.to(dtype, print_details=False)  # (TransformerBridge: also sets cfg.dtype)
+    else:
+        model.to(dtype)
+    for (mod, name), buf in keep.items():
+        mod._buffers[name] = buf
+    return model
+
+
+# --- loading ------------------------------------------------------------------------------------------------------
 
 def load_model(
-    model: ModelSpec | str, device: str = "auto", dtype: str | torch.dtype = "auto", processed: bool = True
+    model: ModelSpec | str, device: str = "auto", dtype: str | torch.dtype = "float32", processed: bool = True
 ) -> TransformerBridge:
     """Boot a model (a ModelSpec from anneuron.resolve, or a name to resolve) through TransformerBridge.
 
@@ -44,17 +166,21 @@ def load_model(
     into the layers reading it (W_U = diag(g)·W_U, untied from W_E) and no centring (TransformerLens 4.3 would
     centre W_U, which RMSNorm does not license), and their logits must be unchanged. processed=False keeps the raw
     weights (hooks and compatibility aliases still on), for any architecture the bridge boots.
+
+    dtype: the model is always booted, processed and checked in float32 (the check is a float32 check whatever the
+    dtype: DRIFT_TOLERANCE); `bfloat16` / `float16` then cast its body (cast_body), keeping a float32 copy of the
+    final norm, unembedding and embedding (float32_head) from which every logit must be read.
     """
     spec = model if isinstance(model, ModelSpec) else resolve(model)
     name_or_dir = spec.name
     device = resolve_device(device)
-    torch_dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, device)
+    torch_dtype = resolve_dtype(dtype)
     tokenizer = folder_tokenizer(spec.folder) if spec.local else spec.tokenizer()
     target = str(spec.folder) if spec.local else spec.name
     from transformer_lens.model_bridge import TransformerBridge
 
     try:
-        bridge = TransformerBridge.boot_transformers(target, device=device, dtype=torch_dtype, tokenizer=tokenizer)
+        bridge = TransformerBridge.boot_transformers(target, device=device, dtype=torch.float32, tokenizer=tokenizer)
     except OSError:
         raise ModelError(f"model {name_or_dir}: its weights are neither in a folder nor in the local Hugging Face "
                          "hub cache (offline or unreachable); fetch them once on a networked machine or give a "
@@ -62,7 +188,7 @@ def load_model(
     bridge.eval()
     if not processed:
         bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
-        return bridge
+        return cast_body(bridge, torch_dtype)
     from anneuron import architecture as A
 
     try:
@@ -79,19 +205,25 @@ def load_model(
             bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
             A.fold_rms_norms(bridge)
         proc = bridge(probe).float()
-    diff = raw - proc
-    if family.centres:  # centring W_U shifts each position's logits by a constant
-        diff = diff - diff.mean(-1, keepdim=True)
-    drift = diff.abs().max().item()
-    scale = raw.abs().max().item()
-    tol = 1e-3 if torch_dtype == torch.float32 else 5e-2
-    if drift > tol * max(1.0, scale):
+    drift, scale = processing_drift(raw, proc, family.centres)
+    if drift > DRIFT_TOLERANCE * max(1.0, scale):
         what = "beyond a per-position constant" if family.centres else "folding its RMSNorm gains"
         raise ModelError(
-            f"model {name_or_dir}: weight processing changed its logits by {drift:.3g} ({what}); "
-            "refusing to analyse a changed model"
+            f"model {name_or_dir}: weight processing changed its logits by {drift:.3g} ({what}; float32, "
+            f"tolerance {DRIFT_TOLERANCE:g} x max(1, max |logit| = {scale:.3g})); refusing to analyse a changed model"
         )
-    return bridge
+    log.info("model %s: processing drift %.3g (%.2g of max |logit| %.3g)", name_or_dir, drift,
+             drift / max(1.0, scale), scale)
+    return cast_body(bridge, torch_dtype)
+
+
+def processing_drift(raw: torch.Tensor, proc: torch.Tensor, centres: bool) -> tuple[float, float]:
+    """(largest change of the logits, max |raw logit|); under LayerNorm (centres=True) a per-position constant is
+    allowed (centring W_U shifts each position's logits by one)."""
+    diff = raw.double() - proc.double()
+    if centres:
+        diff = diff - diff.mean(-1, keepdim=True)
+    return diff.abs().max().item(), raw.abs().max().item()
 
 
 @torch.no_grad()

@@ -13,6 +13,13 @@ bridge's own submodules (the very nn.Linear / Conv1D / LayerNorm objects its for
 the model's own attention modules, with RoPE and grouped-query heads, fed a cache of the prefix) and is tested
 against a full hooked forward on GPT-2 and Llama models. The wrappers below only say which differences to add.
 
+Precision (docs/science.md "Precision"): float32 by default. A bridge whose body was cast to bfloat16/float16
+(anneuron.models.load_model with that dtype) runs every forward pass (the cached runs, the backward of attribution,
+the patched copies) in that precision, but every LD is read in float32: the final residual is upcast and goes
+through float32 copies of the final norm and the unembedding (anneuron.models.float32_head), so the logits, LD,
+softmax and `unembed_direction` never pass through low-precision logits. ENGINE_TOLERANCE is check_engine's limit
+per body dtype.
+
 Shapes: T prompt length, S = T − start (the recomputed suffix), B patched copies, L layers.
 """
 
@@ -29,6 +36,7 @@ from tqdm.auto import tqdm
 from transformer_lens import ActivationCache
 
 from anneuron import architecture as A
+from anneuron import models as M
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +44,13 @@ Point = Literal["pre", "mid", "post"]
 COMPONENTS: dict[str, Point] = {"resid_pre": "pre", "attn_out": "mid", "mlp_out": "post"}
 HOOKS = {"resid_pre": "blocks.{l}.hook_resid_pre", "attn_out": "blocks.{l}.hook_attn_out",
          "mlp_out": "blocks.{l}.hook_mlp_out", "post": "blocks.{l}.mlp.hook_post"}
+
+# check_engine's tolerance (largest |fast − full hooked forward| in LD, relative to max(1, |LD_clean|,
+# |LD_corrupted|)) per dtype of the bridge's body. Float32: both sides compute the same function in a different
+# order (measured <= 3e-6 on the test and demo models). bfloat16/float16: the two sides round differently inside
+# the body (suffix-only blocks vs the full forward, other kernels), so they differ by the body's own noise
+# (tests/test_precision.py); the bound is ~4x the largest relative difference measured there.
+ENGINE_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 5e-3}
 
 
 # --- the pair and its two cached runs -----------------------------------------------------------------------------
@@ -69,8 +84,8 @@ class PromptPair:
 class Run:
     """What one forward of one prompt leaves behind (batch dimension dropped)."""
 
-    ld: float
-    logits: Float[Tensor, "d_vocab"]  # at the last position
+    ld: float  # from the float32 logits
+    logits: Float[Tensor, "d_vocab"]  # at the last position, float32 (from the float32 head)
     acts: dict[str, Tensor]  # resid_pre/attn_out/mlp_out: [L, T, d_model]; post: [L, T, d_mlp]
     grad_post: Float[Tensor, "L T d_mlp"] | None = None  # ∂LD/∂hook_post (corrupted run only)
     cache: ActivationCache | None = None  # the clean run's, for the logit lens
@@ -87,12 +102,19 @@ def restored(ld_patched: Tensor, ld_clean: float, ld_corrupted: float) -> Tensor
 
 
 def unembed_direction(bridge, answer: int, wrong: int) -> tuple[Float[Tensor, "d_model"], float]:
-    """W_U[:, answer] − W_U[:, wrong] and b_U[answer] − b_U[wrong], from the module the bridge's forward calls:
-    LD = ln_final(resid) · direction + bias."""
-    unembed = bridge.unembed.original_component  # nn.Linear: weight [d_vocab, d_model], bias b_U
-    direction = (unembed.weight[answer] - unembed.weight[wrong]).detach()
-    bias = float(unembed.bias[answer] - unembed.bias[wrong]) if unembed.bias is not None else 0.0
-    return direction, bias
+    """W_U[:, answer] − W_U[:, wrong] (float32) and b_U[answer] − b_U[wrong], from the bridge's unembedding (its
+    float32 copy when the body is low precision): LD = ln_final(resid) · direction + bias."""
+    return M.float32_head(bridge).direction(answer, wrong)
+
+
+def final_logits(bridge, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
+    """Float32 logits from the residual before the final norm (anneuron.models.Head.logits)."""
+    return M.float32_head(bridge).logits(resid)
+
+
+def final_hook(n_layers: int) -> str:
+    """The hook whose output is the final norm's input."""
+    return f"blocks.{n_layers - 1}.hook_resid_post"
 
 
 def hook_names(n_layers: int) -> dict[str, list[str]]:
@@ -104,18 +126,20 @@ def run_prompt(bridge, tokens: Int[Tensor, "1 T"], answer: int, wrong: int, grad
 
     grad=False: through `run_with_cache`, whose ActivationCache (with resid_mid, the final resid_post and
     ln_final's scale) also serves the logit lens. grad=True: through hooks, plus one backward of LD to every
-    hook_post (all that attribution patching needs)."""
-    names = hook_names(bridge.cfg.n_layers)
-    flat = [n for ns in names.values() for n in ns]
+    hook_post (all that attribution patching needs). Either way the logits at the last position, and LD, are
+    computed in float32 from the final residual (final_logits), whatever the body's dtype."""
+    n = bridge.cfg.n_layers
+    names = hook_names(n)
+    flat = [name for ns in names.values() for name in ns]
+    final = final_hook(n)
     if not grad:
-        n = bridge.cfg.n_layers
         wanted = set(flat) | {f"blocks.{l}.hook_resid_mid" for l in range(n)}
-        wanted |= {f"blocks.{n - 1}.hook_resid_post", "ln_final.hook_scale"}
+        wanted |= {final, "ln_final.hook_scale"}
         with torch.no_grad():
-            logits, cache = bridge.run_with_cache(tokens, names_filter=lambda name: name in wanted)
+            _, cache = bridge.run_with_cache(tokens, names_filter=lambda name: name in wanted)
+            logits = final_logits(bridge, cache[final][0, -1])
         acts = {k: torch.stack([cache[name][0] for name in ns]) for k, ns in names.items()}
-        ld = float(logit_diff(logits[0], answer, wrong))
-        return Run(ld, logits[0, -1], acts, None, cache)
+        return Run(float(logits[answer] - logits[wrong]), logits, acts, None, cache)
 
     store: dict[str, Tensor] = {}
 
@@ -127,20 +151,22 @@ def run_prompt(bridge, tokens: Int[Tensor, "1 T"], answer: int, wrong: int, grad
 
     absolute = getattr(bridge.cfg, "positional_embedding_type", "standard") == "standard"
     leaves = ["hook_embed"] + (["hook_pos_embed"] if absolute else [])  # (RoPE models: rotary_emb, not a leaf)
-    hooks = [(name, leaf) for name in leaves] + [(name, keep) for name in flat]
+    hooks = [(name, leaf) for name in leaves] + [(name, keep) for name in flat + [final]]
     with torch.enable_grad():
-        logits = bridge.run_with_hooks(tokens, fwd_hooks=hooks)
-        ld = logit_diff(logits[0], answer, wrong)
-        by_name = _canonical(store, flat)
+        bridge.run_with_hooks(tokens, fwd_hooks=hooks)
+        by_name = _canonical(store, flat + [final])
+        logits = final_logits(bridge, by_name[final][0, -1])
+        ld = logits[answer] - logits[wrong]
         grads = torch.autograd.grad(ld, [by_name[name] for name in names["post"]])
     acts = {k: torch.stack([by_name[name][0] for name in ns]).detach() for k, ns in names.items()}
     grad_post = torch.stack([g[0] for g in grads]).detach()
-    return Run(float(ld.detach()), logits[0, -1].detach(), acts, grad_post)
+    return Run(float(ld.detach()), logits.detach(), acts, grad_post)
 
 
 def _canonical(store: dict[str, Tensor], names: list[str]) -> dict[str, Tensor]:
     """Inside a hook the bridge reports canonical names (hook_mlp_out fires as blocks.L.mlp.hook_out)."""
-    aliases = {"hook_resid_pre": "hook_in", "hook_attn_out": "attn.hook_out", "hook_mlp_out": "mlp.hook_out"}
+    aliases = {"hook_resid_pre": "hook_in", "hook_attn_out": "attn.hook_out", "hook_mlp_out": "mlp.hook_out",
+               "hook_resid_post": "hook_out"}
     out = {}
     for n in names:
         if n in store:
@@ -285,7 +311,8 @@ class SuffixModel:
     prompt, ending in the two unembedding columns of LD.
 
     Keys and values of the earlier positions come from the cached corrupted residual (they are the same in every
-    patched copy); the last block runs its MLP (GPT-2: also its queries) at the last position only. The blocks are
+    patched copy); the last block runs its MLP (GPT-2: also its queries) at the last position only, and LD is read
+    in float32 (the final residual upcast, the float32 final norm and unembedding direction). The blocks are
     pre-norm in both families anneuron.architecture knows: GPT-2 (attention computed here from the bridge's
     projections) and Llama (the model's own attention modules with RoPE and grouped-query heads; the MLP gated).
     Any other architecture is refused in one line rather than computed wrongly.
@@ -298,7 +325,7 @@ class SuffixModel:
         self.blocks = list(bridge.blocks)
         self.attention = _AbsoluteAttention(bridge) if family.name == "gpt2" else _RotaryAttention(bridge, start)
         self.mlps = [A.bridge_mlp(blk) for blk in self.blocks]
-        self.ln_final = bridge.ln_final.original_component
+        self.ln_final = M.float32_head(bridge).norm  # float32
         self.direction, self.bias = unembed_direction(bridge, answer, wrong)
         with torch.no_grad():
             self.prefix = [self.attention.prefix(l, corrupted.acts["resid_pre"][l, :start][None])
@@ -336,7 +363,7 @@ class SuffixModel:
         x = self._block(layer, resid, point)
         for l in range(layer + 1, self.n_layers):
             x = self._block(l, x, "pre")
-        return self.ln_final(x[:, -1]) @ self.direction + self.bias
+        return self.ln_final(x[:, -1].float()) @ self.direction + self.bias
 
 
 def patched_logit_diff(
@@ -444,10 +471,14 @@ def attribution_scores(runs: PairRuns) -> Float[Tensor, "L d_mlp"]:
 # --- references: the slow, obviously right way -------------------------------------------------------------------
 
 def hooked_logit_diff(bridge, tokens: Int[Tensor, "1 T"], answer: int, wrong: int, hooks: list) -> float:
-    """LD of one full forward with hooks (what TransformerLens' patching helpers do for every single patch)."""
+    """LD of one full forward with hooks (what TransformerLens' patching helpers do for every single patch), read
+    in float32 from the final residual as every LD here (final_logits)."""
+    final: list[Tensor] = []
     with torch.no_grad():
-        logits = bridge.run_with_hooks(tokens, fwd_hooks=hooks)
-    return float(logit_diff(logits[0], answer, wrong))
+        bridge.run_with_hooks(tokens, fwd_hooks=[*hooks, (final_hook(bridge.cfg.n_layers),
+                                                          lambda x, hook: final.append(x))])
+        logits = final_logits(bridge, final[-1][0, -1])
+    return float(logits[answer] - logits[wrong])
 
 
 def set_neurons_hook(clean_post: Float[Tensor, "T d_mlp"], neurons: Sequence[int]):
@@ -474,7 +505,7 @@ def naive_neuron_scores(bridge, runs: PairRuns, layer: int, neurons: Sequence[in
 def check_engine(bridge, model: SuffixModel, runs: PairRuns, layer: int, neuron: int) -> float:
     """Largest difference between the engine and a full hooked forward, in LD relative to max(1, |LD|): the
     unpatched corrupted run, and one neuron patched. Cheap (one forward); run on every real model, where the
-    tests cannot reach."""
+    tests cannot reach. Compare it with ENGINE_TOLERANCE[body dtype]."""
     pair = runs.pair
     base = float(model.logit_diff(model.base["pre"][0][None], 0, "pre")[0])
     d_act, w_out = neuron_delta(runs, layer, model.start), model.w_out(layer)

@@ -9,6 +9,12 @@ MLP's output projection (for a gated MLP the product act(gate)·up). Memory is b
 of `window_batches` batches whose rows are sorted by length to cut padding, then written back in chunk order).
 Rows are right-padded without an attention mask: attention is causal and every row has positions 0, 1, … (absolute
 or rotary), so the real positions never see the padding.
+
+Precision (docs/science.md "Precision"): float32 by default. With `dtype: bfloat16` / `float16` the blocks run in
+that precision, but `pred`, `pred_prob`, `topk` and `pred_post` are always computed in float32: the engine reads the
+logits from the float32 residual before the final norm through a float32 final norm and unembedding, and `pred_post`
+from a float32 W_E (anneuron.engines). The watched activations and the top-k example values are the body's own:
+bf16-rounded (~3 significant digits) when the body is bf16, then stored as float32.
 """
 
 from __future__ import annotations
@@ -146,7 +152,7 @@ class Recorder:
         # one transfer: no synchronisation inside the loop
         pred, prob, post, topk = [], [], [], []
         for b, r in enumerate(rows):
-            lg = logits[b, :len(r.tokens)].float()
+            lg = logits[b, :len(r.tokens)].float()  # (the engines' logits are float32 whatever the body's dtype)
             arg = lg.argmax(-1)
             pred.append(arg)
             prob.append(torch.exp(-torch.nn.functional.cross_entropy(lg, arg, reduction="none")))  # softmax[arg]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from anneuron.architecture import FAMILIES as ARCHITECTURES
@@ -54,6 +54,7 @@ class ModelSpec:
     d_model: int
     d_mlp: int
     d_vocab: int
+    hub: str | None = None  # the hub name, when `name` is the folder it is fetched into (anneuron.fetch)
 
     @property
     def n_neurons(self) -> int:
@@ -66,6 +67,10 @@ class ModelSpec:
     def tokenizer(self):
         """The model's tokenizer, without loading weights (and with no network)."""
         return tokenizer_for(self)
+
+    def fetched_into(self, folder: str) -> "ModelSpec":
+        """This hub model as the local folder a fetch rule downloads it into (same shapes and tokenizer)."""
+        return replace(self, name=folder, local=True, hub=self.name)
 
     def check_neuron(self, layer: int, neuron: int, where: str) -> None:
         if not (0 <= layer < self.n_layers and 0 <= neuron < self.d_mlp):
@@ -89,12 +94,6 @@ class Produced:
     tokenizer: str = "gpt2"
     model_type: str = "gpt2"
     d_vocab: int = GPT2_VOCAB
-
-
-def nvidia_driver_loaded() -> bool:
-    """Whether this machine has an NVIDIA driver loaded: what `device: auto` can know while the workflow is
-    planned, without importing torch."""
-    return Path("/proc/driver/nvidia").exists()
 
 
 def is_local(name: str) -> bool:
@@ -188,7 +187,9 @@ def tokenizer_for(spec: ModelSpec):
         from anneuron.tokenizer import gpt2_tokenizer
 
         return gpt2_tokenizer()
-    return folder_tokenizer(spec.folder) if spec.local else _hub_tokenizer(spec.name, spec.revision)
+    if spec.local and spec.folder.is_dir():
+        return folder_tokenizer(spec.folder)
+    return _hub_tokenizer(spec.hub or spec.name, spec.revision)
 
 
 @functools.lru_cache(maxsize=8)

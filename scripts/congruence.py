@@ -1,19 +1,21 @@
 import logging
 import time
 
+from _common import gpu_requested, setup_logging
+
 import torch
 
 from anneuron import congruence as CG
 from anneuron.io import write_json, write_parquet
 from anneuron.models import load_model, resolve_device
+from anneuron.provenance import provenance, require_gpu
 from anneuron.stage_config import CongruenceConfig
-
-from _common import setup_logging
 
 setup_logging(snakemake)
 cfg = CongruenceConfig.from_dict(snakemake.params.cfg)
 model = snakemake.params.model
 torch.set_num_threads(snakemake.threads)
+require_gpu(cfg.device, gpu_requested(snakemake))
 device = resolve_device(cfg.device)
 dtype = CG.resolve_congruence_dtype(cfg.dtype, device)
 bridge = load_model(model, device=device, dtype="float32")  # processed in fp32; products in `dtype`
@@ -32,4 +34,5 @@ write_json(snakemake.output.summary, {  # no wall times here (they are in the lo
 })
 logging.getLogger("congruence").info("%.2f s, %.2f GFLOP/s on %d threads", seconds,
                                      CG.flops(weights, cfg.basis) / seconds / 1e9, torch.get_num_threads())
-cfg.write(snakemake.output.config, model=model)
+cfg.write(snakemake.output.config, model=model,
+          provenance=provenance(model, device=device, dtype=str(dtype).removeprefix("torch.")))

@@ -1,10 +1,11 @@
+from _common import setup_logging
+
 from anneuron.curves import summarize
 from anneuron.io import write_parquet
+from anneuron.provenance import provenance
 from anneuron.resolve import resolve
 from anneuron.stage_config import CurvesConfig
 from anneuron.watch import read_watched
-
-from _common import setup_logging
 
 setup_logging(snakemake)
 p = snakemake.params
@@ -15,4 +16,4 @@ curves, predictions = summarize(list(snakemake.input.tokens), watched, cfg.bin_w
                                 readout=cfg.readout, binning=cfg.binning)
 write_parquet(snakemake.output.curves, curves)
 write_parquet(snakemake.output.predictions, predictions)
-cfg.write(snakemake.output.config, model=p.model)
+cfg.write(snakemake.output.config, model=p.model, provenance=provenance(p.model))

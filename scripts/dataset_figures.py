@@ -1,8 +1,8 @@
+from _common import setup_logging
+
 import polars as pl
 
 from anneuron.plots.dataset import dataset_figures
-
-from _common import setup_logging
 
 setup_logging(snakemake)
 p = snakemake.params

@@ -1,10 +1,10 @@
 import json
 from pathlib import Path
 
+from _common import setup_logging
+
 from anneuron.io import save_figure
 from anneuron.plots.training import loss_curve
-
-from _common import setup_logging
 
 setup_logging(snakemake)
 record = json.loads((Path(snakemake.input.model) / "training.json").read_text())

@@ -1,7 +1,7 @@
+from _common import setup_logging
+
 from anneuron.emergent import build_emergent_model
 from anneuron.training import TrainConfig
-
-from _common import setup_logging
 
 setup_logging(snakemake)
 p = snakemake.params

@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from anneuron.plots.experiments import experiment_figures
-
 from _common import setup_logging
+
+from anneuron.plots.experiments import experiment_figures
 
 setup_logging(snakemake)
 experiment_figures(Path(snakemake.input.summary).parent, snakemake.output[0], snakemake.wildcards.exp)

@@ -1,11 +1,11 @@
 import json
 from pathlib import Path
 
+from _common import setup_logging
+
 from anneuron.io import write_parquet
 from anneuron.plots.experiments import summary_figures
 from anneuron.standouts import overview_table, stable_experiments, write_summary
-
-from _common import setup_logging
 
 setup_logging(snakemake)
 exps = snakemake.params.experiments

@@ -1,8 +1,8 @@
+from _common import setup_logging
+
 from anneuron.io import write_parquet
 from anneuron.max_examples import build_max_examples
 from anneuron.resolve import resolve
-
-from _common import setup_logging
 
 setup_logging(snakemake)
 p = snakemake.params

@@ -1,10 +1,10 @@
+from _common import setup_logging
+
 import pyarrow.parquet as pq
 
 from anneuron.io import write_parquet
 from anneuron.neuron_classes import with_classes
 from anneuron.stage_config import ClassesConfig
-
-from _common import setup_logging
 
 setup_logging(snakemake)
 cfg = ClassesConfig.from_dict(snakemake.params.cfg)

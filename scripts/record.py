@@ -1,16 +1,19 @@
+from _common import gpu_requested, setup_logging
+
 import torch
 
 from anneuron.engines import load_engine
+from anneuron.models import resolve_device
+from anneuron.provenance import provenance, require_gpu
 from anneuron.record import record_shard
 from anneuron.stage_config import RecordConfig
 from anneuron.watch import read_watched
-
-from _common import setup_logging
 
 setup_logging(snakemake)
 p = snakemake.params
 cfg = RecordConfig.from_dict(p.cfg)
 torch.set_num_threads(snakemake.threads)
+require_gpu(cfg.device, gpu_requested(snakemake))
 watched = read_watched(snakemake.input.watched)
 engine = load_engine(p.model, device=cfg.device, dtype=cfg.dtype, engine=cfg.engine)
 record_shard(
@@ -24,4 +27,5 @@ record_shard(
     pred_post=cfg.pred_post,
     pred_topk=cfg.pred_topk,
 )
-cfg.write(snakemake.output.config, model=p.model)
+cfg.write(snakemake.output.config, model=p.model,
+          provenance=provenance(p.model, p.dataset, device=resolve_device(cfg.device), dtype=cfg.dtype))

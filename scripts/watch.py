@@ -1,10 +1,11 @@
+from _common import setup_logging
+
 from anneuron.io import write_parquet
+from anneuron.provenance import provenance
 from anneuron.resolve import resolve
 from anneuron.stage_config import WatchConfig
 from anneuron.standouts import stable_experiments, standout_entries
 from anneuron.watch import resolve_tokens, watch_list, watched_table
-
-from _common import setup_logging
 
 setup_logging(snakemake)
 p, inp = snakemake.params, snakemake.input
@@ -17,4 +18,4 @@ watched = watch_list(inp.pairs, [tuple(e) for e in cfg.neurons], cfg.top_pairs, 
                      standouts=standout_entries(files, answers), n_standouts=cfg.standouts)
 watched = resolve_tokens(watched, inp.stats, tokenizer)
 write_parquet(snakemake.output.table, watched_table(watched))
-cfg.write(snakemake.output.config, model=p.model, experiments=p.experiments)
+cfg.write(snakemake.output.config, model=p.model, experiments=p.experiments, provenance=provenance(p.model))

@@ -1,3 +1,5 @@
+from _common import setup_logging
+
 import pyarrow.parquet as pq
 import torch
 
@@ -6,8 +8,6 @@ from anneuron.io import atomic_dir
 from anneuron.models import load_model
 from anneuron.plots.weights import draw_weights_figures
 from anneuron.tokenizer import single_token
-
-from _common import setup_logging
 
 setup_logging(snakemake)
 p = snakemake.params

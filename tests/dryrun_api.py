@@ -3,7 +3,8 @@ which jobs would run, per scenario. Used by tests/test_workflow.py in a subproce
 directory and installs log handlers, which a pytest process should not inherit).
 
     python tests/dryrun_api.py WORKDIR SPEC.json   ->   prints one JSON object on its last line
-    python tests/dryrun_api.py --outputs WORKDIR CONFIGFILE...   ->   {rule: [declared output patterns]}
+    python tests/dryrun_api.py --outputs WORKDIR CONFIGFILE...   ->   {"rules": {rule: [declared output patterns]},
+                                                                      "torch_imported": whether parsing imported torch}
 
 SPEC: {"scenario name": {"configfiles": [...], "forceall": false, "replace_workflow_config": false}, ...}, paths
 relative to WORKDIR.
@@ -37,7 +38,8 @@ def scheduled(workdir: Path, configfiles: list[str], forceall: bool = False,
         dag_api.execute_workflow(executor="dryrun", updated_files=updated)
         updated_set = set(map(str, updated))
         # The API lists outputs only; the DAG's jobs name their rules (an internal attribute, pinned Snakemake).
-        jobs = [dict(rule=j.rule.name, inputs=sorted(str(f) for f in j.input), outputs=sorted(str(f) for f in j.output))
+        jobs = [dict(rule=j.rule.name, inputs=sorted(str(f) for f in j.input), outputs=sorted(str(f) for f in j.output),
+                     local=j.rule.name in wf._workflow._localrules, gpu=int(j.resources.get("gpu", 0) or 0))
                 for j in wf._workflow.dag.jobs if j.rule.name != "all" and updated_set & set(map(str, j.output))]
     return sorted(jobs, key=lambda j: (j["rule"], j["outputs"]))
 
@@ -56,7 +58,8 @@ def declared_outputs(workdir: Path, configfiles: list[str]) -> dict[str, list[st
 
 def main(argv: list[str]) -> int:
     if argv[0] == "--outputs":  # python tests/dryrun_api.py --outputs WORKDIR CONFIGFILE...
-        print(json.dumps(declared_outputs(Path(argv[1]).resolve(), argv[2:])))
+        outputs = declared_outputs(Path(argv[1]).resolve(), argv[2:])
+        print(json.dumps({"rules": outputs, "torch_imported": "torch" in sys.modules}))
         return 0
     workdir, spec = Path(argv[0]).resolve(), json.loads(Path(argv[1]).read_text())
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -80,3 +80,17 @@ def test_errors_are_one_line_naming_the_key(demo, edit, message):
     with pytest.raises(ConfigError) as e:
         check(cfg, SCHEMA, produced_models, DATA_FILES)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_experiments_defaults_false_drops_the_unchanged_defaults(demo):
+    defaults = yaml.safe_load((REPO / "config.yaml").read_text())["experiments"]
+    cfg = check(dict(demo, experiments_defaults=False), SCHEMA, produced_models, DATA_FILES, defaults)
+    assert set(cfg["experiments"]) == {"an_picked", "though_even", "though_as", "off_turned", "slash_km"}
+    paper = merged("workflow/configs/paper.yaml")
+    paper["experiments_defaults"] = False
+    paper["experiments"]["my_pair"] = dict(clean="John is tall. Mary is", corrupted="John is short. Mary is",
+                                           answer=" short", wrong=" tall")
+    kept = check(paper, SCHEMA, produced_models, DATA_FILES, defaults)["experiments"]
+    # paper.yaml changed all four defaults (their patched layers): they stay, with the study's own
+    assert set(kept) == {"an_a", "tall_short", "big_small", "huge_tiny", "my_pair"}
+    assert set(check(demo, SCHEMA, produced_models, DATA_FILES, defaults)["experiments"]) >= set(defaults)

@@ -23,7 +23,7 @@ def _normalise(pattern: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def declared(tmp_path_factory) -> dict[str, set[str]]:
+def parsed(tmp_path_factory) -> dict:
     """Rule -> declared outputs, parsed with save_matrix on (so the optional matrix output is declared too)."""
     extra = tmp_path_factory.mktemp("cfg") / "matrix.yaml"
     extra.write_text("congruence: {save_matrix: true}\n")
@@ -31,7 +31,18 @@ def declared(tmp_path_factory) -> dict[str, set[str]]:
                         str(extra)], cwd=REPO, capture_output=True, text=True, timeout=300,
                        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr[-3000:]
-    return {rule: {_normalise(o) for o in outs} for rule, outs in json.loads(r.stdout.splitlines()[-1]).items()}
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def declared(parsed) -> dict[str, set[str]]:
+    return {rule: {_normalise(o) for o in outs} for rule, outs in parsed["rules"].items()}
+
+
+def test_parsing_the_workflow_imports_no_torch(parsed):
+    """Every job parses the Snakefile: it must stay cheap and never touch the network (models are resolved by
+    anneuron.resolve, torch-free)."""
+    assert parsed["torch_imported"] is False
 
 
 def test_every_declared_output_is_a_contract_path(declared):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from configs import experiment_config
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -14,8 +16,6 @@ from anneuron import experiments as E
 from anneuron.contracts import experiment_files, parse_neuron
 from anneuron.prompts import make_pair
 from anneuron.standouts import stable_experiments, write_summary
-
-from configs import experiment_config
 
 
 @pytest.fixture(scope="module")

@@ -64,9 +64,15 @@ def test_missing_folder_and_offline_hub_are_one_line(monkeypatch):
 
 
 def test_device_and_dtype():
+    """float32 unless asked, on every device; no `auto` (it meant bf16 on CUDA)."""
     assert M.resolve_device("cpu") == "cpu"
-    assert M.resolve_dtype("auto", "cpu") == torch.float32
-    assert M.resolve_dtype("auto", "cuda") == torch.bfloat16
+    assert M.resolve_dtype() == torch.float32
+    assert [M.resolve_dtype(d) for d in ("float32", "bfloat16", "float16")] == [torch.float32, torch.bfloat16,
+                                                                                 torch.float16]
+    assert M.resolve_dtype(torch.bfloat16) == torch.bfloat16
+    for bad in ("auto", "fp32", torch.float64):
+        with pytest.raises(ValueError, match=repr(bad) if isinstance(bad, str) else "float64"):
+            M.resolve_dtype(bad)
     if not torch.cuda.is_available():
         assert M.resolve_device("auto") == "cpu"
         with pytest.raises(M.ModelError, match="cuda"):

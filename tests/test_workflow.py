@@ -109,9 +109,9 @@ def write_yaml(path: Path, obj: dict) -> str:
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory) -> Path:
     """The demo model and a second small random GPT-2 run together to completion (few documents)."""
-    from conftest import build_random_gpt2
-
     from configs import write_complete_config
+
+    from conftest import build_random_gpt2
 
     work = copy_repo(tmp_path_factory.mktemp("workflow") / "repo")
     build_random_gpt2(work / "extra" / "tiny-random", n_ctx=128, seed=7)
@@ -258,3 +258,31 @@ def test_report_shows_every_figure_with_its_caption(run_dir):
     assert not missing, missing
     captions = sorted((REPO / "workflow/report").rglob("*.rst"))
     assert any(c.name == "workflow.rst" for c in captions)
+
+
+def test_real_study_job_shape_on_a_gpu_cluster(tmp_path):
+    """GPT-2 Large + pile-10k with `gpus: 4`: tiny rules are local, GPU jobs are exactly the GPU work (one record job
+    per GPU, the experiments, congruence, the example pass), nothing else asks for a GPU; with device: cpu nothing
+    does. The README's job counts come from here."""
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text("gpus: 4\n")
+    cpu = tmp_path / "cpu.yaml"
+    cpu.write_text("device: cpu\n")
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"gpu": {"configfiles": ["config.yaml", str(cfg)]},
+                                "cpu": {"configfiles": ["config.yaml", str(cpu)]}}))
+    r = subprocess.run([sys.executable, "tests/dryrun_api.py", str(REPO), str(spec)], cwd=REPO, env=ENV,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = json.loads(r.stdout.splitlines()[-1])
+    jobs = runs["gpu"]
+    local = sorted(j["rule"] for j in jobs if j["local"])
+    cluster = [j for j in jobs if not j["local"]]
+    gpu = sorted(j["rule"] for j in cluster if j["gpu"])
+    assert set(local) == {"fetch_model", "fetch_dataset", "pairs", "neuron_classes", "watch", "dataset_figures",
+                          "experiment_figures", "experiments_summary", "paper_check"}
+    assert gpu == ["congruence", "example_activations"] + ["experiment"] * 4 + ["record"] * 4
+    assert sorted(j["rule"] for j in cluster if not j["gpu"]) == ["curves", "max_examples", "pages", "tokenize",
+                                                                  "weights_figures"]
+    print(f"gpus: 4 -> {len(jobs)} jobs: {len(local)} local, {len(cluster)} SLURM jobs, {len(gpu)} with a GPU")
+    assert not [j for j in runs["cpu"] if j["gpu"]]

@@ -3,14 +3,30 @@
 from pathlib import Path
 
 from anneuron import contracts as K
+from anneuron import fetch as F
 from anneuron import stage_config as S
 
 # Stage files register the final outputs of one model here; `all` requests them for every model.
 TARGETS = []
 
-DATASET = config["dataset"]
-DATASET_ID = C.dataset_id(DATASET)
-N_SHARDS = config["data"]["shards"]
+# With `fetch: true` (the default) a hub model or dataset is downloaded once by a local rule (fetch.smk) into a
+# folder under resources/hub/, and every other job is only ever given that folder: compute nodes need no network.
+if config["fetch"]:
+    SPECS = {mid: s if s.local else s.fetched_into(F.model_folder(mid)) for mid, s in SPECS.items()}
+DATASET_ID = C.dataset_id(config["dataset"])
+HUB_DATASET = config["fetch"] and not C.is_local_dataset(config["dataset"])
+DATASET = F.dataset_folder(DATASET_ID) if HUB_DATASET else config["dataset"]
+# `data.shards: auto` = one record shard (one GPU job) per GPU the study says it has (`gpus`)
+N_SHARDS = config["gpus"] if config["data"]["shards"] == "auto" else config["data"]["shards"]
+# GPU rules ask the scheduler for a GPU only when their device can be one (`device: auto` or `cuda`)
+GPU = int(config["device"] != "cpu")
+
+
+def scaled(base):
+    """A resource (MB, minutes) that grows with each attempt: a retry after an out-of-memory or timeout gets more."""
+    return lambda wc, attempt: base * attempt
+
+
 TOKENIZERS = C.by_tokenizer(SPECS)
 
 

@@ -29,6 +29,7 @@ rule watch:
         "logs/watch/{model}/{dataset}.log",
     benchmark:
         "benchmarks/watch/{model}/{dataset}.tsv"
+    localrule: True  # tiny: on the submit host, not a cluster job
     threads: 1
     resources:
         mem_mb=2000,
@@ -52,16 +53,18 @@ rule record:
         dataset=DATASET_RE,
     params:
         model=lambda wc: model_name(wc.model),
+        dataset=DATASET,
         cfg=S.RecordConfig.of(config).to_dict(),
     log:
         "logs/record/{model}/{dataset}/shard-{i}.log",
     benchmark:
         "benchmarks/record/{model}/{dataset}/shard-{i}.tsv"
+    retries: 1  # preemption, out of memory (each attempt gets more memory and time); deterministic errors fail once
     threads: 2
     resources:
-        gpu=1,
-        mem_mb=16000,
-        runtime=240,
+        gpu=GPU,
+        mem_mb=scaled(16000),
+        runtime=scaled(60 if GPU else 240),
     conda:
         "../../envs/gpu.yaml"
     script:
@@ -153,6 +156,7 @@ rule dataset_figures:
         "logs/dataset_figures/{model}/{dataset}.log",
     benchmark:
         "benchmarks/dataset_figures/{model}/{dataset}.tsv"
+    localrule: True  # tiny: on the submit host, not a cluster job
     threads: 1
     resources:
         mem_mb=2000,

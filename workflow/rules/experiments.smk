@@ -23,11 +23,12 @@ rule experiment:
         "logs/experiment/{model}/{exp}.log",
     benchmark:
         "benchmarks/experiment/{model}/{exp}.tsv"
+    retries: 1
     threads: 1  # GPU-bound on a GPU; on a CPU its many small matrix products run no faster on more threads
     resources:
-        gpu=1,
-        mem_mb=16000,
-        runtime=60,
+        gpu=GPU,
+        mem_mb=scaled(16000),
+        runtime=scaled(30),
     conda:
         "../../envs/gpu.yaml"
     script:
@@ -53,6 +54,7 @@ rule experiment_figures:
         "logs/experiment_figures/{model}/{exp}.log",
     benchmark:
         "benchmarks/experiment_figures/{model}/{exp}.tsv"
+    localrule: True  # tiny: on the submit host, not a cluster job
     threads: 1
     resources:
         mem_mb=2000,
@@ -84,6 +86,7 @@ rule experiments_summary:
         "logs/experiments_summary/{model}.log",
     benchmark:
         "benchmarks/experiments_summary/{model}.tsv"
+    localrule: True  # tiny: on the submit host, not a cluster job
     threads: 1
     resources:
         mem_mb=4000,

@@ -25,6 +25,7 @@ rule paper_check:
         "logs/paper_check/{model}.log",
     benchmark:
         "benchmarks/paper_check/{model}.tsv"
+    localrule: True  # tiny: on the submit host, not a cluster job
     threads: 1
     resources:
         mem_mb=2000,
@@ -36,3 +37,39 @@ rule paper_check:
 
 
 TARGETS.append(lambda mid: [K.path(k, model=mid) for k in ("paper_check", "paper_check_html")])
+
+
+rule manifest:
+    input:
+        lambda wc: [
+            K.path("weights_config", model=wc.model),
+            K.path("watch_config", model=wc.model, dataset=DATASET_ID),
+            K.path("curves_config", model=wc.model, dataset=DATASET_ID),
+        ]
+        + expand(K.PATHS["record_config"], model=wc.model, dataset=DATASET_ID, i=range(N_SHARDS))
+        + [K.path("exp_config", model=wc.model, exp=e) for e in config["experiments"]],
+    output:
+        json=K.PATHS["manifest"],
+        html=report(
+            K.PATHS["manifest_html"],
+            caption="../report/manifest.rst",
+            category="5. provenance",
+            subcategory="{model}",
+            labels={"model": "{model}", "table": "manifest"},
+        ),
+    log:
+        "logs/manifest/{model}.log",
+    benchmark:
+        "benchmarks/manifest/{model}.tsv"
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../../scripts/manifest.py"
+
+
+TARGETS.append(lambda mid: [K.path(k, model=mid) for k in ("manifest", "manifest_html")])

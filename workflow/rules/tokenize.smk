@@ -24,7 +24,7 @@ rule tokenize:
     conda:
         "../../envs/cpu.yaml"
     script:
-        "../../scripts/tokenize.py"
+        "../../scripts/tokenize_dataset.py"
 
 
 TARGETS.append(

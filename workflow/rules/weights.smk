@@ -3,12 +3,8 @@
 # classes.* reruns only the classes and figures); `weights_figures` draws every figure of the stage into one folder
 # (its neuron figures depend on the pairs found, so the folder is the output).
 from anneuron.config import watch_entries
-from anneuron.resolve import nvidia_driver_loaded
 
 CONGRUENCE = config["congruence"]
-# gpu=1 only when the configured device is CUDA where the workflow is planned (auto: when an NVIDIA driver is loaded;
-# torch is not imported while the workflow parses)
-CONGRUENCE_GPU = int(config["device"] == "cuda" or (config["device"] == "auto" and nvidia_driver_loaded()))
 TOP_PAIR_FIGURES = 5  # the best pairs whose neuron gets a "vs all tokens" figure
 TOP_PAIRS_SHOWN = 20  # pairs on the top_pairs figure
 
@@ -29,11 +25,12 @@ rule congruence:
         "logs/congruence/{model}.log",
     benchmark:
         "benchmarks/congruence/{model}.tsv"
+    retries: 1
     threads: 8
     resources:
-        gpu=CONGRUENCE_GPU,
-        mem_mb=16000,
-        runtime=120,
+        gpu=GPU,
+        mem_mb=scaled(16000),
+        runtime=scaled(30 if GPU else 120),
     conda:
         "../../envs/gpu.yaml"
     script:
@@ -50,6 +47,7 @@ rule pairs:
         "logs/pairs/{model}.log",
     benchmark:
         "benchmarks/pairs/{model}.tsv"
+    localrule: True  # tiny: on the submit host, not a cluster job
     threads: 1
     resources:
         mem_mb=4000,
@@ -71,6 +69,7 @@ rule neuron_classes:
         "logs/neuron_classes/{model}.log",
     benchmark:
         "benchmarks/neuron_classes/{model}.tsv"
+    localrule: True  # tiny: on the submit host, not a cluster job
     threads: 1
     resources:
         mem_mb=4000,

@@ -1,9 +1,9 @@
+from _common import setup_logging
+
 from anneuron.data import tokenize_dataset
 from anneuron.resolve import resolve
 from anneuron.stage_config import DataConfig
 from anneuron.tokenizer import gpt2_tokenizer
-
-from _common import setup_logging
 
 setup_logging(snakemake)
 cfg = DataConfig.from_dict(snakemake.params.data)

@@ -1,0 +1,10 @@
+from _common import setup_logging
+
+from anneuron.io import atomic_path, write_json
+from anneuron.provenance import manifest, manifest_html
+
+setup_logging(snakemake)
+man = manifest(list(snakemake.input))
+write_json(snakemake.output.json, man)
+with atomic_path(snakemake.output.html) as tmp:
+    tmp.write_text(manifest_html(man, snakemake.wildcards.model))

@@ -1,0 +1,99 @@
+"""Fetch once, offline after (anneuron/fetch.py), with local stand-ins for the hub: what lands in resources/hub/
+is a folder the pipeline already reads (a model folder, a dataset folder), recorded at the commit it resolved to."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from anneuron import fetch as F
+from anneuron.data import iter_documents
+from anneuron.resolve import resolve
+
+
+def _standin(source):
+    """snapshot_download / repo_info stand-ins serving a local folder as the hub repository."""
+    calls = []
+
+    def download(repo_id, repo_type, revision, local_dir, allow_patterns):
+        calls.append(dict(repo_id=repo_id, revision=revision, patterns=allow_patterns))
+        for p in source.rglob("*"):
+            rel = p.relative_to(source)
+            if p.is_file() and (allow_patterns is None or any(fnmatch(str(rel), g) for g in allow_patterns)):
+                (Path(local_dir) / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(p, Path(local_dir) / rel)
+
+    def resolve_commit(repo_id, repo_type, revision):
+        return "c0ffee" if revision in (None, "main") else revision
+
+    return download, resolve_commit, calls
+
+
+def test_a_fetched_model_is_a_model_folder(tiny_dir, tmp_path):
+    download, commit, calls = _standin(tiny_dir)
+    out = tmp_path / "resources/hub/models/tiny"
+    rec = F.fetch("someone/tiny", "model", out, patterns=F.MODEL_PATTERNS, download=download, resolve_commit=commit)
+    assert calls == [dict(repo_id="someone/tiny", revision="c0ffee", patterns=F.MODEL_PATTERNS)]
+    assert rec["commit"] == "c0ffee" and "config.json" in rec["files"]
+    assert F.fetched(out)["repo_id"] == "someone/tiny"
+    spec = resolve(str(out))  # the pipeline reads it as any folder: shapes, tokenizer, no network
+    assert spec.local and spec.n_layers == 3 and spec.tokenizer_id == "gpt2"
+
+
+def test_a_fetched_dataset_is_read_file_by_file(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    for i in range(2):
+        pq.write_table(pa.table({"text": [f"doc {i}-{j}" for j in range(3)]}), repo / f"data/train-0000{i}.parquet")
+    (repo / "README.md").write_text("card")
+    download, commit, _ = _standin(repo)
+    out = tmp_path / "resources/hub/datasets/corpus"
+    F.fetch("someone/corpus", "dataset", out, revision="v1", patterns=F.dataset_patterns(None, ["data/train-*"]),
+            download=download, resolve_commit=commit)
+    assert F.fetched(out)["commit"] == "v1" and not (out / "README.md").exists()
+    assert list(iter_documents(str(out))) == [f"doc {i}-{j}" for i in range(2) for j in range(3)]
+
+
+def test_a_failed_fetch_is_one_line_and_leaves_nothing(tmp_path):
+    def broken(**_):
+        raise OSError("401 Client Error\nRepository Not Found for url: https://huggingface.co/...")
+
+    out = tmp_path / "resources/hub/models/nope"
+    with pytest.raises(F.FetchError) as e:
+        F.fetch("someone/nope", "model", out, download=broken, resolve_commit=lambda *a: "abc")
+    assert "\n" not in str(e.value) and "someone/nope" in str(e.value) and "401" in str(e.value)
+    assert not out.exists()
+
+
+def test_patterns():
+    assert F.dataset_patterns(None, None) is None
+    assert F.dataset_patterns("en", None) == ["en/*", "data/en/*"]
+    assert F.dataset_patterns("en", ["x/*.parquet"]) == ["x/*.parquet"]
+
+
+def test_the_workflow_fetches_hub_names_and_gives_jobs_only_folders(tmp_path):
+    """Dry run of the real study: the fetch rules are local and come first; every compute job's model and dataset
+    are folders under resources/hub/ (so no compute job can reach for the hub)."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"real": {"configfiles": ["config.yaml"]}}))
+    r = subprocess.run([sys.executable, "tests/dryrun_api.py", str(repo), str(spec)], cwd=repo, capture_output=True,
+                       text=True, timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    jobs = json.loads(r.stdout.splitlines()[-1])["real"]
+    fetches = {j["rule"]: j["outputs"] for j in jobs if j["rule"].startswith("fetch_")}
+    assert fetches == {"fetch_model": ["resources/hub/models/gpt2-large"],
+                       "fetch_dataset": ["resources/hub/datasets/pile-10k"]}
+    record = [j for j in jobs if j["rule"] == "record"]
+    assert record and all("resources/hub/models/gpt2-large" in j["inputs"] for j in record)
+    tokenize = next(j for j in jobs if j["rule"] == "tokenize")
+    assert "resources/hub/datasets/pile-10k" in tokenize["inputs"]
