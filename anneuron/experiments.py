@@ -31,6 +31,7 @@ from anneuron.contracts import EXPERIMENT_TABLES, flat_name
 from anneuron.contrast import contrast_scores, contrast_summary, contrast_table
 from anneuron.io import write_json, write_parquet
 from anneuron.logit_lens import logit_lens
+from anneuron.models import body_dtype
 from anneuron.prompts import make_pair, prediction_rows, prompt_check
 from anneuron.stage_config import ExperimentConfig, PatchingConfig
 from anneuron.standouts import robust_z, standout_mask, standout_rule
@@ -157,7 +158,7 @@ def run_experiment(bridge, exp: ExperimentConfig) -> ExperimentResult:
 
     best = torch.argsort(torch.nan_to_num(exact.flatten(), nan=-math.inf), descending=True)[:TOP_NEURONS]
     engine_error = P.check_engine(bridge, model, runs, int(best[0]) // d_mlp, int(best[0]) % d_mlp)
-    tolerance = 1e-4 if next(bridge.parameters()).dtype == torch.float32 else 5e-2
+    tolerance = P.ENGINE_TOLERANCE[body_dtype(bridge)]  # relative to the LD scale; why each: anneuron.patching
     if engine_error > tolerance:
         raise RuntimeError(f"fast patching disagrees with a full hooked forward by {engine_error:.3g} "
                            f"(relative LD; tolerance {tolerance}): refusing to write wrong scores")

@@ -5,6 +5,7 @@ a stage input that is truncated, corrupted or not the table it should be fails w
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -45,12 +46,28 @@ def reading(path: str | Path) -> Iterator[None]:
         yield
     except FileNotFoundError as e:
         raise UnreadableFileError(f"{path}: no such file") from e
-    except (pa.ArrowException, OSError, EOFError) as e:
+    except (pa.ArrowException, OSError, EOFError, UnicodeDecodeError) as e:  # the last: a flipped byte in a name
         raise UnreadableFileError(f"{path}: not a readable Parquet file (truncated or corrupted): {_reason(e)}") from e
 
 
+def _same_kind(got, want) -> bool:
+    """Types that hold the same kind of values (a wider or narrower integer or float, a large string or list)."""
+    import pyarrow.types as t
+
+    if got == want:
+        return True
+    for kind in (t.is_integer, t.is_floating, lambda x: t.is_string(x) or t.is_large_string(x), t.is_boolean):
+        if kind(got) and kind(want):
+            return True
+    lists = (t.is_list, t.is_large_list)
+    if any(f(got) for f in lists) and any(f(want) for f in lists):
+        return _same_kind(got.value_type, want.value_type)
+    return False
+
+
 def _check_schema(path: str | Path, got, schema, columns: list[str] | None = None) -> None:
-    """`got` (the file's Arrow schema) has every field of `schema` (or those among `columns`) with its type."""
+    """`got` (the file's Arrow schema) has every field of `schema` (or those among `columns`), each holding the same
+    kind of values (`_same_kind`: tables written with a wider integer type still read)."""
     if schema is None:
         return
     for f in schema:
@@ -59,7 +76,7 @@ def _check_schema(path: str | Path, got, schema, columns: list[str] | None = Non
         if f.name not in got.names:
             raise UnreadableFileError(f"{path}: not the expected table: no column {f.name!r} (has "
                                       f"{', '.join(got.names) or 'none'})")
-        if got.field(f.name).type != f.type:
+        if not _same_kind(got.field(f.name).type, f.type):
             raise UnreadableFileError(f"{path}: not the expected table: column {f.name!r} is "
                                       f"{got.field(f.name).type}, expected {f.type}")
 
@@ -105,11 +122,33 @@ def iter_parquet(path: str | Path, columns: list[str] | None = None, schema=None
         yield from pf.iter_batches(batch_size=batch_size, columns=columns)
 
 
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the temporaries a killed writer of `path` left beside it (`atomic_path`: the file
+    `.NAME.XXXXXXXX.tmpSUFFIX`; `atomic_dir`: the folder `.NAME.XXXXXXXX.tmp`); returns what was removed. A stage's
+    outputs have one writer at a time (its job), so this never touches a live write."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    stem = f".{glob.escape(path.name)}.*"
+    removed = []
+    for p in sorted(path.parent.glob(f"{stem}.tmp{glob.escape(path.suffix)}")):
+        if p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    for p in sorted(path.parent.glob(f"{stem}.tmp")):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds. Temporaries an earlier,
+    killed write of `path` left behind are removed first (a SIGKILL runs no cleanup)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
     os.close(fd)
     try:
@@ -123,9 +162,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Build a folder under a temporary name, then swap it in."""
+    """Build a folder under a temporary name, then swap it in (stale temporaries removed first, as `atomic_path`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp

@@ -18,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from anneuron.contracts import MAX_EXAMPLES, TOPK
+from anneuron.contracts import MAX_EXAMPLES, SHARD, TOPK
+from anneuron.io import open_parquet, read_parquet, reading
 
 POS_BITS = 20  # gkey = chunk << POS_BITS | pos: one int64 that orders positions by (chunk, pos)
 EMPTY_GKEY = (1 << 62)
@@ -256,14 +257,13 @@ def merge_tables(tables: list, k: int):
 
 
 class RowTokens:
-    """The token ids of every row of a corpus, by chunk id, from its token shards (flat int32 + offsets)."""
+    """The token ids of every row of a corpus, by chunk id, from its token shards (flat int32 + offsets). A shard
+    that is truncated, corrupted or not a token shard is one `anneuron.io.UnreadableFileError` naming it."""
 
     def __init__(self, token_paths: list[str | Path]):
-        import pyarrow.parquet as pq
-
         chunks, offsets, lengths, flats, base = [], [], [], [], 0
         for p in token_paths:
-            t = pq.read_table(p, columns=["chunk", "tokens"])
+            t = read_parquet(p, columns=["chunk", "tokens"], schema=SHARD)
             col = t.column("tokens").combine_chunks()
             off = col.offsets.to_numpy()
             chunks.append(t.column("chunk").to_numpy())
@@ -309,21 +309,51 @@ def render_windows(df, rows: RowTokens, tokenizer, window: int) -> list[str]:
     return [f"{x}«{y}»{z}" for x, y, z in zip(b, m, a)]
 
 
+def _layer_groups(topk_paths: list[str | Path]) -> dict[int, list[tuple[int, int]]]:
+    """layer -> the (shard, row group) pairs holding its rows, from each row group's own `layer` column (the footer's
+    statistics are not trusted for this: a wrong one would silently drop rows)."""
+    import pyarrow.compute as pc
+
+    groups: dict[int, list[tuple[int, int]]] = {}
+    for s, p in enumerate(topk_paths):
+        pf = open_parquet(p, TOPK_SCHEMA)
+        with reading(p):
+            for g in range(pf.num_row_groups):
+                for layer in pc.unique(pf.read_row_group(g, columns=["layer"]).column(0)).to_pylist():
+                    groups.setdefault(layer, []).append((s, g))
+    return groups
+
+
+def _read_layer(topk_paths: list[str | Path], groups: list[tuple[int, int]], layer: int) -> list[pa.Table]:
+    """The rows of `layer` in the given (shard, row group) pairs, with the TOPK_SCHEMA columns."""
+    import pyarrow.compute as pc
+
+    out = []
+    for s, g in groups:
+        p = topk_paths[s]
+        pf = open_parquet(p, TOPK_SCHEMA)  # reopened per layer: no file stays open across the merge
+        with reading(p):
+            t = pf.read_row_group(g, columns=TOPK_SCHEMA.names).cast(TOPK_SCHEMA)
+        out.append(t.filter(pc.equal(t.column("layer"), layer)))
+    return out
+
+
 def build_max_examples(topk_paths: list[str | Path], token_paths: list[str | Path], tokenizer, k: int,
                        window: int) -> pa.Table:
     """The gather step: merge the shards' top-k tables layer by layer (memory ~ one layer) and add text windows.
 
-    Returns max_examples rows (EXAMPLES_SCHEMA) sorted by (layer, neuron, rank).
+    Returns max_examples rows (EXAMPLES_SCHEMA) sorted by (layer, neuron, rank). Every input is read through
+    anneuron.io (footer, schema and page checksums checked): a truncated or corrupted shard is one
+    `UnreadableFileError` naming it.
     """
     import polars as pl
     from tqdm.auto import tqdm
 
     rows = RowTokens(token_paths)
-    scan = pl.scan_parquet([str(p) for p in topk_paths])
-    layers = scan.select(pl.col("layer").unique().sort()).collect()["layer"].to_list()
+    groups = _layer_groups(topk_paths)
     parts = []
-    for layer in tqdm(layers, desc="max examples", unit="layer", mininterval=2):
-        df = merge_tables([scan.filter(pl.col("layer") == layer).collect()], k)
+    for layer in tqdm(sorted(groups), desc="max examples", unit="layer", mininterval=2):
+        df = merge_tables(_read_layer(topk_paths, groups[layer], layer), k)
         parts.append(df.with_columns(text=pl.Series(render_windows(df, rows, tokenizer, window), dtype=pl.String))
                      .to_arrow().cast(EXAMPLES_SCHEMA))
     return pa.concat_tables(parts) if parts else EXAMPLES_SCHEMA.empty_table()

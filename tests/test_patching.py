@@ -138,6 +138,19 @@ def test_attribution_equals_autograd_reference_and_first_order_change(tiny_bridg
     assert abs(float(ours[layer].sum()) - directional) < 1e-3 * max(1.0, abs(directional))
 
 
+def test_ld_is_read_through_the_float32_head(tiny_bridge, tiny_runs):
+    """Run.logits and LD come from the final residual through the float32 final norm and unembedding
+    (anneuron.models.Head): for a float32 bridge, its own logits up to float32 rounding, in both kinds of run."""
+    pair = tiny_runs.pair
+    with torch.no_grad():
+        own = tiny_bridge(pair.clean)[0, -1]
+    assert tiny_runs.clean.logits.dtype == tiny_runs.corrupted.logits.dtype == torch.float32
+    torch.testing.assert_close(tiny_runs.clean.logits, own, atol=1e-5, rtol=0)
+    no_grad = P.run_prompt(tiny_bridge, pair.corrupted, pair.answer, pair.wrong)  # tiny_runs.corrupted: grad=True
+    assert abs(no_grad.ld - tiny_runs.ld_corrupted) < 1e-6
+    torch.testing.assert_close(no_grad.logits, tiny_runs.corrupted.logits, atol=1e-6, rtol=0)
+
+
 def test_engine_check_is_tiny(tiny_bridge, tiny_runs, suffix):
     assert P.check_engine(tiny_bridge, suffix, tiny_runs, 2, 5) < 1e-5
 

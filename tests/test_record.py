@@ -188,18 +188,97 @@ def test_demo_max_examples_sit_on_triggers(demo_recorded, ground_truth, tmp_path
         assert all(any(f"«{t}»" in s for t in tn["triggers"]) for s in texts.to_list())
 
 
-def test_bfloat16_runs_and_agrees(tiny_dir, tiny_hf, corpus, tmp_path):
-    """The GPU dtype path (bf16 activations into the float32 top-k state and columns) on the CPU."""
+# --- low precision ---------------------------------------------------------------------------------------------
+# A GPT-2 with a real model's logit scale (anneuron.bench.common.random_gpt2): centred logits of std ~3.2 spanning
+# ~[-15, 17] over a Zipf-like unigram prior, raw logits near -74 (GPT-2's sit near -60..-130, where bf16 represents
+# only multiples of 0.25-0.5), and a few % of positions with a top-2 gap below 0.1 (PREMISE). 4 layers x 128.
+
+NEAR_TIE = 0.1  # logits: below this fp32 top-2 gap a position counts as a near tie
+
+
+@pytest.fixture(scope="module")
+def realistic(tmp_path_factory) -> dict:
+    """The model, one token shard (7,384 positions of demo text), its float32 record and each position's float32
+    top-2 gap."""
+    from anneuron.bench.common import random_gpt2
     from anneuron.engines import load_engine
 
-    shard = corpus["concat"][0]
-    (tmp_path / "bf16").mkdir()
-    (tmp_path / "fp32").mkdir()
-    tok16, topk16 = run(load_engine(str(tiny_dir), device="cpu", dtype="bfloat16"), shard, tmp_path / "bf16",
-                        batch_size=4, top_k=2)
-    tok32, topk32 = run(tiny_hf, shard, tmp_path / "fp32", batch_size=4, top_k=2)
-    assert tok16.schema == tok32.schema and len(topk16) == len(topk32)
+    base = tmp_path_factory.mktemp("realistic")
+    folder = random_gpt2(base / "model", n_layer=4, d_model=128, d_mlp=512, n_head=4, n_ctx=128, seed=2,
+                         ln_noise=0.2, bias_noise=0.05, tied=False, logit_std=3.0, logit_offset=-64.0,
+                         logit_prior=1.0)
+    shard = write_token_shards(demo_documents(130, seed=11, sentences=(3, 8)), base, 1, seq_len=64)[0]
+    engine = load_engine(str(folder), device="cpu", dtype="float32")
+    (base / "fp32").mkdir()
+    tok, _ = run(engine, shard, base / "fp32", batch_size=8, top_k=2, pred_post=True, pred_topk=2)
+    gaps, spread = [], []
+    with torch.no_grad():
+        for _, row in iter_shard(shard):
+            logits = engine.logits(torch.tensor([row.tokens]))[0]
+            top = logits.topk(2, -1).values
+            gaps.append(top[:, 0] - top[:, 1])
+            spread.append(logits - logits.mean(-1, keepdim=True))
+    spread = torch.cat(spread)
+    return dict(folder=folder, shard=shard, tok=tok, gap=torch.cat(gaps).numpy(),
+                span=(float(spread.min()), float(spread.max())), std=float(spread.std()))
+
+
+def test_realistic_model_has_a_real_logit_scale(realistic):  # PREMISE
+    """The premise of the precision tests below: logits as large as a real model's, and many near ties (3.2%)."""
+    lo, hi = realistic["span"]
+    print(f"logits: centred std {realistic['std']:.2f}, span [{lo:.1f}, {hi:.1f}], near ties "
+          f"{(realistic['gap'] < NEAR_TIE).mean():.2%} of {len(realistic['gap'])} positions")
+    assert 2.5 < realistic["std"] < 5 and lo < -10 and hi > 12
+    assert 0.02 < (realistic["gap"] < NEAR_TIE).mean() < 0.1
+    assert len(realistic["gap"]) > 5000
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision_record_agrees_with_float32(realistic, tmp_path, dtype):
+    """dtype: bfloat16 / float16 run the body in low precision and the final norm, unembedding, softmax, argmax,
+    top-k and pred_post in float32: top-1 agrees with float32 at >= 99.5% of the positions, and every disagreement
+    is a near tie (the body's own rounding, ~2^-8 of the logits in bf16, reorders only logits closer than that).
+    Measured here: bf16 99.72% (21 of 7,384 positions, fp32 gaps <= 0.024; pred_post 99.92%), fp16 99.95%. How
+    much less than 100% depends on how many positions are near ties (the PREMISE test); on random models of this
+    shape with 7-11% of them, bf16 agreed at 99.3-99.5%, with none, at 100%."""
+    from anneuron.engines import load_engine
+
+    ref = realistic["tok"]
+    tok, _ = run(load_engine(str(realistic["folder"]), device="cpu", dtype=dtype), realistic["shard"], tmp_path,
+                 batch_size=8, top_k=2, pred_post=True, pred_topk=2)
+    assert tok.schema == ref.schema and tok.select(["chunk", "pos"]).equals(ref.select(["chunk", "pos"]))
+    same = (tok["pred"] == ref["pred"]).to_numpy()
+    gap = realistic["gap"]
+    post = (tok["pred_post"] == ref["pred_post"]).mean()
+    print(f"{dtype}: top-1 agreement {same.mean():.4%} ({(~same).sum()} of {len(same)} positions; their fp32 gaps "
+          f"<= {gap[~same].max() if (~same).any() else 0:.3f}); pred_post {post:.4%}")
+    assert same.mean() >= 0.995
+    assert (gap[~same] < NEAR_TIE).all()
+    assert post >= 0.995
+    # the watched activations are the body's own (bf16: ~3 significant digits), stored as float32
     for layer, nn in WATCHED:
         col = f"L{layer}N{nn}"
-        np.testing.assert_allclose(tok16[col].to_numpy(), tok32[col].to_numpy(), atol=0.1, rtol=0.05)
-    assert (tok16["pred"] == tok32["pred"]).mean() > 0.8
+        got, want = tok[col].to_numpy(), ref[col].to_numpy()
+        assert np.abs(got - want).max() <= 2**-5 * np.abs(want).max(), col
+    # where the top-1 agrees, its probability is the float32 softmax of a slightly different body
+    np.testing.assert_allclose(tok["pred_prob"].to_numpy()[same], ref["pred_prob"].to_numpy()[same], rtol=0.05,
+                               atol=1e-3)
+
+
+def test_low_precision_logits_would_bias_the_argmax(realistic):
+    """The contrast, what the float32 head prevents: the same bf16 body with its own bf16 unembedding rounds the raw
+    logits (~-74) to multiples of 0.5, so near-tied tokens collapse and argmax takes the lower id (' a' = 257 over
+    ' an' = 281). Measured here: 98.65% agreement (100 of 7,384 positions, at fp32 gaps up to 0.20; all of them to
+    the lower id), against 99.72% with the float32 head."""
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(realistic["folder"], dtype=torch.bfloat16).eval()
+    with torch.no_grad():
+        pred = np.concatenate([hf(torch.tensor([row.tokens])).logits[0].argmax(-1).numpy()
+                               for _, row in iter_shard(realistic["shard"])])
+    ref, gap = realistic["tok"]["pred"].to_numpy(), realistic["gap"]
+    wrong = pred != ref
+    lower = (pred[wrong] < ref[wrong]).mean()
+    print(f"bf16 logits: top-1 agreement {1 - wrong.mean():.4%} ({wrong.sum()} positions, fp32 gaps up to "
+          f"{gap[wrong].max():.3f}, {lower:.0%} to the lower id)")
+    assert wrong.mean() > 0.01 and gap[wrong].max() > NEAR_TIE and lower > 0.9

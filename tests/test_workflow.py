@@ -193,10 +193,10 @@ def rules(jobs: list[dict], model: str | None = None) -> set[str]:
 
 @pytest.mark.slow
 def test_bin_width_reruns_only_curves_and_their_figures(plans):
-    """The curves rule also writes predictions.parquet (predicted vs occurred), which the paper check reads: it
-    reruns with them."""
+    """The curves rule also writes predictions.parquet (predicted vs occurred), which the paper check reads, and the
+    neuron pages show the curves; the manifest gathers the curves' config: they rerun with them."""
     jobs = plans["bin_width"]
-    assert rules(jobs) <= {"curves", "dataset_figures", "paper_check"}, rules(jobs)
+    assert rules(jobs) <= {"curves", "dataset_figures", "paper_check", "pages", "manifest"}, rules(jobs)
     for model in MODELS:
         assert {"curves", "dataset_figures"} <= rules(jobs, model), model
 
@@ -218,10 +218,12 @@ def test_standouts_make_the_dataset_pass_wait_for_the_experiments(plans):
     assert not rules(jobs) & {"congruence", "pairs", "neuron_classes", "tokenize", "experiment"}, rules(jobs)
     for model in MODELS:
         assert {"record", "curves", "dataset_figures"} <= rules(jobs, model), rules(jobs, model)
-        for j in jobs:
-            if j["rule"] in ("record", "curves") and of_model(j["outputs"], model):
+        for j in jobs:  # the watch rule reads them; record and curves read what it writes (watched.parquet)
+            if j["rule"] == "watch" and of_model(j["outputs"], model):
                 for table in ("neurons.parquet", "summary.json"):
                     assert {f"results/{model}/experiments/{e}/{table}" for e in EXPERIMENTS} <= set(j["inputs"])
+            if j["rule"] in ("record", "curves") and of_model(j["outputs"], model):
+                assert f"results/{model}/{DATASET}/watched.parquet" in j["inputs"]
 
 
 @pytest.mark.slow
@@ -229,7 +231,8 @@ def test_changing_a_prompt_reruns_only_that_experiment(plans):
     """though_even's own job and figures, and what gathers all experiments (the cross-experiment summary, which
     the paper check reads)."""
     jobs = plans["prompt"]
-    assert rules(jobs) <= {"experiment", "experiment_figures", "experiments_summary", "paper_check"}, rules(jobs)
+    assert rules(jobs) <= {"experiment", "experiment_figures", "experiments_summary", "paper_check", "pages",
+                           "manifest"}, rules(jobs)
     for j in jobs:
         if j["rule"] in ("experiment", "experiment_figures"):
             assert all("/though_even" in p for p in j["outputs"]), j

@@ -8,6 +8,8 @@ SDPA attention, GPT-2's gelu_new fused); --compare-bridge also times the Transfo
 The recording pass = forward with hooks on every layer's hook_post, the top-1 prediction and its probability,
 a default-sized watch set, the running top-k examples of all 36,864 neurons, and the Parquet write.
 Bare and recording runs are interleaved batch by batch on the same batches, so drift of a shared machine cancels.
+With `--dtype bfloat16` / `float16` the body runs in that precision and both passes read their logits through the
+float32 final norm and unembedding (anneuron.engines), as `record` does.
 
 The top-k update touches only neurons whose batch maximum reaches their k-th value, so its cost falls as the
 pass goes on. Each timed round measures, on the same batch and in rotating order, the bare forward, the recording
@@ -83,7 +85,8 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--top-k", type=int, default=20)
     ap.add_argument("--mean-doc", type=int, default=1000, help="mean document length in tokens (pile-10k: ~1000)")
     ap.add_argument("--run-tokens", type=int, default=10_000_000, help="tokens of the run projected (pile-10k)")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                    help="the body's precision (the head is float32 whatever it is)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: least disturbed on a shared CPU)")
     ap.add_argument("--arch", default="gpt2", choices=["gpt2", "llama"])
     ap.add_argument("--layers", type=int, default=None, help="default: 12 (gpt2), 30 (llama)")

@@ -1,4 +1,5 @@
 # The offline demo models and corpora (docs/demos.md): built here, no network needed.
+from anneuron.demo_specs import REHEARSAL, REHEARSAL_HEADS
 
 
 rule demo_model:
@@ -18,6 +19,26 @@ rule demo_model:
         "../../envs/cpu.yaml"
     script:
         "../../scripts/demo_model.py"
+
+
+rule rehearsal_model:
+    output:
+        directory(K.PATHS["rehearsal_model"]),
+    params:
+        shape=dict(n_layer=REHEARSAL.n_layers, d_model=REHEARSAL.d_model, d_mlp=REHEARSAL.d_mlp, n_ctx=REHEARSAL.n_ctx),
+        n_head=REHEARSAL_HEADS,
+    log:
+        "logs/rehearsal_model/rehearsal.log",
+    benchmark:
+        "benchmarks/rehearsal_model/rehearsal-gpt2-large.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../../scripts/rehearsal_model.py"
 
 
 rule demo_corpus:

@@ -1,0 +1,8 @@
+from pathlib import Path
+
+from _common import setup_logging
+
+from anneuron.bench.common import random_gpt2
+
+setup_logging(snakemake)
+random_gpt2(Path(snakemake.output[0]), n_head=snakemake.params.n_head, tied=True, **snakemake.params.shape)
