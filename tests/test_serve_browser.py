@@ -62,7 +62,8 @@ def test_typing_a_text_shades_picked_darkest(server, tmp_path):
               var toks = Array.from(row.querySelectorAll('.live-tok'));
               var best = null, alpha = function (t) {
                 var m = /rgba\\([^)]*,\\s*([0-9.]+)\\)/.exec(t.getAttribute('style') || ''); return m ? +m[1] : 0; };
-              toks.forEach(function (t) { if (!t.classList.contains('bos') && (best === null || alpha(t) > alpha(best))) best = t; });
+              toks.forEach(function (t) {
+                if (!t.classList.contains('bos') && (best === null || alpha(t) > alpha(best))) best = t; });
               return {darkest: best.textContent, tokens: toks.map(function (t) { return t.textContent; }),
                       preds: toks.map(function (t) { return t.dataset.pred; }), bos: toks[0].classList.contains('bos')};
             });""")
