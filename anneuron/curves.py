@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from anneuron.contracts import CURVES
+from anneuron.contracts import CURVES, RECORD_BASE
+from anneuron.io import iter_parquet, open_parquet
 from anneuron.watch import Watched
 
 CURVES_SCHEMA = CURVES
@@ -82,7 +82,7 @@ def summarize(token_paths: list[str | Path], watched: list[Watched], bin_width: 
     `readout` and `binning` choose the curves' variant (module docstring).
     """
     names = [w.name for w in watched]
-    schema = pq.ParquetFile(token_paths[0]).schema_arrow if token_paths else pa.schema([])
+    schema = open_parquet(token_paths[0], RECORD_BASE).schema_arrow if token_paths else pa.schema([])
     missing = [n for n in names if n not in schema.names]
     if missing:
         raise ValueError(f"token tables have no column for watched neuron(s) {', '.join(missing)}: "
@@ -98,10 +98,10 @@ def summarize(token_paths: list[str | Path], watched: list[Watched], bin_width: 
     predicted_post = np.zeros(V, np.int64)
     bins = {n: _Bins() for n in names}
     cols = ["pos", "pred", "next_token"] + (["pred_post"] if has_post else []) + names
-    total = sum(pq.ParquetFile(p).metadata.num_rows for p in token_paths)
+    total = sum(open_parquet(p, RECORD_BASE).metadata.num_rows for p in token_paths)
     bar = tqdm(total=total, desc="curves", unit="pos", unit_scale=True, mininterval=2, disable=not progress)
     for path in token_paths:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=65536, columns=cols):
+        for batch in iter_parquet(path, columns=cols, schema=RECORD_BASE, batch_size=65536):
             keep = batch.column("pos").to_numpy() >= 1
             curve_rows = np.ones_like(keep) if binning == "post" else keep  # the post kept BOS in its curves
             hit_pred = batch.column(hit_col).to_numpy()[curve_rows]

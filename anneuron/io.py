@@ -103,15 +103,22 @@ def open_parquet(path: str | Path, schema=None, columns: list[str] | None = None
 
 
 def read_parquet(path: str | Path, columns: list[str] | None = None, schema=None, filters=None):
-    """The whole table (or `columns`; `filters` as in `pyarrow.parquet.read_table`), checked as `open_parquet`
-    checks it and fully decoded with page checksums verified: a bad file is one `UnreadableFileError`."""
+    """The whole table (or `columns`; only the rows matching `filters`, as in `pyarrow.parquet.read_table`), checked
+    as `open_parquet` checks it and fully decoded with page checksums verified: a bad file is one
+    `UnreadableFileError`. Filters are applied after reading, not through the footer's statistics (a corrupted
+    statistic would silently drop rows)."""
     import pyarrow.parquet as pq
 
-    pf = open_parquet(path, schema, columns)
-    with reading(path):
-        if filters is None:
+    if filters is None:
+        pf = open_parquet(path, schema, columns)
+        with reading(path):
             return pf.read(columns=columns)
-        return pq.read_table(path, columns=columns, filters=filters, page_checksum_verification=True)
+    terms = [t for conj in filters for t in (conj if isinstance(conj, list) else [conj])]  # DNF, or one AND
+    needed = None if columns is None else list(dict.fromkeys([*columns, *(t[0] for t in terms)]))
+    pf = open_parquet(path, schema, needed)
+    with reading(path):
+        table = pf.read(columns=needed).filter(pq.filters_to_expression(filters))
+    return table if columns is None else table.select(columns)
 
 
 def iter_parquet(path: str | Path, columns: list[str] | None = None, schema=None,

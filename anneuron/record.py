@@ -30,9 +30,10 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
+from anneuron.contracts import SHARD
 from anneuron.data import Row
 from anneuron.engines import as_engine
-from anneuron.io import atomic_path
+from anneuron.io import PAGE_CHECKSUMS, atomic_path, iter_parquet, open_parquet, reading
 from anneuron.max_examples import BatchIndex, TopKTracker
 from anneuron.watch import neuron_name
 
@@ -59,13 +60,12 @@ def token_writer(path: str | Path, schema: pa.Schema) -> pq.ParquetWriter:
     """A writer of token tables without dictionary encoding: the activation and probability columns are
     continuous, so a dictionary never pays (writing 8 x 1,024 positions with 23 watched neurons: 22 ms with the
     default encoding, 4.5 ms without, and a smaller file)."""
-    return pq.ParquetWriter(path, schema, use_dictionary=False)
+    return pq.ParquetWriter(path, schema, use_dictionary=False, **PAGE_CHECKSUMS)
 
 
 def iter_shard(path: str | Path) -> Iterator[tuple[int, Row]]:
     """(chunk, row) of a token shard in file order (anneuron.data.read_shard_rows, with the chunk id)."""
-    pf = pq.ParquetFile(path)
-    for batch in pf.iter_batches(batch_size=256):
+    for batch in iter_parquet(path, schema=SHARD, batch_size=256):  # a truncated or corrupt shard: one line
         d = batch.to_pydict()
         for c, t, ds, x in zip(d["chunk"], d["tokens"], d["docs"], d["next_after"]):
             yield c, Row(t, ds, x)
@@ -73,11 +73,12 @@ def iter_shard(path: str | Path) -> Iterator[tuple[int, Row]]:
 
 def shard_size(path: str | Path) -> tuple[int, int]:
     """(rows, tokens) of a token shard, reading only the list offsets."""
-    pf = pq.ParquetFile(path)
+    pf = open_parquet(path, SHARD)
     tokens = 0
-    for batch in pf.iter_batches(batch_size=4096, columns=["tokens"]):
-        off = batch.column(0).offsets.to_numpy()
-        tokens += int(off[-1] - off[0])
+    with reading(path):
+        for batch in pf.iter_batches(batch_size=4096, columns=["tokens"]):
+            off = batch.column(0).offsets.to_numpy()
+            tokens += int(off[-1] - off[0])
     return pf.metadata.num_rows, tokens
 
 
@@ -247,7 +248,7 @@ def record_shard(model, shard_path: str | Path, tokens_out: str | Path, topk_out
             flush()
     bar.close()
     with atomic_path(topk_out) as tmp:
-        pq.write_table(rec.tracker.table(), tmp, row_group_size=rec.d_mlp * top_k)
+        pq.write_table(rec.tracker.table(), tmp, row_group_size=rec.d_mlp * top_k, **PAGE_CHECKSUMS)
     seconds = time.perf_counter() - t0
     stats = dict(rows=n_rows, tokens=n_tokens, seconds=round(seconds, 3),
                  tok_s=round(n_tokens / max(seconds, 1e-9), 1),

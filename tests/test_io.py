@@ -237,3 +237,14 @@ def test_a_killed_writes_temporaries_go_with_the_next_write(tmp_path):
     with atomic_path(tmp_path / "other.parquet") as t:
         t.write_bytes(b"x")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".other")]
+
+
+def test_filtered_reads_match_pyarrow(tmp_path):
+    """`filters` as pyarrow.parquet.read_table takes them, applied after a full, checked read."""
+    p = tmp_path / "neurons.parquet"
+    t = pa.table({"layer": [0, 0, 1, 1], "neuron": [3, 4, 5, 6], "standout": [True, False, True, True]})
+    write_parquet(p, t)
+    for columns, filters in [(["layer", "neuron"], [("standout", "=", True)]), (None, [("layer", "=", 1)]),
+                             (["neuron"], [[("layer", "=", 0)], [("neuron", ">", 5)]])]:
+        assert read_parquet(p, columns=columns, filters=filters).equals(
+            pq.read_table(p, columns=columns, filters=filters))
