@@ -166,9 +166,10 @@ def load_model(
     processed=True puts it in the post's coordinates (docs/science.md), per family (anneuron.architecture):
     LayerNorm models (GPT-2) get TransformerLens' fold_ln, center_writing_weights, center_unembed and
     fold_value_biases, done by hand in place (anneuron.architecture.fold_layer_norms: ~1x the model's memory where
-    TransformerLens' own pass peaks at 3.6x), and their logits must be unchanged up to a per-position constant; RMSNorm models (Llama) get every norm gain folded by hand
-    into the layers reading it (W_U = diag(g)·W_U, untied from W_E) and no centring (TransformerLens 4.3 would
-    centre W_U, which RMSNorm does not license), and their logits must be unchanged. processed=False keeps the raw
+    TransformerLens' own pass peaks at 3.6x), and their logits must be unchanged up to a per-position constant;
+    RMSNorm models (Llama) get every norm gain folded by hand into the layers reading it (W_U = diag(g)·W_U, untied
+    from W_E) and no centring (TransformerLens 4.3 would centre W_U, which RMSNorm does not license), and their
+    logits must be unchanged. processed=False keeps the raw
     weights (hooks and compatibility aliases still on), for any architecture the bridge boots.
 
     dtype: the model is always booted, processed and checked in float32 (the check is a float32 check whatever the
