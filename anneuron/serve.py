@@ -26,12 +26,13 @@ from pathlib import Path
 import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from anneuron.contracts import PATHS, parse_neuron
 
 MAX_CHARS = 4000  # default cap on a request's text (characters)
+LIVE_SCRIPT = '<script src="assets/live.js"></script>'  # anneuron/pages/static/live.js
 
 
 class ActivationModel:
@@ -123,6 +124,15 @@ def create_app(model: ActivationModel, pages_dir: str | Path | None = None, max_
         return {"ok": True, "n_layers": model.n_layers, "d_mlp": model.d_mlp, "max_chars": max_chars}
 
     if pages_dir is not None:
+        index = Path(pages_dir) / "index.html"
+
+        @app.get("/", response_class=HTMLResponse)
+        @app.get("/index.html", response_class=HTMLResponse)
+        def page() -> str:
+            """The pages' index with the live text box's script added (only this server has the API behind it: from
+            disk or a plain static server, the pages never load it)."""
+            return index.read_text(encoding="utf-8").replace("</body>", LIVE_SCRIPT + "\n</body>", 1)
+
         app.mount("/", StaticFiles(directory=str(pages_dir), html=True), name="pages")
     return app
 

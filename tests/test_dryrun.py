@@ -34,4 +34,5 @@ def test_bad_config_fails_with_one_line():
     assert r.returncode != 0
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("anneuron:")]
     assert lines == ["anneuron: config: unknown key bogus_key (known: classes, congruence, curves, data, dataset, "
-                     "demo, device, dtype, experiments, models, patching, record, seed, watch)"]
+                     "demo, device, dtype, experiments, experiments_defaults, fetch, gpus, models, patching, record, "
+                     "revisions, seed, watch)"]

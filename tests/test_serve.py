@@ -15,7 +15,7 @@ TEXT = "The walk ended. Then he picked an apple"
 @pytest.fixture(scope="module")
 def client(demo_bridge, tmp_path_factory):
     pages = tmp_path_factory.mktemp("pages")
-    (pages / "index.html").write_text("<!doctype html><title>pages</title>")
+    (pages / "index.html").write_text("<!doctype html><title>pages</title><body></body>")
     return TestClient(create_app(ActivationModel(demo_bridge), pages, max_chars=200))
 
 
@@ -64,5 +64,6 @@ def test_bad_bodies_are_4xx_with_one_line(client):
 
 
 def test_pages_are_served(client):
-    assert "pages" in client.get("/").text
+    page = client.get("/").text
+    assert "pages" in page and 'src="assets/live.js"' in page  # only this server adds the live box
     assert client.get("/api/health").json()["max_chars"] == 200

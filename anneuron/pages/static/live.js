@@ -2,7 +2,7 @@
 // server, a text box: the typed text goes through the model, every token is shaded by this neuron's activation
 // (the same rendering as the max-activating examples) and shows the model's top-1 next-token prediction on hover.
 // A second box compares two texts (the post's clean/corrupted habit). Opened from disk (file://) or from a plain
-// static server there is no /api, and this file does nothing.
+// static server the page does not load this file at all: anneuron.serve adds it to the index it serves.
 (function () {
   "use strict";
   var STATE = window.ANNEURON;
