@@ -14,7 +14,7 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 PY=$REPO/.venv/bin/python
-RUN_TIMEOUT=${ANNEURON_SLURM_TIMEOUT:-540}
+RUN_TIMEOUT=${ANNEURON_SLURM_TIMEOUT:-900}
 # Compute jobs run offline (a hub call fails the job, and so the test); the fake GPUs are character devices, so
 # GPU jobs are told not to insist on CUDA (anneuron.provenance.require_gpu).
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false ANNEURON_FAKE_GPUS=1
