@@ -108,8 +108,9 @@ def _pip_download(target: str, dest: Path, timeout: float) -> tuple[bool, str]:
     except subprocess.TimeoutExpired:
         return False, f"no answer within {timeout:.0f} s"
     lines = [ln.strip() for ln in (r.stderr + r.stdout).splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("ERROR")]
-    return r.returncode == 0, (errors[-1] if errors else lines[-1] if lines else f"exit code {r.returncode}")
+    # pip's own error lines: `ERROR: ...`, or pip >= 25's `error: <kind>` with `× <what>` and `╰─> <why>`
+    errors = [ln.lstrip("×╰─> ").strip() for ln in lines if ln.startswith(("ERROR", "error:", "×", "╰─>"))]
+    return r.returncode == 0, ("; ".join(errors[-3:]) if errors else lines[-1] if lines else f"exit {r.returncode}")
 
 
 def fetch_wheel(name: str, version: str, sha256_hex: str, dest: str | Path, url: str | None = None,

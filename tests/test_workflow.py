@@ -283,7 +283,7 @@ def test_real_study_job_shape_on_a_gpu_cluster(tmp_path):
     cluster = [j for j in jobs if not j["local"]]
     gpu = sorted(j["rule"] for j in cluster if j["gpu"])
     assert set(local) == {"fetch_model", "fetch_dataset", "pairs", "neuron_classes", "watch", "dataset_figures",
-                          "experiment_figures", "experiments_summary", "paper_check"}
+                          "experiment_figures", "experiments_summary", "paper_check", "manifest"}
     assert gpu == ["congruence", "example_activations"] + ["experiment"] * 4 + ["record"] * 4
     assert sorted(j["rule"] for j in cluster if not j["gpu"]) == ["curves", "max_examples", "pages", "tokenize",
                                                                   "weights_figures"]

@@ -40,14 +40,42 @@ def _layer_axis(ax, n_layers: int, d_mlp: int) -> None:
     ax.set_xlabel("neuron (flat id, grouped by layer)")
 
 
+DENSE = 20_000  # points above which a scatter draws its bulk as a density and only its tails as crisp points
+TAIL = 0.0002  # the fraction of points farthest from the median drawn crisp on a dense scatter
+
+
+def _tails(y: np.ndarray, fraction: float = TAIL) -> np.ndarray:
+    """Mask of the `fraction` of finite points farthest from the median (at least one)."""
+    dev = np.abs(y - np.nanmedian(y))
+    k = max(1, int(round(fraction * np.isfinite(dev).sum())))
+    mask = np.zeros(len(y), bool)
+    mask[np.argsort(-np.nan_to_num(dev, nan=-np.inf), kind="stable")[:k]] = True
+    return mask
+
+
+def _scatter(ax, x: np.ndarray, y: np.ndarray, colour, tails: np.ndarray | None = None) -> None:
+    """Rasterised points. Up to DENSE points: small and half transparent. Beyond (GPT-2 Large: 184,320 neurons, a
+    few hundred per pixel column) the bulk is drawn tiny and faint, so that overlapping points build up a density
+    instead of a solid block, and the tails (`tails`: the points that matter, far from the bulk) on top, crisp."""
+    if len(y) <= DENSE or tails is None:
+        ax.scatter(x, y, s=2, color=colour, alpha=0.5, lw=0, rasterized=True)
+        return
+    ax.scatter(x[~tails], y[~tails], s=1, color=colour, alpha=0.25, lw=0, rasterized=True)
+    ax.scatter(x[tails], y[tails], s=3, color=colour, alpha=0.9, lw=0, rasterized=True)
+
+
 def _layer_scatter(ax, y: np.ndarray, n_layers: int, d_mlp: int) -> None:
-    """One colour per layer (alternating), rasterised: up to 184,320 points."""
+    """One colour per layer (alternating), rasterised: up to 184,320 points (see _scatter)."""
     x = np.arange(len(y))
     layer = x // d_mlp
-    for parity, colour in ((0, "C0"), (1, "C9")):
+    tails = _tails(y) if len(y) > DENSE else None
+    for parity, colour in ((0, "C0"), (1, "#0b6e6e")):
         m = layer % 2 == parity
-        ax.scatter(x[m], y[m], s=2, color=colour, alpha=0.6, lw=0, rasterized=True)
+        _scatter(ax, x[m], y[m], colour, None if tails is None else tails[m])
     _layer_axis(ax, n_layers, d_mlp)
+    if tails is not None:
+        ax.text(0.995, 0.015, f"{len(y):,} points: faint = bulk (density), crisp = the {tails.sum():,} farthest "
+                "from the median", transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.35")
 
 
 # offsets (points) tried in turn for a label beside its point: right, then left, then further up or down
@@ -228,7 +256,7 @@ def _percentile_bands(ax, layer: np.ndarray, values: np.ndarray, n_layers: int, 
     x = np.arange(n_layers)
     ax.fill_between(x, q[:, 0], q[:, 4], color=colour, alpha=0.12, lw=0, label="min–max")
     ax.fill_between(x, q[:, 1], q[:, 3], color=colour, alpha=0.3, lw=0, label="5–95%")
-    ax.plot(x, q[:, 2], color=colour, lw=1.5, label="median")
+    ax.plot(x, q[:, 2], color=colour, lw=1.5, label="median", zorder=4)
     ax.set_xlim(-0.5, n_layers - 0.5)
 
 
@@ -255,10 +283,14 @@ def _classified_points(ax, layer: np.ndarray, values: np.ndarray, cls: np.ndarra
     jitter = np.random.default_rng(0).uniform(-0.25, 0.25, len(layer))
     x = layer + jitter
     placed: list = []
+    # a few classified neurons are big dots; thousands (GPT-2 Large's late layers) small and translucent, so that
+    # they show where they pile up without hiding the bands and the median drawn over them
+    n = int(np.sum(cls != "other"))
+    size, alpha = (14, 0.8) if n <= 100 else (7, 0.5) if n <= 1000 else (3, 0.3)
     for name in ("prediction", "suppression", "partition"):
         m = cls == name
         if m.any():
-            ax.scatter(x[m], values[m], s=14, color=CLASS_COLOURS[name], lw=0, alpha=0.8, rasterized=True,
+            ax.scatter(x[m], values[m], s=size, color=CLASS_COLOURS[name], lw=0, alpha=alpha, rasterized=True,
                        zorder=3)
         if name in classes:
             idx = named[cls[named] == name]
@@ -325,7 +357,13 @@ def classes_by_layer(neurons: pa.Table, kurtosis: float, partition_var: float):
     ac.set_ylabel("% of the layer's neurons")
     ac.set_xlabel("layer")
     ac.set_title("Neuron classes by layer")
-    ac.legend(fontsize=7, loc="best")
+    if np.any(cls != "other"):
+        ac.set_ylim(bottom=0)
+    else:  # (a random model): say so, rather than draw an empty axis around zero
+        ac.set_ylim(0, 1)
+        ac.text(0.5, 0.5, f"no neuron of {len(layer):,} reaches a class threshold", transform=ac.transAxes,
+                ha="center", va="center", fontsize=9, color="0.35")
+    ac.legend(fontsize=7, loc="upper left")
     ac.set_xticks(x if n_layers <= 12 else x[:: max(1, n_layers // 12)])
     fig.suptitle(f"Moments of each neuron's cosine congruence with W_U, by layer ({len(layer):,} neurons): "
                  "bands = percentiles within the layer, points = classified neurons", fontsize=11)
