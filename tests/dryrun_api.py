@@ -6,10 +6,11 @@ directory and installs log handlers, which a pytest process should not inherit).
     python tests/dryrun_api.py --outputs WORKDIR CONFIGFILE...   ->   {"rules": {rule: [declared output patterns]},
                                                                       "torch_imported": whether parsing imported torch}
 
-SPEC: {"scenario name": {"configfiles": [...], "forceall": false, "replace_workflow_config": false}, ...}, paths
-relative to WORKDIR.
-Output: {"scenario name": [{"rule": ..., "inputs": [...], "outputs": [...]}, ...], ...} (jobs Snakemake would run,
-`all` left out).
+SPEC: {"scenario name": {"configfiles": [...], "forceall": false, "replace_workflow_config": false,
+"groups": {rule: group}, "group_components": {group: n}}, ...}, paths relative to WORKDIR (groups as a profile's
+`groups:` / `group-components:` give them).
+Output: {"scenario name": [{"rule": ..., "inputs": [...], "outputs": [...], "local": bool, "gpu": int,
+"group": "groupid#n" or null}, ...], ...} (jobs Snakemake would run, `all` left out).
 """
 
 from __future__ import annotations
@@ -21,9 +22,17 @@ from pathlib import Path
 
 
 def scheduled(workdir: Path, configfiles: list[str], forceall: bool = False,
-              replace_workflow_config: bool = False) -> list[dict]:
+              replace_workflow_config: bool = False, groups: dict | None = None,
+              group_components: dict | None = None) -> list[dict]:
     from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings
+    from snakemake.settings.types import (
+        ConfigSettings,
+        DAGSettings,
+        GroupSettings,
+        OutputSettings,
+        Quietness,
+        ResourceSettings,
+    )
 
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
         wf = api.workflow(
@@ -35,13 +44,26 @@ def scheduled(workdir: Path, configfiles: list[str], forceall: bool = False,
         )
         dag_api = wf.dag(DAGSettings(forceall=forceall))
         updated: list[str] = []  # outputs of the jobs that would run, filled before scheduling
-        dag_api.execute_workflow(executor="dryrun", updated_files=updated)
+        dag_api.execute_workflow(executor="dryrun", updated_files=updated, group_settings=GroupSettings(
+            overwrite_groups=groups or {}, group_components=group_components or {}))
         updated_set = set(map(str, updated))
         # The API lists outputs only; the DAG's jobs name their rules (an internal attribute, pinned Snakemake).
+        dag = wf._workflow.dag
         jobs = [dict(rule=j.rule.name, inputs=sorted(str(f) for f in j.input), outputs=sorted(str(f) for f in j.output),
-                     local=j.rule.name in wf._workflow._localrules, gpu=int(j.resources.get("gpu", 0) or 0))
-                for j in wf._workflow.dag.jobs if j.rule.name != "all" and updated_set & set(map(str, j.output))]
+                     local=j.rule.name in wf._workflow._localrules, gpu=int(j.resources.get("gpu", 0) or 0),
+                     group=_group_of(dag, j))
+                for j in dag.jobs if j.rule.name != "all" and updated_set & set(map(str, j.output))]
     return sorted(jobs, key=lambda j: (j["rule"], j["outputs"]))
+
+
+def _group_of(dag, job) -> str | None:
+    """The group job (one cluster submission) a job belongs to, as `groupid#n` (n tells apart group jobs sharing
+    a group id), or None."""
+    group = dag.get_job_group(job)
+    if group is None:
+        return None
+    same = sorted({id(g) for g in dag._group.values() if g.groupid == group.groupid})
+    return f"{group.groupid}#{same.index(id(group))}"
 
 
 def declared_outputs(workdir: Path, configfiles: list[str]) -> dict[str, list[str]]:
@@ -66,7 +88,7 @@ def main(argv: list[str]) -> int:
     out = {}
     for name, s in spec.items():
         out[name] = scheduled(workdir, s["configfiles"], s.get("forceall", False),
-                              s.get("replace_workflow_config", False))
+                              s.get("replace_workflow_config", False), s.get("groups"), s.get("group_components"))
         print(f"{name}: {len(out[name])} jobs", file=sys.stderr)
     print(json.dumps(out))
     return 0

@@ -263,16 +263,26 @@ def test_report_shows_every_figure_with_its_caption(run_dir):
     assert any(c.name == "workflow.rst" for c in captions)
 
 
+def _profile_groups(profile: Path) -> dict:
+    """The slurm profile's `groups:` / `group-components:` as the dry-run API takes them."""
+    cfg = yaml.safe_load(profile.read_text())
+    pairs = lambda key: dict(e.split("=", 1) for e in cfg.get(key, []))  # noqa: E731
+    return {"groups": pairs("groups"), "group_components": {k: int(v) for k, v in pairs("group-components").items()}}
+
+
 def test_real_study_job_shape_on_a_gpu_cluster(tmp_path):
-    """GPT-2 Large + pile-10k with `gpus: 4`: tiny rules are local, GPU jobs are exactly the GPU work (one record job
-    per GPU, the experiments, congruence, the example pass), nothing else asks for a GPU; with device: cpu nothing
-    does. The README's job counts come from here."""
+    """GPT-2 Large + pile-10k with `gpus: 4`, grouped as the slurm profile groups: tiny rules are local, GPU jobs
+    are exactly the GPU work (one record job per GPU, the experiments, congruence, the example pass), nothing else
+    asks for a GPU, and the experiments and congruence of a model share ONE group job (one allocation); with
+    device: cpu nothing asks for a GPU. The README's job counts come from here."""
     cfg = tmp_path / "study.yaml"
     cfg.write_text("gpus: 4\n")
     cpu = tmp_path / "cpu.yaml"
     cpu.write_text("device: cpu\n")
+    groups = _profile_groups(REPO / "workflow/profiles/slurm/config.yaml")
+    assert groups["groups"] == {"experiment": "gpu-{model}", "congruence": "gpu-{model}"}
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"gpu": {"configfiles": ["config.yaml", str(cfg)]},
+    spec.write_text(json.dumps({"gpu": {"configfiles": ["config.yaml", str(cfg)], **groups},
                                 "cpu": {"configfiles": ["config.yaml", str(cpu)]}}))
     r = subprocess.run([sys.executable, "tests/dryrun_api.py", str(REPO), str(spec)], cwd=REPO, env=ENV,
                        capture_output=True, text=True, timeout=300)
@@ -287,5 +297,12 @@ def test_real_study_job_shape_on_a_gpu_cluster(tmp_path):
     assert gpu == ["congruence", "example_activations"] + ["experiment"] * 4 + ["record"] * 4
     assert sorted(j["rule"] for j in cluster if not j["gpu"]) == ["curves", "max_examples", "pages", "tokenize",
                                                                   "weights_figures"]
-    print(f"gpus: 4 -> {len(jobs)} jobs: {len(local)} local, {len(cluster)} SLURM jobs, {len(gpu)} with a GPU")
+    grouped = {j["group"] for j in cluster if j["rule"] in ("experiment", "congruence")}
+    assert grouped == {"gpu-gpt2-large#0"}, grouped
+    assert all(j["group"] is None for j in cluster if j["rule"] not in ("experiment", "congruence"))
+    submissions = len(grouped) + sum(j["group"] is None for j in cluster)
+    allocations = len(grouped) + sum(j["group"] is None and j["gpu"] > 0 for j in cluster)
+    print(f"gpus: 4 -> {len(jobs)} jobs: {len(local)} local, {len(cluster)} on SLURM as {submissions} submissions, "
+          f"{allocations} of them GPU allocations")
+    assert (len(jobs), len(local), submissions, allocations) == (28, 13, 11, 6)
     assert not [j for j in runs["cpu"] if j["gpu"]]

@@ -11,7 +11,8 @@
 - anything else (model weights, tokenizer files, manifests): identical bytes.
 Then, from the queue log (squeue every second) and the Snakemake log: every job of the SLURM run was submitted
 to SLURM; jobs of GPU rules (the slurm profile's set-resources entries on the gpu partition) ran on the gpu
-partition with one GPU; two `record` shards ran at the same time.
+partition with one GPU; the jobs of the profile's grouped rules (experiment, congruence) ran inside ONE group job
+per model, never on their own; two `record` shards ran at the same time.
 Prints what it checked; exits 1 on the first list of failures.
 """
 
@@ -154,6 +155,12 @@ def compare_trees(local: Path, slurm: Path) -> tuple[list[str], dict[str, int]]:
     return errors, dict(counts)
 
 
+def grouped_rules(profile: Path) -> dict[str, str]:
+    """Rule -> group id pattern, from the slurm profile's `groups:` (rules whose jobs run inside group jobs)."""
+    cfg = yaml.safe_load(profile.read_text())
+    return dict(e.split("=", 1) for e in cfg.get("groups", []))
+
+
 def gpu_rules(profile: Path) -> set[str]:
     """Rules the slurm profile sends to a GPU partition."""
     cfg = yaml.safe_load(profile.read_text())
@@ -180,7 +187,12 @@ def check_slurm_usage(queue_log: Path, slurm_log: Path, profile: Path) -> tuple[
     # host, as the profile intends: Snakemake logs them as "localrule X:", and they never reach SLURM
     local = [r for r in re.findall(r"^localrule (\w+):", text, re.M) if r != "all"]
     notes.append(f"jobs run on the submit host (local rules): {len(local)}")
-    expected = sum(n for rule, n in stats.items() if rule != "all") - len(local)
+    grouped = grouped_rules(profile)
+    group_prefixes = {g.split("{")[0] for g in grouped.values()}  # "gpu-{model}" -> "gpu-"
+    in_groups = sum(n for rule, n in stats.items() if rule in grouped)
+    # one submission per job outside the groups, one per group job (here: one model, so one per group pattern)
+    expected = (sum(n for rule, n in stats.items() if rule != "all" and rule not in grouped) - len(local)
+                + len({grouped[r] for r in stats if r in grouped}))
     if not stats:
         errors.append("no 'Job stats' table in the SLURM run's log")
     notes.append(f"jobs per rule in the SLURM run: {stats}")
@@ -192,9 +204,14 @@ def check_slurm_usage(queue_log: Path, slurm_log: Path, profile: Path) -> tuple[
         if len(parts) < 7:
             continue
         t, jid, part, state, tres, _name, comment = parts[:7]
-        m = re.match(r"rule_([A-Za-z0-9_]+?)_wildcards", comment) or re.match(r"rule_([A-Za-z0-9_]+)", comment)
-        rule = m.group(1) if m else comment
-        jobs[jid] = dict(partition=part, tres=tres, rule=rule)
+        members: list[str] = []
+        if any(comment.startswith(f"rule_{p}") for p in group_prefixes):  # a group job: rule_{groupid}_{rules}
+            members = [r for r in grouped if re.search(rf"_{r}(_|$)", comment)]
+            rule = "group"
+        else:
+            m = re.match(r"rule_([A-Za-z0-9_]+?)_wildcards", comment) or re.match(r"rule_([A-Za-z0-9_]+)", comment)
+            rule = m.group(1) if m else comment
+        jobs[jid] = dict(partition=part, tres=tres, rule=rule, members=members)
         if state == "RUNNING":
             running_at[int(t)].append(jid)
     seen_rules = defaultdict(int)
@@ -205,14 +222,23 @@ def check_slurm_usage(queue_log: Path, slurm_log: Path, profile: Path) -> tuple[
         # A job shorter than the 1 s sampling can be missed by squeue; the Snakemake log is the authority then.
         if len(submitted) < expected:
             errors.append(f"{expected} jobs to run but only {max(len(jobs), len(submitted))} went through SLURM")
+    groups = {jid: j for jid, j in jobs.items() if j["rule"] == "group"}
+    notes.append(f"group jobs: {[sorted(j['members']) for j in groups.values()]} (holding {in_groups} jobs)")
+    if in_groups and len(groups) != len({grouped[r] for r in stats if r in grouped}):
+        errors.append(f"{in_groups} jobs of grouped rules ran as {len(groups)} group jobs, not one per model")
+    for jid, j in groups.items():
+        if set(j["members"]) != {r for r in grouped if stats.get(r)}:
+            errors.append(f"group job {jid} held {sorted(j['members'])}, not every grouped rule that ran")
     for rule in gpu_rules(profile):
         for jid, j in jobs.items():
-            if j["rule"] == rule and (j["partition"] != "gpu" or "gpu" not in j["tres"]):
+            if (j["rule"] == rule or rule in j["members"]) and (j["partition"] != "gpu" or "gpu" not in j["tres"]):
                 errors.append(f"job {jid} of GPU rule {rule} ran on {j['partition']} with '{j['tres']}'")
-        if stats.get(rule) and not any(j["rule"] == rule for j in jobs.values()):
+            if j["rule"] == rule and rule in grouped:
+                errors.append(f"job {jid} of grouped rule {rule} was submitted on its own, not in its group")
+        if stats.get(rule) and not any(rule in (j["rule"], *j["members"]) for j in jobs.values()):
             errors.append(f"no job of GPU rule {rule} seen in squeue")
     for jid, j in jobs.items():
-        if j["rule"] not in gpu_rules(profile) and j["partition"] != "cpu":
+        if j["rule"] not in gpu_rules(profile) | {"group"} and j["partition"] != "cpu":
             errors.append(f"job {jid} of CPU rule {j['rule']} ran on partition {j['partition']}")
     if stats.get("record", 0) >= 2:
         most = max((sum(jobs[j]["rule"] == "record" for j in ids) for ids in running_at.values()), default=0)
