@@ -76,7 +76,7 @@ PORT ?= 8000
 serve: venv
 	HF_HUB_OFFLINE=1 $(PY) -m anneuron.serve --model $(DEMO) --port $(PORT)
 
-# The full-shape dress rehearsal: a random GPT-2-Large-shaped model through the whole workflow on this CPU (~45 min
+# The full-shape dress rehearsal: a random GPT-2-Large-shaped model through the whole workflow on this CPU (18 min
 # here), then every rule's wall time and peak RSS (from benchmarks/) as a table. Not part of `make test`.
 rehearsal: venv
 	HF_HUB_OFFLINE=1 $(SNAKEMAKE) --workflow-profile workflow/profiles/default --cores $(CORES) \
