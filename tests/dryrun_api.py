@@ -7,10 +7,12 @@ directory and installs log handlers, which a pytest process should not inherit).
                                                                       "torch_imported": whether parsing imported torch}
 
 SPEC: {"scenario name": {"configfiles": [...], "forceall": false, "replace_workflow_config": false,
-"groups": {rule: group}, "group_components": {group: n}}, ...}, paths relative to WORKDIR (groups as a profile's
-`groups:` / `group-components:` give them).
+"groups": {rule: group}, "group_components": {group: n}, "resources": {name: n}, "resource_scopes": {name: scope}},
+...}, paths relative to WORKDIR (as a profile's `groups:`, `group-components:`, `resources:` and
+`set-resource-scopes:` give them).
 Output: {"scenario name": [{"rule": ..., "inputs": [...], "outputs": [...], "local": bool, "gpu": int,
-"group": "groupid#n" or null}, ...], ...} (jobs Snakemake would run, `all` left out).
+"group": "groupid#n" or null, "group_resources": what that group job asks for, or null}, ...], ...} (jobs
+Snakemake would run, `all` left out).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from pathlib import Path
 
 def scheduled(workdir: Path, configfiles: list[str], forceall: bool = False,
               replace_workflow_config: bool = False, groups: dict | None = None,
-              group_components: dict | None = None) -> list[dict]:
+              group_components: dict | None = None, resources: dict | None = None,
+              resource_scopes: dict | None = None) -> list[dict]:
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import (
         ConfigSettings,
@@ -36,7 +39,8 @@ def scheduled(workdir: Path, configfiles: list[str], forceall: bool = False,
 
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
         wf = api.workflow(
-            resource_settings=ResourceSettings(cores=1),
+            resource_settings=ResourceSettings(cores=1, resources=resources or {},
+                                               overwrite_resource_scopes=resource_scopes or {}),
             config_settings=ConfigSettings(configfiles=[workdir / c for c in configfiles],
                                            replace_workflow_config=replace_workflow_config),
             snakefile=workdir / "Snakefile",
@@ -51,7 +55,7 @@ def scheduled(workdir: Path, configfiles: list[str], forceall: bool = False,
         dag = wf._workflow.dag
         jobs = [dict(rule=j.rule.name, inputs=sorted(str(f) for f in j.input), outputs=sorted(str(f) for f in j.output),
                      local=j.rule.name in wf._workflow._localrules, gpu=int(j.resources.get("gpu", 0) or 0),
-                     group=_group_of(dag, j))
+                     group=_group_of(dag, j), group_resources=_group_resources(dag, j))
                 for j in dag.jobs if j.rule.name != "all" and updated_set & set(map(str, j.output))]
     return sorted(jobs, key=lambda j: (j["rule"], j["outputs"]))
 
@@ -64,6 +68,15 @@ def _group_of(dag, job) -> str | None:
         return None
     same = sorted({id(g) for g in dag._group.values() if g.groupid == group.groupid})
     return f"{group.groupid}#{same.index(id(group))}"
+
+
+def _group_resources(dag, job) -> dict | None:
+    """What the group job holding `job` would ask the cluster for (gpu, mem_mb, runtime, threads), or None."""
+    group = dag.get_job_group(job)
+    if group is None:
+        return None
+    res = group.resources
+    return {k: res.get(k) for k in ("gpu", "mem_mb", "runtime", "_cores")}
 
 
 def declared_outputs(workdir: Path, configfiles: list[str]) -> dict[str, list[str]]:
@@ -88,7 +101,8 @@ def main(argv: list[str]) -> int:
     out = {}
     for name, s in spec.items():
         out[name] = scheduled(workdir, s["configfiles"], s.get("forceall", False),
-                              s.get("replace_workflow_config", False), s.get("groups"), s.get("group_components"))
+                              s.get("replace_workflow_config", False), s.get("groups"), s.get("group_components"),
+                              s.get("resources"), s.get("resource_scopes"))
         print(f"{name}: {len(out[name])} jobs", file=sys.stderr)
     print(json.dumps(out))
     return 0

@@ -263,27 +263,30 @@ def test_report_shows_every_figure_with_its_caption(run_dir):
     assert any(c.name == "workflow.rst" for c in captions)
 
 
-def _profile_groups(profile: Path) -> dict:
-    """The slurm profile's `groups:` / `group-components:` as the dry-run API takes them."""
+def _profile_grouping(profile: Path) -> dict:
+    """The slurm profile's group settings as the dry-run API takes them."""
     cfg = yaml.safe_load(profile.read_text())
     pairs = lambda key: dict(e.split("=", 1) for e in cfg.get(key, []))  # noqa: E731
-    return {"groups": pairs("groups"), "group_components": {k: int(v) for k, v in pairs("group-components").items()}}
+    return {"groups": pairs("groups"), "group_components": {k: int(v) for k, v in pairs("group-components").items()},
+            "resources": {k: int(v) for k, v in pairs("resources").items()},
+            "resource_scopes": pairs("set-resource-scopes")}
 
 
 def test_real_study_job_shape_on_a_gpu_cluster(tmp_path):
     """GPT-2 Large + pile-10k with `gpus: 4`, grouped as the slurm profile groups: tiny rules are local, GPU jobs
     are exactly the GPU work (one record job per GPU, the experiments, congruence, the example pass), nothing else
-    asks for a GPU, and the experiments and congruence of a model share ONE group job (one allocation); with
-    device: cpu nothing asks for a GPU. The README's job counts come from here."""
+    asks for a GPU, and a model's experiments share ONE group job that asks for one GPU, one experiment's memory
+    and the sum of their runtimes (they run in series); with device: cpu nothing asks for a GPU and nothing is
+    grouped. The README's job counts come from here."""
     cfg = tmp_path / "study.yaml"
     cfg.write_text("gpus: 4\n")
     cpu = tmp_path / "cpu.yaml"
     cpu.write_text("device: cpu\n")
-    groups = _profile_groups(REPO / "workflow/profiles/slurm/config.yaml")
-    assert groups["groups"] == {"experiment": "gpu-{model}", "congruence": "gpu-{model}"}
+    grouping = _profile_grouping(REPO / "workflow/profiles/slurm/config.yaml")
+    assert grouping["resources"] == {"gpu": 1} and grouping["resource_scopes"] == {"gpu": "local"}
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"gpu": {"configfiles": ["config.yaml", str(cfg)], **groups},
-                                "cpu": {"configfiles": ["config.yaml", str(cpu)]}}))
+    spec.write_text(json.dumps({"gpu": {"configfiles": ["config.yaml", str(cfg)], **grouping},
+                                "cpu": {"configfiles": ["config.yaml", str(cpu)], **grouping}}))
     r = subprocess.run([sys.executable, "tests/dryrun_api.py", str(REPO), str(spec)], cwd=REPO, env=ENV,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -297,12 +300,14 @@ def test_real_study_job_shape_on_a_gpu_cluster(tmp_path):
     assert gpu == ["congruence", "example_activations"] + ["experiment"] * 4 + ["record"] * 4
     assert sorted(j["rule"] for j in cluster if not j["gpu"]) == ["curves", "max_examples", "pages", "tokenize",
                                                                   "weights_figures"]
-    grouped = {j["group"] for j in cluster if j["rule"] in ("experiment", "congruence")}
-    assert grouped == {"gpu-gpt2-large#0"}, grouped
-    assert all(j["group"] is None for j in cluster if j["rule"] not in ("experiment", "congruence"))
-    submissions = len(grouped) + sum(j["group"] is None for j in cluster)
-    allocations = len(grouped) + sum(j["group"] is None and j["gpu"] > 0 for j in cluster)
+    experiments = [j for j in cluster if j["rule"] == "experiment"]
+    assert {j["group"] for j in experiments} == {"gpu-gpt2-large#0"}
+    assert all(j["group"] is None for j in cluster if j["rule"] != "experiment")
+    asks = experiments[0]["group_resources"]
+    assert (asks["gpu"], asks["mem_mb"], asks["runtime"]) == (1, 16000, 4 * 30), asks
+    submissions = 1 + sum(j["group"] is None for j in cluster)
+    allocations = 1 + sum(j["group"] is None and j["gpu"] > 0 for j in cluster)
     print(f"gpus: 4 -> {len(jobs)} jobs: {len(local)} local, {len(cluster)} on SLURM as {submissions} submissions, "
-          f"{allocations} of them GPU allocations")
-    assert (len(jobs), len(local), submissions, allocations) == (28, 13, 11, 6)
-    assert not [j for j in runs["cpu"] if j["gpu"]]
+          f"{allocations} of them GPU allocations; the experiments' group job asks for {asks}")
+    assert (len(jobs), len(local), submissions, allocations) == (28, 13, 12, 7)
+    assert not [j for j in runs["cpu"] if j["gpu"] or j["group"]]

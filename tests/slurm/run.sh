@@ -68,10 +68,11 @@ copy_repo() {
   ln -s "$REPO/.venv" "$dst/.venv"
 }
 
-# The demo config with tests/slurm/config.yaml on top, and one of its experiments (an_a: the paper check reads it),
-# written over the copy's config.yaml. Not `--replace-workflow-config --configfile`: Snakemake passes a job step
-# the --configfiles but not that flag, so a SLURM job would add the default experiments back and wait for them.
-EXPERIMENTS=an_a
+# The demo config with tests/slurm/config.yaml on top, and two of its experiments (an_a: the paper check reads it;
+# an_picked: so that the experiments' group job holds two jobs), written over the copy's config.yaml. Not
+# `--replace-workflow-config --configfile`: Snakemake passes a job step the --configfiles but not that flag, so a
+# SLURM job would add the default experiments back and wait for them.
+EXPERIMENTS=an_a,an_picked
 complete_config() {
   (cd "$1" && "$PY" tests/configs.py config.yaml --experiments "$EXPERIMENTS" \
     workflow/configs/demo-planted.yaml tests/slurm/config.yaml)

@@ -20,6 +20,11 @@ DATASET = F.dataset_folder(DATASET_ID) if HUB_DATASET else config["dataset"]
 N_SHARDS = config["gpus"] if config["data"]["shards"] == "auto" else config["data"]["shards"]
 # GPU rules ask the scheduler for a GPU only when their device can be one (`device: auto` or `cuda`)
 GPU = int(config["device"] != "cpu")
+# On a cluster, a model's prompt experiments (seconds of GPU work each, after loading the model) share group jobs:
+# one allocation runs several one after another (the slurm profile sets how many, `group-components`, and one GPU
+# per group, `resources: gpu=1` scoped `local`). Only when they use a GPU: on CPUs nothing would keep the group's
+# jobs in series when its resources are computed. Ignored by local runs.
+EXPERIMENT_GROUP = "gpu-{model}" if GPU else None
 
 
 def scaled(base):

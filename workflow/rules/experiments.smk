@@ -24,6 +24,8 @@ rule experiment:
     benchmark:
         "benchmarks/experiment/{model}/{exp}.tsv"
     retries: 1
+    group:
+        EXPERIMENT_GROUP
     threads: 1  # GPU-bound on a GPU; on a CPU its many small matrix products run no faster on more threads
     resources:
         gpu=GPU,
