@@ -56,7 +56,7 @@ class Family:
 
 GPT2 = Family("gpt2", ("gpt2",), "LN", "transformer.h", "transformer.wte", "transformer.ln_f", "mlp.c_proj")
 LLAMA = Family(
-    "llama", ("llama",), "RMS", "model.layers", "model.embed_tokens", "model.norm", "mlp.down_proj",
+    "llama", ("llama", "mistral", "qwen2"), "RMS", "model.layers", "model.embed_tokens", "model.norm", "mlp.down_proj",
     norm_readers={"input_layernorm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
                   "post_attention_layernorm": ("mlp.gate_proj", "mlp.up_proj")},
 )

@@ -14,22 +14,37 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import (
+    AutoModelForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    PretrainedConfig,
+    Qwen2Config,
+)
 
 from anneuron.io import atomic_dir, write_json
 from anneuron.tokenizer import gpt2_tokenizer, single_token
 
 
 def llama_config(*, n_layer: int = 3, d_model: int = 64, d_mlp: int = 128, n_head: int = 4, n_kv_head: int = 2,
-                 n_ctx: int = 128, act: str = "silu", tied: bool = True, rope_theta: float = 10000.0) -> LlamaConfig:
-    """A Llama config over the GPT-2 vocabulary. act: `silu` (SwiGLU) or `gelu_pytorch_tanh` (GeGLU)."""
+                 n_ctx: int = 128, act: str = "silu", tied: bool = True, rope_theta: float = 10000.0,
+                 arch: str = "llama") -> PretrainedConfig:
+    """A Llama-style config over the GPT-2 vocabulary. act: `silu` (SwiGLU) or `gelu_pytorch_tanh` (GeGLU).
+    arch: `llama`, or the Llama-layout variants `mistral` (sliding-window attention, off here) and `qwen2` (biases on
+    the query, key and value projections)."""
     tok = gpt2_tokenizer()
-    return LlamaConfig(
-        vocab_size=len(tok), hidden_size=d_model, intermediate_size=d_mlp, num_hidden_layers=n_layer,
-        num_attention_heads=n_head, num_key_value_heads=n_kv_head, max_position_embeddings=n_ctx,
-        rms_norm_eps=1e-5, rope_theta=rope_theta, hidden_act=act, tie_word_embeddings=tied,
-        attention_bias=False, mlp_bias=False, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-    )
+    shape = dict(vocab_size=len(tok), hidden_size=d_model, intermediate_size=d_mlp, num_hidden_layers=n_layer,
+                 num_attention_heads=n_head, num_key_value_heads=n_kv_head, max_position_embeddings=n_ctx,
+                 rms_norm_eps=1e-5, rope_theta=rope_theta, hidden_act=act, tie_word_embeddings=tied,
+                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    if arch == "llama":
+        return LlamaConfig(**shape, attention_bias=False, mlp_bias=False)
+    if arch == "mistral":
+        return MistralConfig(**shape, sliding_window=None)
+    if arch == "qwen2":
+        return Qwen2Config(**shape, use_sliding_window=False)
+    raise ValueError(f"llama_config: arch {arch!r} is not llama, mistral or qwen2")
 
 
 @torch.no_grad()
@@ -48,7 +63,7 @@ def random_llama(folder: Path, *, seed: int = 0, norm_noise: float = 0.3, weight
                  **shape) -> Path:
     """A random tiny Llama (llama_config's shape unless given) with the GPT-2 tokenizer, saved to `folder`."""
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(llama_config(**shape)).eval()
+    model = AutoModelForCausalLM.from_config(llama_config(**shape)).eval()
     randomise(model, seed, norm_noise, weight_scale)
     model.save_pretrained(folder)
     gpt2_tokenizer().save_pretrained(folder)

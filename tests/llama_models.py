@@ -2,9 +2,11 @@
 *`): built once per test process (a module-level cache, since a fixture imported into several modules is a
 separate fixture in each), offline, with the GPT-2 tokenizer.
 
-Two random variants, every test running on both: `tied-swiglu` (tied unembedding, silu-gated MLP, like
-SmolLM2) and `untied-geglu` (untied, gelu-tanh-gated MLP). Both: 3 layers, d_model 64, d_mlp 128, 4 query heads
-over 2 key/value heads (GQA), RoPE, RMSNorm gains randomised, weights ×5. Seeds chosen so that the IOI-style
+Four random variants, every test running on each: `tied-swiglu` (tied unembedding, silu-gated MLP, like
+SmolLM2), `untied-geglu` (untied, gelu-tanh-gated MLP), and the Llama-layout model types the `llama` family also
+takes: `qwen2-qkv-bias` (Qwen2: biases on the query/key/value projections, untied) and `mistral` (tied). All:
+3 layers, d_model 64, d_mlp 128, 4 query heads over 2 key/value heads (GQA), RoPE, RMSNorm gains randomised,
+weights ×5. Seeds chosen so that the IOI-style
 prompt pair of the patching tests has an LD gap above 0.6. Plus the planted Llama of anneuron.llama_demo.
 """
 
@@ -21,6 +23,8 @@ __all__ = ["LLAMAS", "llama_kind", "llama_dir", "llama_bridge", "llama_hf", "pla
 LLAMAS = {
     "tied-swiglu": dict(seed=7, tied=True, act="silu"),
     "untied-geglu": dict(seed=0, tied=False, act="gelu_pytorch_tanh"),
+    "qwen2-qkv-bias": dict(seed=8, tied=False, act="silu", arch="qwen2"),
+    "mistral": dict(seed=8, tied=True, act="silu", arch="mistral"),
 }
 _CACHE: dict[str, object] = {}
 

@@ -120,5 +120,11 @@ def test_topk_equals_brute_force(llama_bridge, hf_engine, shards, tmp_path):
     swapped = j.filter((pl.col("chunk") != pl.col("chunk_ref")) | (pl.col("pos") != pl.col("pos_ref")))
     assert len(swapped) <= 0.01 * len(j)
     assert swapped.is_empty() or (swapped["value"] - swapped["value_ref"]).abs().max() < 1e-5
-    same_sets = lambda t: t.group_by("layer", "neuron").agg(pl.struct("chunk", "pos").sort())  # noqa: E731
-    assert same_sets(topk).sort("layer", "neuron").equals(same_sets(expected).sort("layer", "neuron"))
+    # the same SET of examples per neuron, except where a tie straddles the top-k boundary: an example kept by one
+    # side only must then sit at that neuron's k-th value (the tie broken by float rounding)
+    key = ["layer", "neuron", "chunk", "pos"]
+    boundary = expected.group_by("layer", "neuron").agg(pl.col("value").min().alias("kth"))
+    only = pl.concat([topk.join(expected, on=key, how="anti"), expected.join(topk, on=key, how="anti")])
+    off = only.join(boundary, on=["layer", "neuron"]).filter((pl.col("value") - pl.col("kth")).abs() > 1e-5)
+    assert off.is_empty(), off
+    assert len(only) <= 0.01 * len(j)

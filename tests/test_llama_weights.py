@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from llama_models import *  # noqa: F401,F403 (session fixtures)
+from llama_models import LLAMAS
 from test_congruence import K, check, dense_reference
 
 from anneuron import architecture as A
@@ -29,7 +30,7 @@ def raw_weights(hf) -> Weights:
 def test_fixture_exercises_folding(llama_hf, llama_kind):
     cfg = llama_hf.config
     assert cfg.num_key_value_heads < cfg.num_attention_heads  # grouped-query attention
-    assert cfg.tie_word_embeddings == (llama_kind == "tied-swiglu")
+    assert cfg.tie_word_embeddings == LLAMAS[llama_kind]["tied"]
     for norm in [llama_hf.model.norm] + [n for l in llama_hf.model.layers
                                          for n in (l.input_layernorm, l.post_attention_layernorm)]:
         assert (norm.weight - 1).abs().max() > 0.3, "RMSNorm gains must be random, or folding is never tested"
