@@ -87,6 +87,9 @@ def search(driver, text: str) -> None:
     box = driver.find_element(By.ID, "search")
     box.clear()
     box.send_keys(text)
+    # the route runs on the hashchange event, after ENTER returns: mark the shown view stale first, so that the
+    # next wait_view waits for the new one instead of taking the old one (same view name) for it
+    driver.execute_script("window.ANNEURON.ready = false;")
     box.send_keys(Keys.ENTER)
 
 
