@@ -52,7 +52,8 @@ browser:
 
 # The README's screenshot of the neuron pages (after `make demo`).
 screenshot: venv
-	$(PY) -m anneuron.pages.browser "results/$(DEMO)/pages/index.html#L2N892" docs/pages-screenshot.png --width 1280
+	$(PY) -m anneuron.pages.browser "$(DEMO_RESULTS)/pages/index.html#$(or $(DEMO_NEURON_$(DEMO)),L2N892)" \
+		docs/pages-screenshot.png --width 1280
 
 lint: venv
 	.venv/bin/ruff check .
@@ -74,7 +75,8 @@ test-slurm: venv
 # after `make demo` (DEMO=demo-planted by default; the model loads once, on the CPU or the GPU).
 PORT ?= 8000
 serve: venv
-	HF_HUB_OFFLINE=1 $(PY) -m anneuron.serve --model $(DEMO) --port $(PORT)
+	HF_HUB_OFFLINE=1 $(PY) -m anneuron.serve --model $(or $(DEMO_MODEL_$(DEMO)),$(DEMO)) \
+		--configfile workflow/configs/$(DEMO).yaml --port $(PORT)
 
 # The full-shape dress rehearsal: a random GPT-2-Large-shaped model through the whole workflow on this CPU (18 min
 # here), then every rule's wall time and peak RSS (from benchmarks/) as a table. Not part of `make test`.

@@ -6,12 +6,13 @@ every token:
 
     GET  /api/activations?neuron=L2N892&text=...
     POST /api/activations   {"neuron": "L2N892", "text": "..."}
-    ->   {"neuron": "L2N892", "tokens": [...], "activations": [...], "predictions": [...], "bos": 0}
+    ->   {"neuron": "L2N892", "tokens": [...], "activations": [...], "predictions": [...]}
 
-Tokens are the tokenizer's own decoding of each token; BOS is included (the pipeline prepends it everywhere) and
-`bos` gives its index (null for a tokenizer without one). Safe by default: it binds to 127.0.0.1, caps the text
-length, answers every bad request with a 4xx and a one-line JSON error, and runs every request through one model
-instance behind a lock, so concurrent users queue instead of multiplying memory.
+Tokens are the tokenizer's own decoding of each token. BOS is included and first, as everywhere in the pipeline: it
+is marked by its own decoding (`<|endoftext|>` for GPT-2), which `/api/health` gives as `bos_token`. Safe by
+default: it binds to 127.0.0.1, caps the text length (characters, and tokens at the model's context length: never
+silently truncated), answers every bad request with a 4xx and a one-line JSON error, and runs every request through
+one model instance behind a lock, so concurrent users queue instead of multiplying memory.
 
     python -m anneuron.serve --model demo-planted [--configfile workflow/configs/demo-planted.yaml] [--port 8000]
 """
@@ -28,6 +29,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from jaxtyping import Int
 
 from anneuron.contracts import PATHS, parse_neuron
 
@@ -40,7 +42,9 @@ class ActivationModel:
 
     def __init__(self, bridge):
         self.bridge = bridge
-        self.n_layers, self.d_mlp = bridge.cfg.n_layers, bridge.cfg.d_mlp
+        self.n_layers, self.d_mlp, self.n_ctx = bridge.cfg.n_layers, bridge.cfg.d_mlp, bridge.cfg.n_ctx
+        tok = bridge.tokenizer
+        self.bos_token = tok.decode([tok.bos_token_id]) if tok.bos_token_id is not None else None
         self.lock = threading.Lock()
 
     def neuron(self, name: str) -> tuple[int, int]:
@@ -50,20 +54,25 @@ class ActivationModel:
             raise ValueError(f"neuron {name} is out of range ({self.n_layers} layers × {self.d_mlp} neurons)")
         return layer, n
 
+    def tokens(self, text: str) -> Int[torch.Tensor, "1 pos"]:
+        """The text's tokens, BOS first as everywhere in the pipeline; ValueError (one line) beyond the context."""
+        tokens = self.bridge.to_tokens(text, truncate=False)
+        if tokens.shape[1] > self.n_ctx:
+            raise ValueError(f"text is {tokens.shape[1]} tokens with BOS; the model's context is {self.n_ctx}")
+        return tokens
+
     @torch.no_grad()
     def activations(self, name: str, text: str) -> dict:
         layer, n = self.neuron(name)
         hook = f"blocks.{layer}.mlp.hook_post"
+        tokens = self.tokens(text)
         with self.lock:
-            tokens = self.bridge.to_tokens(text)  # BOS first, as everywhere in the pipeline
             logits, cache = self.bridge.run_with_cache(tokens, names_filter=lambda h: h == hook)
             acts = cache[hook][0, :, n].float().tolist()
             preds = logits[0].float().argmax(-1).tolist()
         tok = self.bridge.tokenizer
-        ids = tokens[0].tolist()
-        bos = 0 if tok.bos_token_id is not None and ids and ids[0] == tok.bos_token_id else None
-        return dict(neuron=name, tokens=[tok.decode([t]) for t in ids], activations=acts,
-                    predictions=[tok.decode([t]) for t in preds], bos=bos)
+        return dict(neuron=name, tokens=[tok.decode([t]) for t in tokens[0].tolist()], activations=acts,
+                    predictions=[tok.decode([t]) for t in preds])
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -97,7 +106,10 @@ def create_app(model: ActivationModel, pages_dir: str | Path | None = None, max_
             model.neuron(neuron)
         except ValueError as e:
             raise HTTPException(404 if "out of range" in str(e) else 400, str(e)) from None
-        return model.activations(neuron, text)
+        try:
+            return model.activations(neuron, text)
+        except ValueError as e:  # beyond the context: the only ValueError left once the neuron is valid
+            raise HTTPException(413, str(e)) from None
 
     @app.get("/api/activations")
     def get_activations(neuron: str, text: str) -> dict:
@@ -121,7 +133,8 @@ def create_app(model: ActivationModel, pages_dir: str | Path | None = None, max_
 
     @app.get("/api/health")
     def health() -> dict:
-        return {"ok": True, "n_layers": model.n_layers, "d_mlp": model.d_mlp, "max_chars": max_chars}
+        return {"ok": True, "n_layers": model.n_layers, "d_mlp": model.d_mlp, "max_chars": max_chars,
+                "n_ctx": model.n_ctx, "bos_token": model.bos_token}
 
     if pages_dir is not None:
         index = Path(pages_dir) / "index.html"

@@ -23,14 +23,14 @@ def test_api_equals_a_hooked_forward(client, demo_bridge):
     r = client.get("/api/activations", params={"neuron": "L2N892", "text": TEXT})
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == {"neuron", "tokens", "activations", "predictions", "bos"}
+    assert list(body) == ["neuron", "tokens", "activations", "predictions"]  # exactly the issue's form
     toks = demo_bridge.to_tokens(TEXT)
     with torch.no_grad():
         logits, cache = demo_bridge.run_with_cache(toks)
     want = cache["blocks.2.mlp.hook_post"][0, :, 892]
     assert len(body["tokens"]) == len(body["activations"]) == len(body["predictions"]) == toks.shape[1]
     assert torch.allclose(torch.tensor(body["activations"]), want, atol=1e-5)
-    assert body["bos"] == 0 and body["tokens"][0] == "<|endoftext|>"
+    assert body["tokens"][0] == "<|endoftext|>" == client.get("/api/health").json()["bos_token"]  # BOS, marked
     tok = demo_bridge.tokenizer
     assert body["predictions"] == [tok.decode([t]) for t in logits[0].argmax(-1).tolist()]
     picked = body["tokens"].index(" picked")
@@ -56,6 +56,18 @@ def test_bad_queries_are_4xx_with_one_line(client, params, status, words):
     assert words in err and "\n" not in err and "Traceback" not in err
 
 
+def test_a_text_beyond_the_context_is_refused_not_truncated(demo_bridge, tmp_path):
+    """The character cap is not a token cap: a text of more tokens than the context gets a 413, never a silent cut."""
+    client = TestClient(create_app(ActivationModel(demo_bridge), None, max_chars=100_000))
+    n_ctx = demo_bridge.cfg.n_ctx
+    fits, over = " a" * (n_ctx - 1), " a" * n_ctx  # " a" is one token: with BOS, n_ctx and n_ctx + 1 tokens
+    r = client.get("/api/activations", params={"neuron": "L2N892", "text": fits})
+    assert r.status_code == 200 and len(r.json()["tokens"]) == n_ctx
+    r = client.get("/api/activations", params={"neuron": "L2N892", "text": over})
+    assert r.status_code == 413 and r.json()["error"] == (
+        f"text is {n_ctx + 1} tokens with BOS; the model's context is {n_ctx}")
+
+
 def test_bad_bodies_are_4xx_with_one_line(client):
     for body, words in [(b"\xff\xfe not utf-8", "not UTF-8"), (b"{not json", "not JSON"),
                         (b'{"neuron": 3}', "must be")]:
@@ -67,3 +79,12 @@ def test_pages_are_served(client):
     page = client.get("/").text
     assert "pages" in page and 'src="assets/live.js"' in page  # only this server adds the live box
     assert client.get("/api/health").json()["max_chars"] == 200
+
+
+def test_model_name_follows_the_demo_config():
+    """`make serve DEMO=smollm2-wiki` passes the model id and the demo's config: the folder behind the id is found."""
+    from anneuron.serve import model_name
+
+    assert model_name("smollm2-135m", "workflow/configs/smollm2-wiki.yaml") == "resources/models/smollm2-135m"
+    assert model_name("demo-planted", None) == "resources/models/demo-planted"
+    assert model_name("some/folder", None) == "some/folder"  # not a configured id: taken as given

@@ -67,6 +67,10 @@
   }
 
   function draw(out, results) {
+    // the API's first token is the BOS the model prepends, marked by its own decoding (health.bos_token)
+    results.forEach(function (res) {
+      res.bos = health.bos_token !== null && res.tokens[0] === health.bos_token ? 0 : -1;
+    });
     var max = 0;
     results.forEach(function (res) {
       res.activations.forEach(function (a, i) { if (i !== res.bos) max = Math.max(max, Math.abs(a)); });
