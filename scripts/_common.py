@@ -1,4 +1,4 @@
-"""Glue shared by the thin rule scripts: send logging and stderr to the rule's log file; the job's GPU."""
+"""Glue shared by the thin rule scripts: offline jobs; logging and stderr to the rule's log file; the job's GPU."""
 
 import logging
 import os
@@ -9,6 +9,14 @@ from pathlib import Path
 REPO = str(Path(__file__).resolve().parents[1])
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+
+# Every job but a fetch reads local files only (the fetch rules run on the submit host and download once, into
+# resources/): a hidden hub call on a compute node without internet then fails at once, naming what it wanted,
+# instead of hanging until a network timeout. Set here, before any Hugging Face library is imported: they read it
+# on import. Snakemake runs a rule's script as `.snakemake/scripts/tmpXXXXXXXX.<script>.py`.
+NETWORK_SCRIPTS = ("fetch.py",)
+if Path(sys.argv[0]).name.split(".", 1)[-1] not in NETWORK_SCRIPTS:
+    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 _LOG = None  # the job's log file, once setup_logging has opened it
 

@@ -35,8 +35,8 @@ rule example_activations:
     threads: 2
     resources:
         gpu=EXAMPLES_GPU,
-        mem_mb=16000,
-        runtime=240,
+        mem_mb=scaled(16000),
+        runtime=scaled(60 if GPU else 240),
     conda:
         "../../envs/gpu.yaml"
     script:

@@ -1,0 +1,54 @@
+"""The thin rule scripts' shared glue (scripts/_common.py): every job but a fetch is offline, so a hub call on a
+compute node without internet fails at once instead of hanging until a network timeout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = """
+import sys
+sys.path.insert(0, {scripts!r})
+from _common import setup_logging  # the first line of every rule script
+import os
+print(os.environ.get("HF_HUB_OFFLINE"), os.environ.get("HF_DATASETS_OFFLINE"))
+if {call!r}:
+    from huggingface_hub import hf_hub_download
+    try:
+        hf_hub_download("gpt2", "config.json")
+    except Exception as e:
+        print(type(e).__name__)
+"""
+
+
+def run_as(tmp_path: Path, script: str, call: bool = False) -> list[str]:
+    """Run the glue as snakemake runs a rule's script (`.snakemake/scripts/tmpXXXXXXXX.<script>`), with no HF
+    variables and an empty HF cache."""
+    path = tmp_path / ".snakemake" / "scripts" / f"tmpk3x9a1b2.{script}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(SCRIPT.format(scripts=str(REPO / "scripts"), call=call))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env["HF_HOME"] = str(tmp_path / "hf-home")
+    r = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120, env=env,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+@pytest.mark.parametrize("script", ["record.py", "experiment.py", "tokenize_dataset.py", "example_activations.py"])
+def test_jobs_are_offline(tmp_path, script):
+    assert run_as(tmp_path, script)[:2] == ["1", "1"]
+
+
+def test_a_hub_call_in_a_job_fails_at_once(tmp_path):
+    out = run_as(tmp_path, "congruence.py", call=True)
+    assert out[:2] == ["1", "1"] and out[2] in ("OfflineModeIsEnabled", "LocalEntryNotFoundError"), out
+
+
+def test_the_fetch_jobs_may_reach_the_hub(tmp_path):
+    assert run_as(tmp_path, "fetch.py")[:2] == ["None", "None"]
