@@ -118,7 +118,7 @@ def resolve_models(config: dict, produced: ProducedModels | None = None) -> dict
     specs: dict[str, ModelSpec] = {}
     for name in config["models"]:
         try:
-            spec = resolve(name, produced)
+            spec = resolve(name, produced, config["revisions"].get(model_id(name)))
         except ModelError as e:
             raise ConfigError(f"config: models: {e}") from None
         specs[spec.id] = spec
@@ -138,10 +138,6 @@ def by_tokenizer(specs: dict[str, ModelSpec]) -> dict[str, list[ModelSpec]]:
     for spec in specs.values():
         out.setdefault(spec.tokenizer_id, []).append(spec)
     return out
-
-
-def _single(tok, text: str) -> int:
-    return len(tok.encode(text, add_special_tokens=False))
 
 
 def drop_default_experiments(config: dict, defaults: dict) -> dict:
@@ -184,17 +180,17 @@ def check(config: dict, schema: dict, produced: ProducedModels | None = None,
 
 
 def _check_model(config: dict, spec: ModelSpec) -> None:
-    tok = spec.tokenizer()
+    count = spec.token_counter()
     mid = spec.id
     for s in config["congruence"]["tokens"]:
-        if _single(tok, s) != 1:
+        if count(s) != 1:
             raise ConfigError(f"config: congruence.tokens: {s!r} is not a single token for {mid}")
     for exp, e in config["experiments"].items():
         for key in ("answer", "wrong"):
-            n = _single(tok, e[key])
+            n = count(e[key])
             if n != 1:
                 raise ConfigError(f"config: experiments.{exp}.{key}: {e[key]!r} is {n} tokens for {mid}, must be one")
-        lc, lr = (_single(tok, e[k]) for k in ("clean", "corrupted"))
+        lc, lr = (count(e[k]) for k in ("clean", "corrupted"))
         if lc != lr:
             raise ConfigError(f"config: experiments.{exp}: clean is {lc} tokens and corrupted {lr} for {mid}; "
                               "they must be the same length")
@@ -208,7 +204,7 @@ def _check_model(config: dict, spec: ModelSpec) -> None:
             spec.check_neuron(layer, neuron, f"config: watch.neurons.{mid}")
         except ModelError as e:
             raise ConfigError(str(e)) from None
-        if tok_str is not None and _single(tok, tok_str) != 1:
+        if tok_str is not None and count(tok_str) != 1:
             raise ConfigError(f"config: watch.neurons.{mid}: {tok_str!r} is not a single token")
 
 

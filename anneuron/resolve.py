@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,7 +46,7 @@ class ModelSpec:
     name: str  # as written in the config
     id: str  # results/{id}/
     local: bool  # a folder (existing, or built by a rule) rather than a hub name
-    revision: str | None  # hub revision (None: the default branch; always None for folders)
+    revision: str | None  # hub revision (None: the default branch; for a fetched folder, the one it is fetched at)
     tokenizer_id: str  # token shards are shared by models with the same tokenizer id
     n_ctx: int
     family: str  # "gpt2", "llama", or the config's model_type when the family is unknown
@@ -67,6 +68,11 @@ class ModelSpec:
     def tokenizer(self):
         """The model's tokenizer, without loading weights (and with no network)."""
         return tokenizer_for(self)
+
+    def token_counter(self) -> Callable[[str], int]:
+        """How many tokens a text is for this model (no special tokens): what the config check asks of prompts,
+        without importing torch."""
+        return token_counter(self)
 
     def fetched_into(self, folder: str) -> "ModelSpec":
         """This hub model as the local folder a fetch rule downloads it into (same shapes and tokenizer)."""
@@ -190,6 +196,24 @@ def tokenizer_for(spec: ModelSpec):
     if spec.local and spec.folder.is_dir():
         return folder_tokenizer(spec.folder)
     return _hub_tokenizer(spec.hub or spec.name, spec.revision)
+
+
+def token_counter(spec: ModelSpec) -> Callable[[str], int]:
+    """A text's token count for `spec` (no special tokens). A model with its own tokenizer.json is read by the
+    `tokenizers` library alone, the engine its fast tokenizer wraps: transformers' AutoTokenizer would import torch
+    while the Snakefile parses. GPT-2's offline tokenizer imports none; a model with neither gets its full tokenizer."""
+    if spec.tokenizer_id != "gpt2":
+        if spec.local:
+            file = spec.folder / "tokenizer.json"
+        else:
+            file = _cached_hub_file(spec.hub or spec.name, "tokenizer.json", spec.revision)
+        if file is not None and file.is_file():
+            from tokenizers import Tokenizer
+
+            fast = Tokenizer.from_file(str(file))
+            return lambda text: len(fast.encode(text, add_special_tokens=False).ids)
+    tok = spec.tokenizer()
+    return lambda text: len(tok.encode(text, add_special_tokens=False))
 
 
 @functools.lru_cache(maxsize=8)

@@ -46,6 +46,13 @@ def test_seq_len_auto_and_cap(demo):
     assert seq_len_for(cfg, list(resolve_models(dict(cfg, models=["gpt2-large"])).values())) == 1024
 
 
+def test_the_pinned_revision_reaches_the_model_spec():
+    """`revisions:` is read once, into the ModelSpec: the fetch rule and provenance take it from there."""
+    cfg = check(dict(merged(), revisions={"gpt2-large": "a1b2c3d"}), SCHEMA, produced_models, DATA_FILES)
+    assert resolve_models(cfg)["gpt2-large"].revision == "a1b2c3d"
+    assert resolve_models(check(merged(), SCHEMA, produced_models, DATA_FILES))["gpt2-large"].revision is None
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [

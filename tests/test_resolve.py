@@ -89,3 +89,40 @@ def test_resolving_imports_no_torch():
             "resolve.resolve('gpt2-large'); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.fixture(scope="module")
+def own_tokenizer_folder(tmp_path_factory):
+    """A Llama-shaped model folder (config only) with a tokenizer of its own: a small BPE trained here."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("own-tokenizer")
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    text = ["Then he picked an apple and ate an orange.", "She sent a letter, an email and a note."] * 50
+    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "<unk>"]))
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", unk_token="<unk>").save_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps(dict(
+        model_type="llama", num_hidden_layers=2, hidden_size=16, num_attention_heads=2, num_key_value_heads=2,
+        intermediate_size=32, vocab_size=300,
+        max_position_embeddings=64)))
+    return folder
+
+
+TEXTS = [" an", " apple", "Then he picked an apple", " a letter, an email", "zebra", ""]
+
+
+def test_the_config_checks_token_counts_are_the_tokenizers(own_tokenizer_folder):
+    spec = R.resolve(str(own_tokenizer_folder))
+    assert spec.tokenizer_id != "gpt2"
+    count, tok = spec.token_counter(), spec.tokenizer()
+    assert [count(t) for t in TEXTS] == [len(tok.encode(t, add_special_tokens=False)) for t in TEXTS]
+    assert count(" an") == 1 and count("Then he picked an apple") > 1
+
+
+def test_checking_a_model_with_its_own_tokenizer_imports_no_torch(own_tokenizer_folder):
+    code = (f"import sys; from anneuron import resolve; c = resolve.resolve({str(own_tokenizer_folder)!r})"
+            ".token_counter(); print(c(' an apple'), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[1] == "False" and int(out[0]) >= 1

@@ -52,6 +52,24 @@ def case(request, smollm2_bridge):
 
 # --- the converted model ------------------------------------------------------------------------------------------
 
+def test_the_config_checks_token_counts_equal_the_models_tokenizer(smollm2_dir):
+    """The config check counts tokens from tokenizer.json alone (no torch while the Snakefile parses): the same
+    counts as the model's own tokenizer for every prompt and token of the demo's config."""
+    from pathlib import Path
+
+    import yaml
+
+    from anneuron import resolve
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "workflow/configs/smollm2-wiki.yaml").read_text())
+    texts = [t for e in cfg["experiments"].values() for t in (e["clean"], e["corrupted"], e["answer"], e["wrong"])]
+    texts += [t for p in PAIRS.values() for t in p]
+    spec = resolve.resolve(str(smollm2_dir))
+    count, tok = spec.token_counter(), spec.tokenizer()
+    assert len(texts) > 20
+    assert [count(t) for t in texts] == [len(tok.encode(t, add_special_tokens=False)) for t in texts]
+
+
 def test_conversion_facts(smollm2_dir, smollm2_hf):
     """What docs/demos.md says the converted model does: " Paris" (p > 0.5), and the post's prompt pair on the
     right side of " an" vs " a"; the shapes of anneuron.demo_specs.SMOLLM2."""

@@ -13,7 +13,7 @@ rule fetch_model:
         directory(K.PATHS["hub_model"]),
     params:
         repo=lambda wc: SPECS[wc.model].hub,
-        revision=lambda wc: config["revisions"].get(wc.model),
+        revision=lambda wc: SPECS[wc.model].revision,
         patterns=F.MODEL_PATTERNS,
     log:
         "logs/fetch_model/{model}.log",
