@@ -508,9 +508,10 @@ def congruence_pass(
     weights: Weights,
     basis: str,
     top_k: int,
-    chunk_neurons: int | str = "auto",  # `congruence.*` values come from the config; the schema holds their defaults
-    device: str = "cpu",
-    dtype: torch.dtype = torch.float32,
+    *,
+    chunk_neurons: int | str,  # `congruence.*` values come from the config: the schema holds their defaults
+    device: str,
+    dtype: torch.dtype,
     matrix_dir: str | Path | None = None,
     sub_rows: int | None = None,
     progress: bool = True,

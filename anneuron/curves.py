@@ -73,8 +73,8 @@ class _Bins:
 
 
 def summarize(token_paths: list[str | Path], watched: list[Watched], bin_width: float, min_count: int,
-              tokenizer, vocab_size: int | None = None, progress: bool = True, readout: str = "logits",
-              binning: str = "floor") -> tuple[pa.Table, pa.Table]:
+              tokenizer, *, readout: str, binning: str, vocab_size: int | None = None,
+              progress: bool = True) -> tuple[pa.Table, pa.Table]:
     """One streaming pass over the token tables -> (curves table, predictions table).
 
     `watched` must have their tokens resolved (anneuron.watch.resolve_tokens). predictions has one row per

@@ -206,8 +206,8 @@ def _to_table(rows: list[dict[str, np.ndarray]], schema: pa.Schema) -> pa.Table:
 
 
 def record_shard(model, shard_path: str | Path, tokens_out: str | Path, topk_out: str | Path,
-                 watched: list[tuple[int, int]], batch_size: int = 8, top_k: int = 20, pred_post: bool = False,
-                 pred_topk: int = 0, window_batches: int = 16, progress: bool = True) -> dict:
+                 watched: list[tuple[int, int]], *, batch_size: int, top_k: int, pred_post: bool, pred_topk: int,
+                 window_batches: int = 16, progress: bool = True) -> dict:
     """The `record` job: one token shard -> its token table and its top-k table (both written atomically, so a
     killed run leaves nothing half-written and a rerun gives byte-identical files).
 

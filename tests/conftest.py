@@ -92,7 +92,7 @@ def demo_recorded(demo_dir, ground_truth, tmp_path_factory) -> dict:
         out["tokens"].append(folder / f"tokens-{i}.parquet")
         out["topk"].append(folder / f"topk-{i}.parquet")
         record_shard(engine, s, out["tokens"][-1], out["topk"][-1], watched, batch_size=8, top_k=5,
-                     progress=False)
+                     pred_post=False, pred_topk=0, progress=False)
     return out
 
 
@@ -103,6 +103,7 @@ def demo_congruence(demo_bridge) -> dict:
     from anneuron.congruence import congruence_pass, neurons_table, token_strings, tokens_table, weights_of
 
     weights = weights_of(demo_bridge)
-    res = congruence_pass(weights, basis="we", top_k=16, progress=False)
+    res = congruence_pass(weights, basis="we", top_k=16, chunk_neurons="auto", device="cpu", dtype=torch.float32,
+                          progress=False)
     return dict(result=res, weights=weights, neurons=neurons_table(res),
                 tokens=tokens_table(res, token_strings(demo_bridge.tokenizer, weights.d_vocab)))

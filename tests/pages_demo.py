@@ -54,7 +54,8 @@ def build_demo_tables(root: Path, demo_dir: Path, demo_congruence: dict, demo_re
     watched = resolve_tokens([Watched(layer, n, source="config") for layer, n in demo_recorded["watched"]],
                              at("neurons"), tok)
     write_parquet(at("watched", dataset=dataset), watched_table(watched))
-    curves, predictions = summarize(demo_recorded["tokens"], watched, 0.2, 10, tok, progress=False)
+    curves, predictions = summarize(demo_recorded["tokens"], watched, 0.2, 10, tok, readout="logits", binning="floor",
+                                    progress=False)
     write_parquet(at("curves", dataset=dataset), curves)
     write_parquet(at("predictions", dataset=dataset), predictions)
     build_max_examples(demo_recorded, at("max_examples", dataset=dataset))

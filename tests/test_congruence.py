@@ -86,7 +86,8 @@ def check(res, ref, exact: bool, moments_tol=TOL, tol=TOL):
 @pytest.mark.parametrize("basis", BASES)
 def test_fp32_pass_matches_dense_float64(small, reference, basis):
     """fp32, chunks of 100 (270 neurons: crosses layers at 90 and 180, last chunk 70), 16-row cache blocks."""
-    res = congruence_pass(small, basis=basis, top_k=K, chunk_neurons=100, dtype=torch.float32, progress=False)
+    res = congruence_pass(small, basis=basis, top_k=K, chunk_neurons=100, device="cpu", dtype=torch.float32,
+                          progress=False)
     check(res, reference[basis], exact=False)
 
 
@@ -94,8 +95,8 @@ def test_fp32_pass_matches_dense_float64(small, reference, basis):
 def test_float64_pass_is_exact(small, reference, basis):
     """Chunks of 128 (crossing layers), 7-row blocks. The same algorithm in float64 picks exactly the reference's
     top-k (the fp32 test allows fp32 ties only)."""
-    res = congruence_pass(small, basis=basis, top_k=K, chunk_neurons=128, sub_rows=7, dtype=torch.float64,
-                          progress=False)
+    res = congruence_pass(small, basis=basis, top_k=K, chunk_neurons=128, device="cpu", sub_rows=7,
+                          dtype=torch.float64, progress=False)
     check(res, reference[basis], exact=True, moments_tol=dict(rtol=1e-9, atol=1e-12))
 
 
@@ -104,11 +105,12 @@ def test_chunks_smaller_than_k_and_k_above_neuron_count(small):
     candidates; with 3 x 4 = 12 neurons a top_k of 50 keeps all 12 per token."""
     w = Weights([x[:13] for x in small.w_out], small.W_E, small.W_U)
     ref = torch.cat([x.double() for x in w.w_out]) @ w.W_E.double().T  # (39, V), basis we
-    res = congruence_pass(w, basis="we", top_k=8, chunk_neurons=5, sub_rows=3, dtype=torch.float64, progress=False)
+    res = congruence_pass(w, basis="we", top_k=8, chunk_neurons=5, device="cpu", sub_rows=3, dtype=torch.float64,
+                          progress=False)
     np.testing.assert_array_equal(res.token_top_ids, ref.topk(8, dim=0).indices.T.numpy())
     np.testing.assert_array_equal(res.neuron_top_ids, ref.topk(8, dim=1).indices.numpy())
     w12 = Weights([x[:4] for x in small.w_out], small.W_E, small.W_U)
-    res = congruence_pass(w12, basis="wu", top_k=50, chunk_neurons=5, dtype=torch.float64, progress=False)
+    res = congruence_pass(w12, basis="wu", top_k=50, chunk_neurons=5, device="cpu", dtype=torch.float64, progress=False)
     ref = torch.cat([x.double() for x in w12.w_out]) @ w12.W_U.double()
     assert res.token_top_ids.shape == (w.d_vocab, 12)
     np.testing.assert_array_equal(res.token_top_ids, ref.topk(12, dim=0).indices.T.numpy())
@@ -157,8 +159,8 @@ def test_single_rows_and_columns(small, reference, basis):
 
 
 def test_save_matrix_writes_each_layer_in_fp16(small, reference, tmp_path):
-    res = congruence_pass(small, basis="cosine", top_k=K, chunk_neurons=64, matrix_dir=tmp_path / "matrix",
-                          progress=False)
+    res = congruence_pass(small, basis="cosine", top_k=K, chunk_neurons=64, device="cpu", dtype=torch.float32,
+                          matrix_dir=tmp_path / "matrix", progress=False)
     assert sorted(p.name for p in (tmp_path / "matrix").iterdir()) == ["L0.npy", "L1.npy", "L2.npy"]
     C = reference["cosine"]["C"]
     for layer in range(3):
@@ -169,7 +171,8 @@ def test_save_matrix_writes_each_layer_in_fp16(small, reference, tmp_path):
 
 
 def test_tables_follow_design(small):
-    res = congruence_pass(small, basis="we", top_k=4, chunk_neurons=128, progress=False)
+    res = congruence_pass(small, basis="we", top_k=4, chunk_neurons=128, device="cpu", dtype=torch.float32,
+                          progress=False)
     strs = [f"t{i}" for i in range(small.d_vocab)]
     tokens, neurons = tokens_table(res, strs), neurons_table(res)
     assert tokens.column_names == ["token_id", "token_str", "top_neurons", "top_values", "d_tok"]

@@ -41,7 +41,8 @@ def test_curves_and_predictions_equal_brute_force(tmp_path):
     paths = small_tables(tmp_path)
     watched = [Watched(0, 1, 3, "$"), Watched(2, 3, 5, "&")]
     w, min_count = 0.2, 7
-    curves, preds = summarize(paths, watched, w, min_count, gpt2_tokenizer(), vocab_size=8, progress=False)
+    curves, preds = summarize(paths, watched, w, min_count, gpt2_tokenizer(), readout="logits",
+                              binning="floor", vocab_size=8, progress=False)
     df = pl.concat([pl.read_parquet(p) for p in paths]).filter(pl.col("pos") >= 1)
     rows = []
     for wt in watched:
@@ -71,7 +72,8 @@ def test_curves_and_predictions_equal_brute_force(tmp_path):
 def test_planted_token_neurons_rise(demo_recorded, ground_truth):
     """Each planted token neuron's curve: >= 0.9 in its top populated bin, <= 0.1 in its lowest."""
     watched = [Watched(t["layer"], t["neuron"], t["token_id"], t["token_str"]) for t in ground_truth["token_neurons"]]
-    curves, preds = summarize(demo_recorded["tokens"], watched, 0.2, 5, gpt2_tokenizer(), progress=False)
+    curves, preds = summarize(demo_recorded["tokens"], watched, 0.2, 5, gpt2_tokenizer(), readout="logits",
+                              binning="floor", progress=False)
     c = pl.from_arrow(curves).drop_nulls("proportion")
     for t in ground_truth["token_neurons"]:
         cn = c.filter((pl.col("layer") == t["layer"]) & (pl.col("neuron") == t["neuron"])).sort("bin_lo")
@@ -90,7 +92,8 @@ def test_figures_are_written(tmp_path):
 
     paths = small_tables(tmp_path)
     watched = [Watched(0, 1, 3, "$"), Watched(2, 3, 5, "&")]
-    curves, preds = summarize(paths, watched, 0.2, 7, gpt2_tokenizer(), vocab_size=8, progress=False)
+    curves, preds = summarize(paths, watched, 0.2, 7, gpt2_tokenizer(), readout="logits",
+                              binning="floor", vocab_size=8, progress=False)
     pairs = pl.DataFrame({"rank": [1], "layer": [2], "neuron": [3]})
     dataset_figures(pl.from_arrow(curves), pl.from_arrow(preds), pairs, tmp_path / "curves", tmp_path / "hist", 7)
     assert sorted(p.name for p in (tmp_path / "curves").iterdir()) == [
@@ -117,7 +120,7 @@ def test_post_readout_and_binning_equal_the_posts_formulas(tiny_dir, tiny_bridge
     engine = load_engine(str(tiny_dir), device="cpu", dtype="float32")
     tokens = tmp_path / "tokens.parquet"
     record_shard(engine, shards[0], tokens, tmp_path / "topk.parquet", watched, batch_size=4, top_k=3,
-                 pred_post=True, progress=False)
+                 pred_post=True, pred_topk=0, progress=False)
     table = pl.read_parquet(tokens)
     assert (table["pred"] != table["pred_post"]).sum() > 0  # the two readouts differ on this model
     target = int(table["pred_post"].mode()[0])

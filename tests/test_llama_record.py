@@ -71,7 +71,7 @@ def test_columns_match_a_plain_forward(llama_bridge, hf_engine, shards, tmp_path
     shard = shards[chunking]
     eng = hf_engine if engine == "hf" else BridgeEngine(llama_bridge)
     record_shard(eng, shard, tmp_path / "tok.parquet", tmp_path / "topk.parquet", WATCHED, batch_size=3,
-                 pred_post=True, pred_topk=3, window_batches=2, progress=False)
+                 top_k=20, pred_post=True, pred_topk=3, window_batches=2, progress=False)
     tok = pl.read_parquet(tmp_path / "tok.parquet")
     W_E = llama_bridge.W_E.detach()
     worst, n_rows = 0.0, 0
@@ -105,7 +105,7 @@ def test_normalized_residual_is_rms_only(llama_bridge):
 def test_topk_equals_brute_force(llama_bridge, hf_engine, shards, tmp_path):
     shard = shards["concat"]
     record_shard(hf_engine, shard, tmp_path / "tok.parquet", tmp_path / "topk.parquet", WATCHED, batch_size=4,
-                 top_k=4, progress=False)
+                 top_k=4, pred_post=False, pred_topk=0, progress=False)
     topk = pl.read_parquet(tmp_path / "topk.parquet")
     rows = [dict(chunk=c, docs=row.docs,
                  acts=torch.stack([cache[f"blocks.{layer}.mlp.hook_post"][0]

@@ -103,7 +103,8 @@ def cut(llama_bridge, llama_hf) -> tuple[Weights, dict]:
 def test_fp32_pass_matches_dense_float64_from_raw_weights(cut, basis):
     """Chunks of 50 (crossing layers at 64 and 128), fp32 products."""
     ours, reference = cut
-    res = congruence_pass(ours, basis=basis, top_k=K, chunk_neurons=50, dtype=torch.float32, progress=False)
+    res = congruence_pass(ours, basis=basis, top_k=K, chunk_neurons=50, device="cpu", dtype=torch.float32,
+                          progress=False)
     check(res, reference[basis], exact=False)
     C = reference[basis]["C"]
     print(f"{basis}: max |top-1 neuron value - reference| "

@@ -45,7 +45,7 @@ def tiny_hf(tiny_dir):
 
 
 def run(bridge, shard: Path, folder: Path, **kw) -> tuple[pl.DataFrame, pl.DataFrame]:
-    kw.setdefault("progress", False)
+    kw = dict(dict(batch_size=8, top_k=20, pred_post=False, pred_topk=0, progress=False), **kw)
     record_shard(bridge, shard, folder / "tok.parquet", folder / "topk.parquet", kw.pop("watched", WATCHED), **kw)
     return pl.read_parquet(folder / "tok.parquet"), pl.read_parquet(folder / "topk.parquet")
 
@@ -144,14 +144,14 @@ def run_batch(self, *a, **k):
 R.Recorder.run_batch = run_batch
 br = load_engine(sys.argv[1], device="cpu", dtype="float32")
 R.record_shard(br, sys.argv[2], sys.argv[3], sys.argv[4], [(0, 5), (2, 200), (1, 17)], batch_size=2, top_k=3,
-               window_batches=1, progress=False)
+               pred_post=False, pred_topk=0, window_batches=1, progress=False)
 """
 
 
 def test_killed_run_reruns_byte_identical(tiny_dir, tiny_hf, corpus, tmp_path):
     """SIGKILL mid-shard leaves no output (only a temp file); the rerun writes the same bytes as a clean run."""
     shard = corpus["concat"][0]
-    kw = dict(batch_size=2, top_k=3, window_batches=1, progress=False)
+    kw = dict(batch_size=2, top_k=3, pred_post=False, pred_topk=0, window_batches=1, progress=False)
     (tmp_path / "ref").mkdir()
     record_shard(tiny_hf, shard, tmp_path / "ref/tok.parquet", tmp_path / "ref/topk.parquet", WATCHED, **kw)
     out = tmp_path / "run"

@@ -226,7 +226,8 @@ def test_congruence_of_sampled_neurons_equals_a_dense_product(sampled_weights, b
     ref = reference[basis]
     C = ref["C"]
     tol = dict(rtol=1e-5, atol=2e-6 * float(np.abs(C).max()))
-    res = congruence_pass(ours, basis=basis, top_k=K, chunk_neurons=50, dtype=torch.float32, progress=False)
+    res = congruence_pass(ours, basis=basis, top_k=K, chunk_neurons=50, device="cpu", dtype=torch.float32,
+                          progress=False)
     check(res, ref, exact=False, tol=tol, moments_tol=dict(rtol=1e-4, atol=1e-7))
     worst = {name: float(np.abs(vals - ref[key]).max()) for name, vals, key in (
         ("tokens", res.token_top_values, "tok_v"), ("top", res.neuron_top_values, "top_v"),
