@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from anneuron.contracts import neuron_name
 from anneuron.demo_specs import N_HEAD, PLANTED
 from anneuron.io import atomic_dir, write_json
 from anneuron.tokenizer import gpt2_tokenizer, single_token
@@ -140,7 +141,7 @@ def build_planted_model(seed: int = 0) -> tuple[GPT2LMHeadModel, GroundTruth]:
             unembed_dir([token_id]) * OUT_SHIFT * emb[token_id].norm() / TARGET_PRE)
         planted.append((tn, trig_ids))
         truth.token_neurons.append(
-            dict(name=f"L{tn.layer}N{tn.neuron}", layer=tn.layer, neuron=tn.neuron, token_id=token_id,
+            dict(name=neuron_name(tn.layer, tn.neuron), layer=tn.layer, neuron=tn.neuron, token_id=token_id,
                  token_str=tn.token, triggers=list(tn.triggers), trigger_ids=trig_ids)
         )
     _calibrate_inputs(model, planted, tok, seed)
@@ -148,7 +149,7 @@ def build_planted_model(seed: int = 0) -> tuple[GPT2LMHeadModel, GroundTruth]:
         ids = _ids(tok, sn.tokens)
         norm = OUT_SHIFT * float(emb[ids].norm(dim=1).mean()) / TARGET_PRE
         tr.h[sn.layer].mlp.c_proj.weight[sn.neuron] = sn.sign * norm * unembed_dir(ids)
-        entry = dict(name=f"L{sn.layer}N{sn.neuron}", layer=sn.layer, neuron=sn.neuron, token_ids=ids,
+        entry = dict(name=neuron_name(sn.layer, sn.neuron), layer=sn.layer, neuron=sn.neuron, token_ids=ids,
                      tokens=list(sn.tokens))
         (truth.prediction_neurons if sn.sign > 0 else truth.suppression_neurons).append(entry)
     truth.experiments = [asdict(e) for e in EXPERIMENTS]

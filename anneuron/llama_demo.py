@@ -23,6 +23,7 @@ from transformers import (
     Qwen2Config,
 )
 
+from anneuron.contracts import neuron_name
 from anneuron.io import atomic_dir, write_json
 from anneuron.tokenizer import gpt2_tokenizer, single_token
 
@@ -128,7 +129,7 @@ def build_planted_llama(seed: int = 5, n_contexts: int = 64) -> tuple[LlamaForCa
     resid = model(clean, output_hidden_states=True).hidden_states[layer + 1][0, -1]  # after the layer
     act = torch.nn.functional.silu(torch.tensor(TARGET)) * TARGET
     mlp.down_proj.weight[:, n] = direction * OUT_SHIFT * resid.norm() / act
-    truth = dict(PLANTED, seed=seed, name=f"L{layer}N{n}", trigger_id=trig, token_id=token)
+    truth = dict(PLANTED, seed=seed, name=neuron_name(layer, n), trigger_id=trig, token_id=token)
     return model, truth
 
 

@@ -3,8 +3,8 @@
 # static site, results/{model}/pages/index.html, from the weights, dataset and experiment tables.
 
 
-# The experiment tables the pages read (contrast.parquet too once the contracts name it; read when present anyway).
-PAGES_EXP_KEYS = ["exp_neurons", "exp_summary"] + (["exp_contrast"] if "exp_contrast" in K.PATHS else [])
+# The experiment tables the pages read.
+PAGES_EXP_KEYS = ["exp_neurons", "exp_summary", "exp_contrast"]
 # gpu=1 when the workflow is planned where the configured device is CUDA, as for congruence (weights.smk). The
 # SLURM profile sends a rule to the gpu partition only when it names it under set-resources.
 EXAMPLES_GPU = GPU
