@@ -35,6 +35,7 @@ PAPER_SETTINGS = {"chunking": "truncate", "seq_len": 1024, "pred_post": True, "b
 FORWARD = ("dtype",)
 WEIGHTS = ("basis",)
 DATASET = ("chunking", "seq_len", "dtype")
+CURVES = (*DATASET, "readout", "binning")
 STANDOUTS = ("dtype", "standout_min_score", "layers.tall_short", "layers.big_small", "layers.huge_tiny")
 
 SCHEMA = K.PAPER_CHECK
@@ -315,6 +316,23 @@ def _count(token: str, field: str) -> Callable[[Outputs], Value]:
     return f
 
 
+def _top_bin(layer: int, neuron: int, token: str) -> Callable[[Outputs], Value]:
+    """The proportion of `token` top predictions in the neuron's highest activation bin that holds any position."""
+    def f(o: Outputs) -> Value:
+        path = K.relative("curves", dataset=o.dataset)
+        rows = o.table(path, filters=[("layer", "=", layer), ("neuron", "=", neuron), ("token_str", "=", token)])
+        item = f"{K.neuron_name(layer, neuron)}·{token!r}"
+        if rows is None:
+            return _missing(o, path)
+        rows = [r for r in rows if r["count"] > 0]
+        if not rows:
+            return Value(item=item, source=o.rel(path), note="not watched (watch.neurons) or no positions")
+        r = max(rows, key=lambda r: r["bin_lo"])
+        return Value(r["proportion"], item, o.rel(path),
+                     f"bin [{r['bin_lo']:g}, {r['bin_hi']:g}): {r['hits']} of {r['count']}")
+    return f
+
+
 # --- experiments across prompts ----------------------------------------------------------------------------------
 
 TALL_SHORT_FAMILY = ("tall_short", "big_small", "huge_tiny")
@@ -396,6 +414,8 @@ CHECKS: list[Check] = [
           _count(" though", "predicted"), settings=(*DATASET, "pred_post")),
     Check("dataset", "though_occurred", '" though" occurred (next token)', "' though'", 654,
           _count(" though", "occurred"), settings=DATASET),
+    Check("dataset", "an_curve_top_bin", '" an" top-prediction proportion in L31N892\'s highest activation bin',
+          "L31N892·' an'", 1.0, _top_bin(31, 892, " an"), reference_only=True, settings=CURVES),
     Check("experiments", "L25N4413_standout", "tall/short family experiments where L25N4413 stands out",
           "L25N4413: tall_short, big_small, huge_tiny", 3, _standout_count(25, 4413, TALL_SHORT_FAMILY),
           reference_only=True, settings=STANDOUTS),
@@ -413,7 +433,7 @@ def inputs(results: str, dataset: str, experiments: list[str] | tuple[str, ...])
     not in `experiments` (the configured ones) are left out, and their rows say "missing"."""
     root = f"{results}/"
     files = [K.relative(k) for k in ("weights_tokens", "neurons", "pairs")]
-    files.append(K.relative("predictions", dataset=dataset))
+    files += [K.relative(k, dataset=dataset) for k in ("predictions", "curves")]
     for exp in (e for e in PAPER_EXPERIMENTS if e in experiments):
         files += [K.relative(f"exp_{t}", exp=exp) for t in EXPERIMENT_FILES]
     files.append(K.relative("experiments_summary"))

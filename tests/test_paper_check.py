@@ -76,6 +76,13 @@ def write_post_outputs(root: Path, experiments: bool = True) -> Path:
         dict(token_id=281, token_str=" an", predicted=900, occurred=12389, predicted_post=1471),
         dict(token_id=3584, token_str=" though", predicted=100, occurred=654, predicted_post=214),
         dict(token_id=1, token_str='"', predicted=5, occurred=5, predicted_post=5)])
+    curve = dict(layer=31, neuron=892, token_id=281, token_str=" an")
+    _write(root / "pile-10k/curves.parquet", [
+        dict(curve, bin_lo=0.0, bin_hi=0.2, count=900, hits=9, proportion=0.01),
+        dict(curve, bin_lo=5.0, bin_hi=5.2, count=3, hits=3, proportion=1.0),
+        dict(curve, bin_lo=5.2, bin_hi=5.4, count=0, hits=0, proportion=float("nan")),  # empty: not the top bin
+        dict(layer=28, neuron=1921, token_id=3584, token_str=" though", bin_lo=9.0, bin_hi=9.2, count=1, hits=0,
+             proportion=0.0)])
     return root
 
 
@@ -184,6 +191,12 @@ def test_a_setting_the_post_did_not_use_makes_its_rows_not_comparable(post_outpu
                                              dict(POST, **{"layers.an_a": "auto"})).to_pylist()}
     assert auto["neuron_best"]["status"].startswith("not comparable: layers.an_a = 'auto'")
     assert auto["neuron_L31N892"]["status"] == "ok"  # layer 31 was patched exactly either way
+    floor = {r["key"]: r for r in paper_check(post_outputs, "gpt2-large", "pile-10k",
+                                              dict(POST, readout="logits", binning="floor")).to_pylist()}
+    assert floor["an_curve_top_bin"]["status"] == ("not comparable: readout = 'logits' (the post: 'post'); "
+                                                 "binning = 'floor' (the post: 'post')")
+    assert floor["an_predicted"]["status"] == "ok"  # the counts do not depend on the curves' settings
+    assert floor["an_curve_top_bin"]["ours"] == 1.0 and floor["an_curve_top_bin"]["note"] == "bin [5, 5.2): 3 of 3"
 
 
 def test_an_attribution_score_is_never_reported_as_the_exact_one(tmp_path):
