@@ -129,6 +129,22 @@ def test_contrast_congruence_ranks_each_planted_neuron_first(demo_results, demo_
         assert sorted(t["rank"]) == list(range(1, len(t) + 1))
 
 
+def test_the_overview_says_the_weights_predicted_each_planted_neuron(demo_results, ground_truth):
+    """experiments/overview.parquet, read back from the written summaries: per experiment its best exact neuron (the
+    planted one), that neuron's contrast rank (1) and the Spearman of contrast vs exact scores as in summary.json."""
+    from anneuron.standouts import overview_table
+
+    out, results = demo_results
+    names = [name for name, _ in _experiments(ground_truth)]
+    rows = {r["experiment"]: r for r in overview_table(
+        {name: experiment_files(out / name)["summary"] for name in names}, names).to_pylist()}
+    for name, neuron in _experiments(ground_truth):
+        r, s = rows[name], results[name].summary
+        assert (r["best_neuron"], r["contrast_rank_of_best_exact"], r["counted"]) == (neuron, 1, True), r
+        assert r["contrast_spearman"] == s["contrast_spearman"] and r["ld_clean"] == s["ld_clean"]
+        assert -1 <= r["contrast_spearman"] <= 1
+
+
 def test_joint_patching_k1_is_the_single_neuron_score_and_grows_on_the_answer_side(demo_results):
     _, results = demo_results
     res = results["an_picked"]
