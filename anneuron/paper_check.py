@@ -362,11 +362,15 @@ def _top_standout() -> Callable[[Outputs], Value]:
         rows = o.table(path)
         if rows is None:
             return _missing(o, path)
+        overview = o.table(K.relative("experiments_overview")) or []
+        left_out = sorted(r["experiment"] for r in overview if not r["counted"])
+        why = (f"not counted (clean − corrupted LD < {K.MIN_LD_GAP}): " + ", ".join(left_out)) if left_out else None
         if not rows:
-            return Value(0.0, None, o.rel(path), "no neuron stands out in two experiments")
+            return Value(0.0, None, o.rel(path), "; ".join(
+                x for x in ("no neuron stands out in two experiments", why) if x))
         r = max(rows, key=lambda r: (r["n_experiments"], r["mean_z"]))
         item = K.neuron_name(r["layer"], r["neuron"]) + ": " + ", ".join(r["experiments"])
-        return Value(float(r["n_experiments"]), item, o.rel(path))
+        return Value(float(r["n_experiments"]), item, o.rel(path), why)
     return f
 
 
@@ -436,7 +440,7 @@ def inputs(results: str, dataset: str, experiments: list[str] | tuple[str, ...])
     files += [K.relative(k, dataset=dataset) for k in ("predictions", "curves")]
     for exp in (e for e in PAPER_EXPERIMENTS if e in experiments):
         files += [K.relative(f"exp_{t}", exp=exp) for t in EXPERIMENT_FILES]
-    files.append(K.relative("experiments_summary"))
+    files += [K.relative(k) for k in ("experiments_summary", "experiments_overview")]
     return [root + f for f in files]
 
 

@@ -60,6 +60,7 @@ def write_post_outputs(root: Path, experiments: bool = True) -> Path:
             dict(layer=25, neuron=4413, experiments=["big_small", "huge_tiny", "tall_short"], n_experiments=3,
                  max_exact=0.3, mean_z=12.0),
             dict(layer=3, neuron=3, experiments=["an_a", "tall_short"], n_experiments=2, max_exact=0.1, mean_z=50.0)])
+        write_overview(root, [])
     w = root / "weights"
     _write(w / "tokens.parquet", [
         dict(token_id=281, token_str=" an", top_neurons=[31 * D_MLP + 892, 5], top_values=[2.749, 1.0], d_tok=1.7),
@@ -84,6 +85,12 @@ def write_post_outputs(root: Path, experiments: bool = True) -> Path:
         dict(layer=28, neuron=1921, token_id=3584, token_str=" though", bin_lo=9.0, bin_hi=9.2, count=1, hits=0,
              proportion=0.0)])
     return root
+
+
+def write_overview(root: Path, not_counted: list[str]) -> None:
+    _write(root / "experiments/overview.parquet", [
+        dict(experiment=e, counted=e not in not_counted, ld_clean=1.0, ld_corrupted=0.8 if e in not_counted else -2.0)
+        for e in ("an_a", "tall_short", "big_small", "huge_tiny")])
 
 
 @pytest.fixture
@@ -227,3 +234,11 @@ def test_run_settings_read_the_config():
     default = validate_schema(yaml.safe_load((repo / "config.yaml").read_text()),
                               load_schema(repo / "workflow/schemas/config.schema.yaml"))
     assert "chunking = 'concat' (the post: 'truncate')" in settings_mismatch(run_settings(default, 1024))
+
+
+def test_an_experiment_left_out_of_the_standout_count_is_named(post_outputs):
+    """The cross-experiment count only takes experiments whose prompts move the LD enough (contracts.MIN_LD_GAP):
+    the row says which were left out, so "no neuron stands out" is never unexplained."""
+    write_overview(post_outputs, ["big_small"])
+    row = {r["key"]: r for r in paper_check(post_outputs, "gpt2-large", "pile-10k", POST).to_pylist()}["top_standout"]
+    assert row["note"] == "not counted (clean − corrupted LD < 0.5): big_small" and row["ours"] == 3
