@@ -17,4 +17,6 @@ dataset_figures(
     snakemake.output.curves,
     snakemake.output.hist,
     p.min_count,
+    readout=p.readout,
+    binning=p.binning,
 )

@@ -95,10 +95,30 @@ def test_figures_are_written(tmp_path):
     curves, preds = summarize(paths, watched, 0.2, 7, gpt2_tokenizer(), readout="logits",
                               binning="floor", vocab_size=8, progress=False)
     pairs = pl.DataFrame({"rank": [1], "layer": [2], "neuron": [3]})
-    dataset_figures(pl.from_arrow(curves), pl.from_arrow(preds), pairs, tmp_path / "curves", tmp_path / "hist", 7)
+    dataset_figures(pl.from_arrow(curves), pl.from_arrow(preds), pairs, tmp_path / "curves", tmp_path / "hist", 7,
+                    readout="logits", binning="floor")
     assert sorted(p.name for p in (tmp_path / "curves").iterdir()) == [
         "L0N1.png", "L0N1.svg", "L2N3.png", "L2N3.svg", "top_pairs.png", "top_pairs.svg"]
     assert (tmp_path / "hist.png").stat().st_size > 0 and (tmp_path / "hist.svg").exists()
+
+
+@pytest.mark.parametrize("readout, binning, words", [
+    ("logits", "floor", ("argmax of the logits", "floor bins of 0.2; BOS excluded", "bins of ≥ 7 positions")),
+    ("post", "post", ("normalised residual · W_E", "int(5·round(a, 1)); BOS included", "no minimum count"))])
+def test_a_curve_figure_says_which_readout_and_binning_drew_it(tmp_path, readout, binning, words):
+    import matplotlib.pyplot as plt
+
+    from anneuron.plots.dataset import curve_figure
+
+    paths = small_tables(tmp_path)
+    curves, _ = summarize(paths, [Watched(0, 1, 3, "$")], 0.2, 7, gpt2_tokenizer(), readout="logits",
+                          binning=binning, vocab_size=8, progress=False)
+    fig = curve_figure(pl.from_arrow(curves), 3, 9, 7, readout=readout, binning=binning)
+    top, bottom = fig.axes[:2]
+    text = " | ".join([top.get_title(), bottom.get_xlabel(), *(t.get_text() for t in top.get_legend().get_texts())])
+    plt.close(fig)
+    for w in words:
+        assert w in text, text
 
 
 def test_post_readout_and_binning_equal_the_posts_formulas(tiny_dir, tiny_bridge, tmp_path):

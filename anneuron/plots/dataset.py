@@ -2,8 +2,9 @@
 top-pairs curve, and the activation histograms of the watched neurons, all drawn from curves.parquet and
 predictions.parquet.
 
-x is the neuron's activation (bin centres of the fixed-width bins), y the proportion of positions whose top-1
-prediction is the neuron's token; bins with fewer than `min_count` positions have no proportion and are not drawn.
+x is the neuron's activation (bin centres), y the proportion of positions whose top-1 prediction is the neuron's
+token. With `curves.binning: floor`, bins with fewer than `min_count` positions have no proportion (drawn apart, as
+hits / count); with `post` every bin has one, as in the post. Each figure says which readout and binning drew it.
 """
 
 from __future__ import annotations
@@ -23,21 +24,38 @@ def _label(layer: int, neuron: int, token: str) -> str:
     return f"{neuron_name(layer, neuron)} → {token!r}"
 
 
+READOUT_LABEL = {"logits": "argmax of the logits", "post": "the post's readout: normalised residual · W_E"}
+BINNING_LABEL = {"floor": "floor bins of {w:g}; BOS excluded",
+                 "post": "the post's bins, int(5·round(a, 1)); BOS included"}
+
+
+def _width(c: pl.DataFrame) -> float:
+    """The bins' width (the median: the post's bin 0 is wider than the others)."""
+    return float(np.median((c["bin_hi"] - c["bin_lo"]).to_numpy())) if c.height else 0.0
+
+
+def _binning_text(c: pl.DataFrame, binning: str) -> str:
+    return BINNING_LABEL[binning].format(w=_width(c))
+
+
 def _neuron(curves: pl.DataFrame, layer: int, neuron: int) -> pl.DataFrame:
     return curves.filter((pl.col("layer") == layer) & (pl.col("neuron") == neuron)).sort("bin_lo")
 
 
 def curve_figure(c: pl.DataFrame, predicted: int | None, occurred: int | None, min_count: int,
-                 counts_label: str = "predicted"):
+                 counts_label: str = "predicted", readout: str = "logits", binning: str = "floor"):
     """One neuron: proportion of top predictions = its token vs activation (top), positions per bin (bottom)."""
     style()
     layer, neuron, token = c["layer"][0], c["neuron"][0], c["token_str"][0]
     fig, (ax, axc) = plt.subplots(2, 1, figsize=(6.4, 5.0), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
     x = ((c["bin_lo"] + c["bin_hi"]) / 2).to_numpy()
-    w = float(c["bin_hi"][0] - c["bin_lo"][0])
+    w = _width(c)
     p = c["proportion"].to_numpy().astype(float)  # null -> nan: a gap in the line
     counts = c["count"].to_numpy()
-    ax.plot(x, p, "o-", color="C0", ms=4, lw=1.5, label=f"bins of ≥ {min_count} positions")
+    if binning == "post":
+        min_count = 1  # the post: every bin that holds a position has a proportion
+    ax.plot(x, p, "o-", color="C0", ms=4, lw=1.5,
+            label="every bin (no minimum count)" if binning == "post" else f"bins of ≥ {min_count} positions")
     thin = (counts > 0) & (counts < min_count)  # shown apart: too few positions for a proportion
     if thin.any():
         ax.plot(x[thin], c["hits"].to_numpy()[thin] / counts[thin], "o", mfc="none", mec="0.55", ms=5,
@@ -48,19 +66,22 @@ def curve_figure(c: pl.DataFrame, predicted: int | None, occurred: int | None, m
               edgecolor="0.8")
     ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel(f"proportion of top-1 = {token!r}")
-    ax.set_title(f"{_label(layer, neuron, token)}: top prediction vs activation")
+    ax.set_title(f"{_label(layer, neuron, token)}: top prediction vs activation\n"
+                 f"top-1 = {READOUT_LABEL[readout]}", fontsize=10)
     axc.bar(x, np.where(counts > 0, counts, np.nan), width=w * 0.9, color="0.55")
-    axc.axhline(min_count, color="C3", lw=0.8, ls="--", label=f"min_count = {min_count}")
+    if binning != "post":
+        axc.axhline(min_count, color="C3", lw=0.8, ls="--", label=f"min_count = {min_count}")
+        axc.legend(loc="upper right", fontsize=8)
     axc.set_yscale("log")
     axc.set_ylabel("positions")
-    axc.set_xlabel(f"activation (bins of {w:g}; BOS excluded)")
-    axc.legend(loc="upper right", fontsize=8)
+    axc.set_xlabel(f"activation ({_binning_text(c, binning)})")
     fig.align_ylabels([ax, axc])
     fig.tight_layout()
     return fig
 
 
-def top_pairs_figure(curves: pl.DataFrame, pairs: pl.DataFrame, n: int = 5):
+def top_pairs_figure(curves: pl.DataFrame, pairs: pl.DataFrame, n: int = 5, readout: str = "logits",
+                     binning: str = "floor"):
     """The top-n watched pairs (by rank) on one axis: each neuron's proportion curve for its paired token."""
     style()
     fig, ax = plt.subplots(figsize=(7.0, 4.4))
@@ -76,8 +97,8 @@ def top_pairs_figure(curves: pl.DataFrame, pairs: pl.DataFrame, n: int = 5):
                 label=f"#{r['rank']} {_label(r['layer'], r['neuron'], c['token_str'][0])}")
         drawn += 1
     ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("activation (bin centres)")
-    ax.set_ylabel("proportion of top-1 = the neuron's token")
+    ax.set_xlabel(f"activation (bin centres; {_binning_text(curves, binning)})")
+    ax.set_ylabel(f"proportion of top-1 = the neuron's token\n({READOUT_LABEL[readout]})", fontsize=9)
     ax.set_title(f"Top {drawn} mutually exclusive pairs: top prediction vs activation")
     if drawn:
         ax.legend(fontsize=8, loc="upper left")
@@ -113,7 +134,8 @@ def histogram_figure(curves: pl.DataFrame, ncols: int = 4):
 
 
 def dataset_figures(curves: pl.DataFrame, predictions: pl.DataFrame, pairs: pl.DataFrame | None,
-                    curves_dir: str | Path, hist_stem: str | Path, min_count: int, top_n: int = 5) -> None:
+                    curves_dir: str | Path, hist_stem: str | Path, min_count: int, *, readout: str, binning: str,
+                    top_n: int = 5) -> None:
     """All figures of the stage: curves_dir/L{l}N{n}.{png,svg} per watched neuron and curves_dir/top_pairs, built
     in a temporary folder and swapped in whole; hist_stem.{png,svg}. `pairs`: the watched pairs (rank, layer,
     neuron) or None. Counts use `predicted_post` when it was recorded (as the post counted)."""
@@ -126,8 +148,9 @@ def dataset_figures(curves: pl.DataFrame, predictions: pl.DataFrame, pairs: pl.D
             c = _neuron(curves, layer, neuron)
             r = by_id.get(c["token_id"][0])
             fig = curve_figure(c, r[pcol] if r else None, r["occurred"] if r else None, min_count,
-                               "predicted (pred_post)" if post else "predicted")
+                               "predicted (pred_post)" if post else "predicted", readout, binning)
             save_figure(fig, Path(tmp) / neuron_name(layer, neuron))
         empty = pl.DataFrame(schema={"rank": pl.Int64, "layer": pl.Int64, "neuron": pl.Int64})
-        save_figure(top_pairs_figure(curves, pairs if pairs is not None else empty, top_n), Path(tmp) / "top_pairs")
+        save_figure(top_pairs_figure(curves, pairs if pairs is not None else empty, top_n, readout, binning),
+                    Path(tmp) / "top_pairs")
     save_figure(histogram_figure(curves), hist_stem)

@@ -152,6 +152,8 @@ rule dataset_figures:
         dataset=DATASET_RE,
     params:
         min_count=config["curves"]["min_count"],
+        readout=config["curves"]["readout"],
+        binning=config["curves"]["binning"],
     log:
         "logs/dataset_figures/{model}/{dataset}.log",
     benchmark:
