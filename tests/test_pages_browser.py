@@ -222,3 +222,15 @@ def test_markup_in_tokens_renders_as_text(browser, tmp_path):
         == 0
     assert browser.title.startswith('"') and "<img" in browser.title
     assert console_errors(browser) == []
+
+
+def test_the_open_time_benchmark_runs_on_a_site(demo_site, capsys):
+    """`python -m anneuron.bench pages` (README: its figures at GPT-2 Large's shape) on the demo's site."""
+    import json
+
+    from anneuron.bench.pages import main
+
+    main([str(demo_site.parent), "--neurons", "2"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["views"] == 2 and out["console_errors"] == 0 and out["model"] == "demo-planted"
+    assert out["neurons"] == 4 * 1024 and out["view_median_s"] > 0
