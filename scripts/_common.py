@@ -47,6 +47,10 @@ def setup_logging(snakemake) -> None:
         fh = open(_LOG, "w", buffering=1)
         sys.stderr = fh
         logging.basicConfig(stream=fh, level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
+    if "SLURM_JOB_ID" in os.environ:  # where the job ran and which GPU it was given, for whoever reads its log
+        logging.getLogger("anneuron.job").info(
+            "SLURM job %s on %s; CUDA_VISIBLE_DEVICES=%s", os.environ["SLURM_JOB_ID"],
+            os.environ.get("SLURMD_NODENAME", "?"), os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
 
 
 def gpu_requested(snakemake) -> int:

@@ -12,7 +12,8 @@
 Then, from the queue log (squeue every second) and the Snakemake log: every job of the SLURM run was submitted
 to SLURM; jobs of GPU rules (the slurm profile's set-resources entries on the gpu partition) ran on the gpu
 partition with one GPU; the jobs of grouped rules (the experiments: `group:` in their rule) ran inside group jobs
-(here one, holding both experiments), never on their own; two `record` shards ran at the same time.
+(here one, holding both experiments), never on their own; two `record` shards ran at the same time, each on a GPU
+of its own (the CUDA_VISIBLE_DEVICES their logs report).
 Prints what it checked; exits 1 on the first list of failures.
 """
 
@@ -191,7 +192,18 @@ def job_stats(log_text: str) -> dict[str, int]:
     return {line.split()[0]: int(line.split()[1]) for line in m.group(1).splitlines() if line.strip()}
 
 
-def check_slurm_usage(queue_log: Path, slurm_log: Path, profile: Path) -> tuple[list[str], list[str]]:
+def record_gpus(root: Path) -> dict[str, str]:
+    """record log -> the CUDA_VISIBLE_DEVICES its SLURM job reported (scripts/_common.py logs it)."""
+    out = {}
+    for log in sorted((root / "logs" / "record").rglob("*.log")):
+        m = re.search(r"CUDA_VISIBLE_DEVICES=(\S+)", log.read_text(errors="replace"))
+        out[str(log.relative_to(root))] = m.group(1) if m else "not logged"
+    return out
+
+
+def check_slurm_usage(queue_log: Path, slurm_log: Path, root: Path) -> tuple[list[str], list[str]]:
+    """`root`: the SLURM run's copy of the repository (its profile, its job logs)."""
+    profile = root / "workflow/profiles/slurm/config.yaml"
     text = slurm_log.read_text()
     stats = job_stats(text)
     submitted = set(re.findall(r"submitted with SLURM jobid (\d+)", text))
@@ -258,6 +270,10 @@ def check_slurm_usage(queue_log: Path, slurm_log: Path, profile: Path) -> tuple[
         notes.append(f"most record shards running at once: {most}")
         if most < 2:
             errors.append("record shards never ran concurrently")
+        gpus = record_gpus(root)
+        notes.append(f"GPU of each record shard: {gpus}")
+        if len(set(gpus.values())) != len(gpus) or {"unset", "not logged"} & set(gpus.values()):
+            errors.append(f"record shards did not each get a GPU of their own: {gpus}")
     else:
         notes.append("no record stage in this DAG yet: concurrency not checked")
     return errors, notes
@@ -273,8 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     errors, counts = compare_trees(args.local, args.slurm)
     print(f"compared files by type: {counts}")
     if args.queue_log and args.slurm_log:
-        more, notes = check_slurm_usage(args.queue_log, args.slurm_log,
-                                        args.slurm / "workflow/profiles/slurm/config.yaml")
+        more, notes = check_slurm_usage(args.queue_log, args.slurm_log, args.slurm)
         errors += more
         for n in notes:
             print(n)
