@@ -65,8 +65,8 @@ class ActivationModel:
     def activations(self, name: str, text: str) -> dict:
         layer, n = self.neuron(name)
         hook = f"blocks.{layer}.mlp.hook_post"
-        tokens = self.tokens(text)
-        with self.lock:
+        with self.lock:  # the tokenizer too: a fast tokenizer's padding/truncation state is not thread-safe
+            tokens = self.tokens(text)
             logits, cache = self.bridge.run_with_cache(tokens, names_filter=lambda h: h == hook)
             acts = cache[hook][0, :, n].float().tolist()
             preds = logits[0].float().argmax(-1).tolist()
