@@ -180,7 +180,10 @@ def check(config: dict, schema: dict, produced: ProducedModels | None = None,
 
 
 def _check_model(config: dict, spec: ModelSpec) -> None:
-    count = spec.token_counter()
+    try:
+        count = spec.token_counter()
+    except ModelError as e:
+        raise ConfigError(f"config: models: {e}") from None
     mid = spec.id
     for s in config["congruence"]["tokens"]:
         if count(s) != 1:

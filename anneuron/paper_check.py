@@ -317,7 +317,9 @@ def _count(token: str, field: str) -> Callable[[Outputs], Value]:
 
 
 def _top_bin(layer: int, neuron: int, token: str) -> Callable[[Outputs], Value]:
-    """The proportion of `token` top predictions in the neuron's highest activation bin that holds any position."""
+    """The share of `token` top predictions (hits / count) in the neuron's highest activation bin that holds any
+    position: the curve's right end, as the post's figure shows it (no minimum count; under `binning: floor` the
+    table leaves a thin bin's proportion empty, so the share is computed here)."""
     def f(o: Outputs) -> Value:
         path = K.relative("curves", dataset=o.dataset)
         rows = o.table(path, filters=[("layer", "=", layer), ("neuron", "=", neuron), ("token_str", "=", token)])
@@ -328,7 +330,7 @@ def _top_bin(layer: int, neuron: int, token: str) -> Callable[[Outputs], Value]:
         if not rows:
             return Value(item=item, source=o.rel(path), note="not watched (watch.neurons) or no positions")
         r = max(rows, key=lambda r: r["bin_lo"])
-        return Value(r["proportion"], item, o.rel(path),
+        return Value(r["hits"] / r["count"], item, o.rel(path),
                      f"bin [{r['bin_lo']:g}, {r['bin_hi']:g}): {r['hits']} of {r['count']}")
     return f
 
@@ -364,7 +366,8 @@ def _top_standout() -> Callable[[Outputs], Value]:
             return _missing(o, path)
         overview = o.table(K.relative("experiments_overview")) or []
         left_out = sorted(r["experiment"] for r in overview if not r["counted"])
-        why = (f"not counted (clean − corrupted LD < {K.MIN_LD_GAP}): " + ", ".join(left_out)) if left_out else None
+        why = (f"not counted (|clean − corrupted LD| < {K.MIN_LD_GAP}, or not finite): " + ", ".join(left_out)
+               if left_out else None)
         if not rows:
             return Value(0.0, None, o.rel(path), "; ".join(
                 x for x in ("no neuron stands out in two experiments", why) if x))

@@ -203,14 +203,16 @@ def token_counter(spec: ModelSpec) -> Callable[[str], int]:
     `tokenizers` library alone, the engine its fast tokenizer wraps: transformers' AutoTokenizer would import torch
     while the Snakefile parses. GPT-2's offline tokenizer imports none; a model with neither gets its full tokenizer."""
     if spec.tokenizer_id != "gpt2":
-        if spec.local:
-            file = spec.folder / "tokenizer.json"
-        else:
-            file = _cached_hub_file(spec.hub or spec.name, "tokenizer.json", spec.revision)
+        if spec.local and spec.folder.is_dir():
+            file, where = spec.folder / "tokenizer.json", f"model folder {spec.folder}"
+        else:  # a hub name, or the folder it will be fetched into: the cached hub file
+            file, where = _cached_hub_file(spec.hub or spec.name, "tokenizer.json", spec.revision), f"model {spec.name}"
         if file is not None and file.is_file():
             from tokenizers import Tokenizer
 
             fast = Tokenizer.from_file(str(file))
+            if fast.get_vocab_size() <= 1:
+                raise ModelError(f"{where}: its tokenizer has {fast.get_vocab_size()} token(s)")
             return lambda text: len(fast.encode(text, add_special_tokens=False).ids)
     tok = spec.tokenizer()
     return lambda text: len(tok.encode(text, add_special_tokens=False))

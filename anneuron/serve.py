@@ -37,6 +37,10 @@ MAX_CHARS = 4000  # default cap on a request's text (characters)
 LIVE_SCRIPT = '<script src="assets/live.js"></script>'  # anneuron/pages/static/live.js
 
 
+class TooLong(ValueError):
+    """A text of more tokens than the model's context (one line)."""
+
+
 class ActivationModel:
     """One loaded model, used by one request at a time: a neuron's activation and the top-1 prediction per token."""
 
@@ -55,10 +59,10 @@ class ActivationModel:
         return layer, n
 
     def tokens(self, text: str) -> Int[torch.Tensor, "1 pos"]:
-        """The text's tokens, BOS first as everywhere in the pipeline; ValueError (one line) beyond the context."""
+        """The text's tokens, BOS first as everywhere in the pipeline; TooLong beyond the context."""
         tokens = self.bridge.to_tokens(text, truncate=False)
         if tokens.shape[1] > self.n_ctx:
-            raise ValueError(f"text is {tokens.shape[1]} tokens with BOS; the model's context is {self.n_ctx}")
+            raise TooLong(f"text is {tokens.shape[1]} tokens with BOS; the model's context is {self.n_ctx}")
         return tokens
 
     @torch.no_grad()
@@ -108,7 +112,7 @@ def create_app(model: ActivationModel, pages_dir: str | Path | None = None, max_
             raise HTTPException(404 if "out of range" in str(e) else 400, str(e)) from None
         try:
             return model.activations(neuron, text)
-        except ValueError as e:  # beyond the context: the only ValueError left once the neuron is valid
+        except TooLong as e:
             raise HTTPException(413, str(e)) from None
 
     @app.get("/api/activations")

@@ -47,7 +47,8 @@ def test_seq_len_auto_and_cap(demo):
 
 
 def test_the_pinned_revision_reaches_the_model_spec():
-    """`revisions:` is read once, into the ModelSpec: the fetch rule and provenance take it from there."""
+    """`revisions:` is read once, into the ModelSpec: the fetch rule takes it from there (and records the commit it
+    resolved to in fetched.json, which provenance reads)."""
     cfg = check(dict(merged(), revisions={"gpt2-large": "a1b2c3d"}), SCHEMA, produced_models, DATA_FILES)
     assert resolve_models(cfg)["gpt2-large"].revision == "a1b2c3d"
     assert resolve_models(check(merged(), SCHEMA, produced_models, DATA_FILES))["gpt2-large"].revision is None

@@ -136,8 +136,8 @@ def test_the_overview_says_the_weights_predicted_each_planted_neuron(demo_result
 
     out, results = demo_results
     names = [name for name, _ in _experiments(ground_truth)]
-    rows = {r["experiment"]: r for r in overview_table(
-        {name: experiment_files(out / name)["summary"] for name in names}, names).to_pylist()}
+    summaries = {name: experiment_files(out / name)["summary"] for name in names}
+    rows = {r["experiment"]: r for r in overview_table(summaries, stable_experiments(summaries)).to_pylist()}
     for name, neuron in _experiments(ground_truth):
         r, s = rows[name], results[name].summary
         assert (r["best_neuron"], r["contrast_rank_of_best_exact"], r["counted"]) == (neuron, 1, True), r

@@ -80,7 +80,7 @@ def write_post_outputs(root: Path, experiments: bool = True) -> Path:
     curve = dict(layer=31, neuron=892, token_id=281, token_str=" an")
     _write(root / "pile-10k/curves.parquet", [
         dict(curve, bin_lo=0.0, bin_hi=0.2, count=900, hits=9, proportion=0.01),
-        dict(curve, bin_lo=5.0, bin_hi=5.2, count=3, hits=3, proportion=1.0),
+        dict(curve, bin_lo=5.0, bin_hi=5.2, count=3, hits=3, proportion=None),  # floor: too thin for a proportion
         dict(curve, bin_lo=5.2, bin_hi=5.4, count=0, hits=0, proportion=float("nan")),  # empty: not the top bin
         dict(layer=28, neuron=1921, token_id=3584, token_str=" though", bin_lo=9.0, bin_hi=9.2, count=1, hits=0,
              proportion=0.0)])
@@ -241,4 +241,4 @@ def test_an_experiment_left_out_of_the_standout_count_is_named(post_outputs):
     the row says which were left out, so "no neuron stands out" is never unexplained."""
     write_overview(post_outputs, ["big_small"])
     row = {r["key"]: r for r in paper_check(post_outputs, "gpt2-large", "pile-10k", POST).to_pylist()}["top_standout"]
-    assert row["note"] == "not counted (clean − corrupted LD < 0.5): big_small" and row["ours"] == 3
+    assert row["note"] == "not counted (|clean − corrupted LD| < 0.5, or not finite): big_small" and row["ours"] == 3

@@ -126,3 +126,14 @@ def test_checking_a_model_with_its_own_tokenizer_imports_no_torch(own_tokenizer_
             ".token_counter(); print(c(' an apple'), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[1] == "False" and int(out[0]) >= 1
+
+
+def test_a_folder_whose_tokenizer_is_empty_is_refused_in_one_line(tmp_path):
+    from tokenizers import Tokenizer, models
+
+    (tmp_path / "config.json").write_text(json.dumps(dict(
+        model_type="llama", num_hidden_layers=2, hidden_size=16, num_attention_heads=2, num_key_value_heads=2,
+        intermediate_size=32, vocab_size=1, max_position_embeddings=64)))
+    Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")).save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(R.ModelError, match=r"^model folder .*: its tokenizer has 1 token\(s\)$"):
+        R.resolve(str(tmp_path)).token_counter()

@@ -82,10 +82,16 @@ def job_outputs(log: str) -> dict[str, list[str]]:
 
 
 def benchmark_cpu(work: Path, rule: str) -> float:
-    """CPU s of a rule's job by the `benchmark:` file snakemake wrote (benchmarks/<rule>/…tsv)."""
+    """CPU s of a rule's job by the `benchmark:` file snakemake wrote (benchmarks/<rule>/…tsv, column cpu_time; `NA`
+    when its sampling saw nothing: a job that short is fast, 0)."""
     tsvs = sorted((work / "benchmarks" / rule).rglob("*.tsv"))
     assert tsvs, f"no script process seen for rule {rule}, and no benchmark of it under benchmarks/{rule}/"
-    return max(float(line.split("\t")[-1]) for t in tsvs for line in t.read_text().splitlines()[1:])
+    cpu = []
+    for t in tsvs:
+        header, *rows = [line.split("\t") for line in t.read_text().splitlines()]
+        col = header.index("cpu_time")
+        cpu += [float(r[col]) if r[col] not in ("NA", "") else 0.0 for r in rows]
+    return max(cpu)
 
 
 def fraction(rule: str) -> float:
@@ -303,7 +309,7 @@ def drive(reference: Run, chain: Chain) -> tuple[float, float, list[str], dict[s
                 rules = sorted(outputs.keys() - {"all"})
                 for rule in sorted(set(rules) - cpu.keys()):  # ended between two looks: its benchmark has it
                     cpu[rule] = benchmark_cpu(reference.work, rule)
-                    print(f"reference: {rule} ran between two looks; {cpu[rule]:.2f} s of CPU by its benchmark")
+                    print(f"reference: {rule} ran between two looks; its benchmark says {cpu[rule]:.2f} s of CPU")
         if chain.run is None and first_batch is not None and not first_batch:
             t_chain0 = time.monotonic()
             chain.next_round()

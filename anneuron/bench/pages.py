@@ -2,10 +2,12 @@
 
     python -m anneuron.bench pages results/rehearsal-gpt2-large/pages [--neurons 12] [--seed 0]
 
-Each view is opened cold, in a fresh tab from about:blank, by its file:// URL: the wall time from navigation to
-the view being rendered (`window.ANNEURON.ready`), and the app's own render time (route to done, data loading
-included). Neurons are drawn at random over all layers; the index (the "all layers" table) and a token view are
-timed too. GPT-2 Large's shape is the rehearsal's site (`make rehearsal`). ONE JSON object on the last line.
+Each view is opened as a new page load (the tab goes to about:blank first, so no script or data of the site stays
+loaded; the OS file cache stays warm, as it would for a reader clicking through) by its file:// URL: the wall time
+from navigation to the view being rendered (`window.ANNEURON.ready`), and the app's own render time (route to
+done, data loading included). Neurons are drawn at random over all layers; the index (the "all layers" table) and
+a token view are timed too. GPT-2 Large's shape is the rehearsal's site (`make rehearsal`). ONE JSON object on the
+last line.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     size = sum(p.stat().st_size for p in site.rglob("*") if p.is_file())
     files = sum(1 for p in site.rglob("*") if p.is_file())
     print(f"{meta['model']}: {meta['n_layers']} × {meta['d_mlp']} neurons; {files:,} files, {size / 2**30:.2f} GB")
-    print(f"neuron views (cold, from disk): median {statistics.median(walls):.2f} s, max {max(walls):.2f} s "
+    print(f"neuron views (new page loads, from disk): median {statistics.median(walls):.2f} s, max {max(walls):.2f} s "
           f"(app render median {statistics.median(renders):.0f} ms)")
     print(f"index: {idx_wall:.2f} s; token view: {tok_wall:.2f} s")
     emit(dict(model=meta["model"], neurons=meta["n_layers"] * meta["d_mlp"], site_gb=round(size / 2**30, 3),

@@ -32,6 +32,7 @@ rule example_activations:
         "logs/example_activations/{model}/{dataset}.log",
     benchmark:
         "benchmarks/example_activations/{model}/{dataset}.tsv"
+    retries: 1  # preemption, out of memory (each attempt gets more memory and time); deterministic errors fail once
     threads: 2
     resources:
         gpu=EXAMPLES_GPU,
