@@ -193,9 +193,16 @@ def tokenizer_for(spec: ModelSpec):
         from anneuron.tokenizer import gpt2_tokenizer
 
         return gpt2_tokenizer()
+    folder, hub = _tokenizer_home(spec)
+    return folder_tokenizer(folder) if folder else _hub_tokenizer(hub, spec.revision)
+
+
+def _tokenizer_home(spec: ModelSpec) -> tuple[Path | None, str | None]:
+    """Where a model's own tokenizer lives: (its folder, None) once the folder exists, else (None, the hub name)
+    for a hub model or the folder a fetch rule will download it into (its files are in the hub cache)."""
     if spec.local and spec.folder.is_dir():
-        return folder_tokenizer(spec.folder)
-    return _hub_tokenizer(spec.hub or spec.name, spec.revision)
+        return spec.folder, None
+    return None, spec.hub or spec.name
 
 
 def token_counter(spec: ModelSpec) -> Callable[[str], int]:
@@ -203,10 +210,11 @@ def token_counter(spec: ModelSpec) -> Callable[[str], int]:
     `tokenizers` library alone, the engine its fast tokenizer wraps: transformers' AutoTokenizer would import torch
     while the Snakefile parses. GPT-2's offline tokenizer imports none; a model with neither gets its full tokenizer."""
     if spec.tokenizer_id != "gpt2":
-        if spec.local and spec.folder.is_dir():
-            file, where = spec.folder / "tokenizer.json", f"model folder {spec.folder}"
-        else:  # a hub name, or the folder it will be fetched into: the cached hub file
-            file, where = _cached_hub_file(spec.hub or spec.name, "tokenizer.json", spec.revision), f"model {spec.name}"
+        folder, hub = _tokenizer_home(spec)
+        if folder:
+            file, where = folder / "tokenizer.json", f"model folder {folder}"
+        else:
+            file, where = _cached_hub_file(hub, "tokenizer.json", spec.revision), f"model {spec.name}"
         if file is not None and file.is_file():
             from tokenizers import Tokenizer
 

@@ -91,6 +91,13 @@ def test_resolving_imports_no_torch():
     assert out.strip() == "False"
 
 
+def write_llama_config(folder, vocab_size: int) -> None:
+    """A tiny Llama's config.json (the resolver reads only this; AutoTokenizer validates it)."""
+    (folder / "config.json").write_text(json.dumps(dict(
+        model_type="llama", num_hidden_layers=2, hidden_size=16, num_attention_heads=2, num_key_value_heads=2,
+        intermediate_size=32, vocab_size=vocab_size, max_position_embeddings=64)))
+
+
 @pytest.fixture(scope="module")
 def own_tokenizer_folder(tmp_path_factory):
     """A Llama-shaped model folder (config only) with a tokenizer of its own: a small BPE trained here."""
@@ -103,10 +110,7 @@ def own_tokenizer_folder(tmp_path_factory):
     text = ["Then he picked an apple and ate an orange.", "She sent a letter, an email and a note."] * 50
     tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "<unk>"]))
     PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", unk_token="<unk>").save_pretrained(folder)
-    (folder / "config.json").write_text(json.dumps(dict(
-        model_type="llama", num_hidden_layers=2, hidden_size=16, num_attention_heads=2, num_key_value_heads=2,
-        intermediate_size=32, vocab_size=300,
-        max_position_embeddings=64)))
+    write_llama_config(folder, 300)
     return folder
 
 
@@ -131,9 +135,7 @@ def test_checking_a_model_with_its_own_tokenizer_imports_no_torch(own_tokenizer_
 def test_a_folder_whose_tokenizer_is_empty_is_refused_in_one_line(tmp_path):
     from tokenizers import Tokenizer, models
 
-    (tmp_path / "config.json").write_text(json.dumps(dict(
-        model_type="llama", num_hidden_layers=2, hidden_size=16, num_attention_heads=2, num_key_value_heads=2,
-        intermediate_size=32, vocab_size=1, max_position_embeddings=64)))
+    write_llama_config(tmp_path, 1)
     Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")).save(str(tmp_path / "tokenizer.json"))
     with pytest.raises(R.ModelError, match=r"^model folder .*: its tokenizer has 1 token\(s\)$"):
         R.resolve(str(tmp_path)).token_counter()

@@ -56,7 +56,7 @@ def test_bad_queries_are_4xx_with_one_line(client, params, status, words):
     assert words in err and "\n" not in err and "Traceback" not in err
 
 
-def test_a_text_beyond_the_context_is_refused_not_truncated(demo_bridge, tmp_path):
+def test_a_text_beyond_the_context_is_refused_not_truncated(demo_bridge):
     """The character cap is not a token cap: a text of more tokens than the context gets a 413, never a silent cut."""
     client = TestClient(create_app(ActivationModel(demo_bridge), None, max_chars=100_000))
     n_ctx = demo_bridge.cfg.n_ctx
