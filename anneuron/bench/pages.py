@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> None:
             renders.append(ms)
         tok_wall, tok_ms, _ = _open(d, f"{index}#tid=281")
         errors = [e for e in d.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
-    size = sum(p.stat().st_size for p in site.rglob("*") if p.is_file())
-    files = sum(1 for p in site.rglob("*") if p.is_file())
+    paths = [p for p in site.rglob("*") if p.is_file()]
+    size, files = sum(p.stat().st_size for p in paths), len(paths)
     print(f"{meta['model']}: {meta['n_layers']} × {meta['d_mlp']} neurons; {files:,} files, {size / 2**30:.2f} GB")
     print(f"neuron views (new page loads, from disk): median {statistics.median(walls):.2f} s, max {max(walls):.2f} s "
           f"(app render median {statistics.median(renders):.0f} ms)")
