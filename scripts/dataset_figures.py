@@ -2,7 +2,7 @@ from _common import setup_logging
 
 import polars as pl
 
-from anneuron.plots.dataset import dataset_figures
+from anneuron.dataset.figures import dataset_figures
 
 setup_logging(snakemake)
 p = snakemake.params

@@ -1,6 +1,6 @@
 from _common import setup_logging
 
-from anneuron.demo import write_demo_corpus
+from anneuron.demos.planted import write_demo_corpus
 
 setup_logging(snakemake)
 write_demo_corpus(snakemake.output[0], n_docs=snakemake.params.docs, seed=snakemake.params.seed)

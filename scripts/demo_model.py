@@ -1,6 +1,6 @@
 from _common import setup_logging
 
-from anneuron.demo import write_planted_model
+from anneuron.demos.planted import write_planted_model
 
 setup_logging(snakemake)
 write_planted_model(snakemake.output[0], seed=snakemake.params.seed)

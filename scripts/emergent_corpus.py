@@ -1,6 +1,6 @@
 from _common import setup_logging
 
-from anneuron.emergent_corpus import write_corpus
+from anneuron.demos.emergent_corpus import write_corpus
 
 setup_logging(snakemake)
 write_corpus(snakemake.output[0], n_docs=snakemake.params.docs, seed=snakemake.params.seed)

@@ -3,8 +3,8 @@ from pathlib import Path
 
 from _common import setup_logging
 
+from anneuron.demos.figures import loss_curve
 from anneuron.io import save_figure
-from anneuron.plots.training import loss_curve
 
 setup_logging(snakemake)
 record = json.loads((Path(snakemake.input.model) / "training.json").read_text())

@@ -1,7 +1,7 @@
 from _common import setup_logging
 
-from anneuron.emergent import build_emergent_model
-from anneuron.training import TrainConfig
+from anneuron.demos.emergent import build_emergent_model
+from anneuron.demos.training import TrainConfig
 
 setup_logging(snakemake)
 p = snakemake.params

@@ -4,9 +4,9 @@ from _common import gpu_requested, setup_logging
 
 import torch
 
-from anneuron.engines import load_engine
-from anneuron.example_activations import run_pass
+from anneuron.dataset.engines import load_engine
 from anneuron.models import resolve_device
+from anneuron.pages.example_activations import run_pass
 from anneuron.provenance import require_gpu
 from anneuron.resolve import resolve
 

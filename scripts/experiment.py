@@ -3,7 +3,7 @@ from _common import gpu_requested, setup_logging
 import torch
 
 from anneuron.contracts import EXPERIMENT_TABLES
-from anneuron.experiments import run_experiment
+from anneuron.experiments.experiment import run_experiment
 from anneuron.models import load_model, resolve_device
 from anneuron.provenance import provenance, require_gpu
 from anneuron.stage_config import ExperimentConfig

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from _common import setup_logging
 
-from anneuron.plots.experiments import experiment_figures
+from anneuron.experiments.figures import experiment_figures
 
 setup_logging(snakemake)
 experiment_figures(Path(snakemake.input.summary).parent, snakemake.output[0], snakemake.wildcards.exp)

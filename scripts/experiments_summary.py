@@ -3,9 +3,9 @@ from pathlib import Path
 
 from _common import setup_logging
 
+from anneuron.experiments.figures import summary_figures
+from anneuron.experiments.standouts import overview_table, stable_experiments, write_summary
 from anneuron.io import write_parquet
-from anneuron.plots.experiments import summary_figures
-from anneuron.standouts import overview_table, stable_experiments, write_summary
 
 setup_logging(snakemake)
 exps = snakemake.params.experiments

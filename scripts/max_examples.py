@@ -1,7 +1,7 @@
 from _common import setup_logging
 
+from anneuron.dataset.max_examples import build_max_examples
 from anneuron.io import write_parquet
-from anneuron.max_examples import build_max_examples
 from anneuron.resolve import resolve
 
 setup_logging(snakemake)

@@ -3,8 +3,8 @@ from _common import setup_logging
 import pyarrow.parquet as pq
 
 from anneuron.io import write_parquet
-from anneuron.neuron_classes import with_classes
 from anneuron.stage_config import ClassesConfig
+from anneuron.weights.neuron_classes import with_classes
 
 setup_logging(snakemake)
 cfg = ClassesConfig.from_dict(snakemake.params.cfg)

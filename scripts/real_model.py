@@ -2,7 +2,7 @@ import sys
 
 from _common import setup_logging
 
-from anneuron.real_demo import FetchError, Package, build_model
+from anneuron.demos.real import FetchError, Package, build_model
 
 setup_logging(snakemake)
 try:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from _common import setup_logging
 
-from anneuron.real_demo import FetchError, Package, fetch
+from anneuron.demos.real import FetchError, Package, fetch
 
 setup_logging(snakemake)
 out = Path(snakemake.output[0])

@@ -2,12 +2,12 @@ from _common import gpu_requested, setup_logging
 
 import torch
 
-from anneuron.engines import load_engine
+from anneuron.dataset.engines import load_engine
+from anneuron.dataset.record import record_shard
+from anneuron.dataset.watch import read_watched
 from anneuron.models import resolve_device
 from anneuron.provenance import provenance, require_gpu
-from anneuron.record import record_shard
 from anneuron.stage_config import RecordConfig
-from anneuron.watch import read_watched
 
 setup_logging(snakemake)
 p = snakemake.params

@@ -1,11 +1,11 @@
 from _common import setup_logging
 
+from anneuron.dataset.watch import resolve_tokens, watch_list, watched_table
+from anneuron.experiments.standouts import stable_experiments, standout_entries
 from anneuron.io import write_parquet
 from anneuron.provenance import provenance
 from anneuron.resolve import resolve
 from anneuron.stage_config import WatchConfig
-from anneuron.standouts import stable_experiments, standout_entries
-from anneuron.watch import resolve_tokens, watch_list, watched_table
 
 setup_logging(snakemake)
 p, inp = snakemake.params, snakemake.input

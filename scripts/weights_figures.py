@@ -3,11 +3,11 @@ from _common import setup_logging
 import pyarrow.parquet as pq
 import torch
 
-from anneuron.congruence import weights_of
 from anneuron.io import atomic_dir
 from anneuron.models import load_model
-from anneuron.plots.weights import draw_weights_figures
 from anneuron.tokenizer import single_token
+from anneuron.weights.congruence import weights_of
+from anneuron.weights.figures import draw_weights_figures
 
 setup_logging(snakemake)
 p = snakemake.params

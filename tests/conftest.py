@@ -41,7 +41,7 @@ def tiny_bridge(tiny_dir):
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
     """The planted demo model (docs/demos.md), with ground_truth.json beside it."""
-    from anneuron.demo import write_planted_model
+    from anneuron.demos.planted import write_planted_model
 
     folder = tmp_path_factory.mktemp("models") / "demo-planted"
     write_planted_model(folder, seed=0)
@@ -57,7 +57,7 @@ def demo_bridge(demo_dir):
 
 @pytest.fixture(scope="session")
 def ground_truth(demo_dir) -> dict:
-    from anneuron.demo import load_ground_truth
+    from anneuron.demos.planted import load_ground_truth
 
     return load_ground_truth(demo_dir)
 
@@ -76,11 +76,11 @@ def write_token_shards(texts: list[str], folder: Path, n_shards: int, seq_len: i
 
 @pytest.fixture(scope="session")
 def demo_recorded(demo_dir, ground_truth, tmp_path_factory) -> dict:
-    """The dataset pass (anneuron.record, default engine) over a small planted-demo corpus in 2 shards, watching
+    """The dataset pass (anneuron.dataset.record, default engine) over a small planted-demo corpus in 2 shards, watching
     the planted token neurons and the prediction neuron: {shards, tokens, topk, watched}."""
-    from anneuron.demo import demo_documents
-    from anneuron.engines import load_engine
-    from anneuron.record import record_shard
+    from anneuron.dataset.engines import load_engine
+    from anneuron.dataset.record import record_shard
+    from anneuron.demos.planted import demo_documents
 
     folder = tmp_path_factory.mktemp("demo_record")
     shards = write_token_shards(demo_documents(30, seed=7), folder, 2, seq_len=128)
@@ -98,9 +98,9 @@ def demo_recorded(demo_dir, ground_truth, tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def demo_congruence(demo_bridge) -> dict:
-    """The weights pass (anneuron.congruence, basis we, fp32, default chunking) over the planted demo, as the
+    """The weights pass (anneuron.weights.congruence, basis we, fp32, default chunking) over the planted demo, as the
     rules write it: {result, tokens, neurons (no classes), weights}."""
-    from anneuron.congruence import congruence_pass, neurons_table, token_strings, tokens_table, weights_of
+    from anneuron.weights.congruence import congruence_pass, neurons_table, token_strings, tokens_table, weights_of
 
     weights = weights_of(demo_bridge)
     res = congruence_pass(weights, basis="we", top_k=16, chunk_neurons="auto", device="cpu", dtype=torch.float32,

@@ -7,7 +7,7 @@ SmolLM2), `untied-geglu` (untied, gelu-tanh-gated MLP), and the Llama-layout mod
 takes: `qwen2-qkv-bias` (Qwen2: biases on the query/key/value projections, untied) and `mistral` (tied). All:
 3 layers, d_model 64, d_mlp 128, 4 query heads over 2 key/value heads (GQA), RoPE, RMSNorm gains randomised,
 weights ×5. Seeds chosen so that the IOI-style
-prompt pair of the patching tests has an LD gap above 0.6. Plus the planted Llama of anneuron.llama_demo.
+prompt pair of the patching tests has an LD gap above 0.6. Plus the planted Llama of anneuron.demos.llama.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def llama_kind(request) -> str:
 
 @pytest.fixture(scope="session")
 def llama_dir(llama_kind, tmp_path_factory) -> Path:
-    from anneuron.llama_demo import random_llama
+    from anneuron.demos.llama import random_llama
 
     return _once(f"dir/{llama_kind}", lambda: random_llama(
         tmp_path_factory.mktemp("llama") / llama_kind, n_layer=3, d_model=64, d_mlp=128, n_head=4, n_kv_head=2,
@@ -68,7 +68,7 @@ def llama_hf(llama_kind, llama_dir):
 
 @pytest.fixture(scope="session")
 def planted_llama_dir(tmp_path_factory) -> Path:
-    from anneuron.llama_demo import write_planted_llama
+    from anneuron.demos.llama import write_planted_llama
 
     def build() -> Path:
         folder = tmp_path_factory.mktemp("llama") / "planted"

@@ -19,7 +19,7 @@ EXPERIMENTS = ("an_picked", "slash_km")
 
 
 def build_max_examples(demo_recorded: dict, out: Path) -> Path:
-    from anneuron.max_examples import build_max_examples as build
+    from anneuron.dataset.max_examples import build_max_examples as build
     from anneuron.tokenizer import gpt2_tokenizer
 
     table = build(demo_recorded["topk"], demo_recorded["shards"], gpt2_tokenizer(), k=TOP_K, window=WINDOW)
@@ -32,14 +32,14 @@ def build_demo_tables(root: Path, demo_dir: Path, demo_congruence: dict, demo_re
     """Every table the pages read, at its contracts path below `root` (results/{model}/…)."""
     from configs import experiment_config
 
-    from anneuron.curves import summarize
-    from anneuron.engines import load_engine
-    from anneuron.example_activations import run_pass
-    from anneuron.experiments import run_experiment
-    from anneuron.neuron_classes import with_classes
-    from anneuron.pairs import pairs_table
+    from anneuron.dataset.curves import summarize
+    from anneuron.dataset.engines import load_engine
+    from anneuron.dataset.watch import Watched, resolve_tokens, watched_table
+    from anneuron.experiments.experiment import run_experiment
+    from anneuron.pages.example_activations import run_pass
     from anneuron.tokenizer import gpt2_tokenizer
-    from anneuron.watch import Watched, resolve_tokens, watched_table
+    from anneuron.weights.neuron_classes import with_classes
+    from anneuron.weights.pairs import pairs_table
 
     at = lambda key, **w: root / K.path(key, model=model, **w)  # noqa: E731
     tok = gpt2_tokenizer()

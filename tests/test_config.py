@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from anneuron.config import ConfigError, check, load_schema, resolve_models, seq_len_for, watch_entries
-from anneuron.demo_specs import DATA_FILES, produced_models
+from anneuron.demos.specs import DATA_FILES, produced_models
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")

@@ -46,7 +46,7 @@ def test_bad_args():
 
 @pytest.mark.parametrize("n_shards", [1, 3])
 def test_shards_lose_no_token(tmp_path, n_shards):
-    from anneuron.demo import write_demo_corpus
+    from anneuron.demos.planted import write_demo_corpus
     from anneuron.tokenizer import gpt2_tokenizer
 
     corpus = tmp_path / "c.parquet"

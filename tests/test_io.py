@@ -16,8 +16,8 @@ import pytest
 
 from anneuron.contracts import SHARD, TOPK
 from anneuron.data import Row, read_shard_rows, write_shards
+from anneuron.dataset.max_examples import RowTokens, build_max_examples
 from anneuron.io import InputError, UnreadableFileError, iter_parquet, open_parquet, read_parquet, write_parquet
-from anneuron.max_examples import RowTokens, build_max_examples
 
 REPO = Path(__file__).resolve().parents[1]
 BAD = "not a readable Parquet file (truncated or corrupted): "

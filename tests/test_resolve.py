@@ -85,7 +85,8 @@ def test_seq_len():
 
 
 def test_resolving_imports_no_torch():
-    code = ("import sys; from anneuron import config, resolve, contracts, stage_config, demo_specs; "
+    code = ("import sys; from anneuron import config, resolve, contracts, stage_config; "
+            "from anneuron.demos import specs; "
             "resolve.resolve('gpt2-large'); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

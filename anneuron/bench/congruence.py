@@ -15,7 +15,7 @@ import time
 import torch
 
 from anneuron.bench.common import emit, peak_rss_gb
-from anneuron.congruence import BASES, Weights, congruence_pass, flops, resolve_chunk
+from anneuron.weights.congruence import BASES, Weights, congruence_pass, flops, resolve_chunk
 
 LARGE = dict(n_layers=36, d_mlp=5120, d_model=1280, d_vocab=50257)
 

@@ -30,7 +30,7 @@ def _meta(site: Path) -> dict:
 
 def _open(driver, url: str) -> tuple[float, float, str]:
     """(wall s, the app's render ms, view) of one cold open of `url`."""
-    from anneuron.pages.browser import wait_ready
+    from anneuron.devtools.browser import wait_ready
 
     driver.get("about:blank")
     t = time.perf_counter()
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    from anneuron.pages.browser import chromium
+    from anneuron.devtools.browser import chromium
 
     site = Path(args.site).resolve()
     meta = _meta(site)

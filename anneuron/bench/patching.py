@@ -1,6 +1,7 @@
 """`python -m anneuron.bench patching`: exact patching of every neuron of one layer, the naive way (one full hooked
 forward per neuron, as the post and TransformerLens' patching helpers do; a sample timed and scaled) against the
-batched suffix-only engine of anneuron.patching, on a GPT-2-small-shaped random model (12 layers, d_model 768,
+batched suffix-only engine of anneuron.experiments.patching, on a GPT-2-small-shaped random model (12 layers, d_model
+768,
 d_mlp 3072, the real vocabulary; CPU) and the post's ~20-token an/a prompt pair, which differs 4 tokens from its end.
 
 Also timed: the engine recomputing every position (start = 0) instead of only the suffix, and attribution patching
@@ -18,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from anneuron import patching as P
 from anneuron.bench.common import emit, peak_rss_gb, random_gpt2
+from anneuron.experiments import patching as P
 
 CLEAN = "I climbed up the pear tree and picked a pear. I climbed up the apple tree and picked"
 CORRUPTED = "I climbed up the pear tree and picked a pear. I climbed up the lemon tree and picked"
@@ -57,7 +58,7 @@ def main(argv: list[str]) -> None:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from anneuron.experiments import make_pair
+    from anneuron.experiments.prompts import make_pair
     from anneuron.models import load_model
 
     with tempfile.TemporaryDirectory() as tmp:

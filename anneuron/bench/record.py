@@ -3,13 +3,14 @@ random model (12 layers, d_model 768, d_mlp 3072, the real 50,257-token vocabula
 `--arch llama` a SmolLM2-135M-shaped random Llama (30 layers, d_model 576, d_mlp 1536 gated, 9 heads over 3
 key/value heads, RoPE, RMSNorm; GPT-2's vocabulary).
 
-The bare forward and the recording pass use the same engine (anneuron.engines; default: the Hugging Face model with
+The bare forward and the recording pass use the same engine (anneuron.dataset.engines; default: the Hugging Face model
+with
 SDPA attention, GPT-2's gelu_new fused); --compare-bridge also times the TransformerBridge's bare forward.
 The recording pass = forward with hooks on every layer's hook_post, the top-1 prediction and its probability,
 a default-sized watch set, the running top-k examples of all 36,864 neurons, and the Parquet write.
 Bare and recording runs are interleaved batch by batch on the same batches, so drift of a shared machine cancels.
 With `--dtype bfloat16` / `float16` the body runs in that precision and both passes read their logits through the
-float32 final norm and unembedding (anneuron.engines), as `record` does.
+float32 final norm and unembedding (anneuron.dataset.engines), as `record` does.
 
 The top-k update touches only neurons whose batch maximum reaches their k-th value, so its cost falls as the
 pass goes on. Each timed round measures, on the same batch and in rotating order, the bare forward, the recording
@@ -68,7 +69,7 @@ def build_model(arch: str, folder: Path, layers: int, d_model: int, d_mlp: int, 
     SmolLM2), randomised norms."""
     if arch == "gpt2":
         return random_gpt2(folder, n_layer=layers, d_model=d_model, d_mlp=d_mlp, n_head=d_model // 64, n_ctx=n_ctx)
-    from anneuron.llama_demo import random_llama
+    from anneuron.demos.llama import random_llama
 
     n_head = d_model // 64
     return random_llama(folder, n_layer=layers, d_model=d_model, d_mlp=d_mlp, n_head=n_head,
@@ -103,10 +104,10 @@ def main(argv: list[str]) -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from anneuron.engines import BridgeEngine, load_engine
-    from anneuron.max_examples import TopKTracker
+    from anneuron.dataset.engines import BridgeEngine, load_engine
+    from anneuron.dataset.max_examples import TopKTracker
+    from anneuron.dataset.record import Recorder, _to_table, token_schema, token_writer
     from anneuron.models import load_model
-    from anneuron.record import Recorder, _to_table, token_schema, token_writer
 
     d_mlp = args.d_mlp
     neurons = args.layers * d_mlp

@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     import uvicorn
 
-    from anneuron.demo import write_planted_model
+    from anneuron.demos.planted import write_planted_model
     from anneuron.models import load_model
-    from anneuron.serve import ActivationModel, create_app
+    from anneuron.pages.serve import ActivationModel, create_app
 
     torch.set_num_threads(2)
     folder = Path("resources/models/demo-planted")

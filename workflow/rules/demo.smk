@@ -1,5 +1,5 @@
 # The offline demo models and corpora (docs/demos.md): built here, no network needed.
-from anneuron.demo_specs import REHEARSAL, REHEARSAL_HEADS
+from anneuron.demos.specs import REHEARSAL, REHEARSAL_HEADS
 
 
 rule demo_model:

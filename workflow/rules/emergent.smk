@@ -2,7 +2,7 @@
 # Seeds: the training corpus, the held-out corpus (the dataset pass reads it) and the probes that check the learned
 # rule are all derived from demo.seed, so that changing it gives an independent replicate.
 
-from anneuron.demo_specs import EMERGENT_N_CTX
+from anneuron.demos.specs import EMERGENT_N_CTX
 
 EMERGENT = config["demo"]["emergent"]
 EMERGENT_SEED = {"train": 1, "heldout": 2, "probes": 3}

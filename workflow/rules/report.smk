@@ -1,6 +1,6 @@
 # The paper check (docs/paper.md): the post's published numbers beside ours, one table per model, last in the report.
 # The report itself: `snakemake --report report.html` (workflow/report/workflow.rst is its front page).
-from anneuron import paper_check as PC
+from anneuron.report import paper_check as PC
 
 
 rule paper_check:

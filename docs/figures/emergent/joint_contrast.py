@@ -11,8 +11,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from anneuron.figures import style
 from anneuron.io import save_figure
-from anneuron.plots import style
 
 
 def main(out: str, runs: list[str]) -> None:

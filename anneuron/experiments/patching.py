@@ -1,0 +1,528 @@
+"""Activation patching of a clean/corrupted prompt pair (docs/science.md): layer × position, exact single neurons, top-k
+neurons jointly, and attribution patching — with ONE fast engine underneath.
+
+Every patch this module makes adds a difference to the corrupted run's residual stream at one point of one layer:
+patching `resid_pre` / `attn_out` / `mlp_out` at (L, p) adds clean − corrupted at position p to the residual before
+block L / after its attention / after its MLP; patching neuron n of layer L (its `hook_post` at every position)
+adds Δact[p, n] · W_out[L, n] after block L's MLP. So one engine, `patched_logit_diff`, runs many such patched
+copies of the corrupted prompt on the batch dimension, from that point of layer L on only, and only at the
+positions from the first clean/corrupted difference on (earlier positions are the same in both runs: their keys
+and values are taken from the cached corrupted run), and reads only the two logits LD needs. TransformerBridge
+has no real `start_at_layer` (it still runs the blocks before), so `SuffixModel` runs the blocks itself with the
+bridge's own submodules (the very nn.Linear / Conv1D / LayerNorm objects its forward calls; for Llama-family models
+the model's own attention modules, with RoPE and grouped-query heads, fed a cache of the prefix) and is tested
+against a full hooked forward on GPT-2 and Llama models. The wrappers below only say which differences to add.
+
+Precision (docs/science.md "Precision"): float32 by default. A bridge whose body was cast to bfloat16/float16
+(anneuron.models.load_model with that dtype) runs every forward pass (the cached runs, the backward of attribution,
+the patched copies) in that precision, but every LD is read in float32: the final residual is upcast and goes
+through float32 copies of the final norm and the unembedding (anneuron.models.float32_head), so the logits, LD,
+softmax and `unembed_direction` never pass through low-precision logits. ENGINE_TOLERANCE is check_engine's limit
+per body dtype.
+
+Shapes: T prompt length, S = T − start (the recomputed suffix), B patched copies, L layers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens import ActivationCache
+
+from anneuron import architecture as A
+from anneuron import models as M
+
+log = logging.getLogger(__name__)
+
+Point = Literal["pre", "mid", "post"]
+COMPONENTS: dict[str, Point] = {"resid_pre": "pre", "attn_out": "mid", "mlp_out": "post"}
+HOOKS = {"resid_pre": "blocks.{l}.hook_resid_pre", "attn_out": "blocks.{l}.hook_attn_out",
+         "mlp_out": "blocks.{l}.hook_mlp_out", "post": "blocks.{l}.mlp.hook_post"}
+
+# check_engine's tolerance per dtype of the bridge's body: the largest |fast − full hooked forward| in LD, relative
+# to PairRuns.ld_scale (rounding noise in LD scales with the logits, not with LD). Both sides compute the same LD in
+# a different order, so they differ by rounding only. Measured (tests/experiments/test_precision.py; 4-layer demo and
+# random
+# models with a real model's logit scale): float32 <= 1.8e-7 (the bound: ~500x, still ~1e-4 x 20 = 2e-3 logits for
+# GPT-2 Large, far below any wrong block); bfloat16 <= 2.9e-3 = 0.74u and float16 <= 3.8e-4 = 0.78u (u: unit
+# roundoff, 2^-8 / 2^-11); a 36-layer model accumulates ~sqrt(36/4) = 3x that, and the bounds (5u, 10u) cover it
+# twice.
+ENGINE_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 5e-3}
+
+
+# --- the pair and its two cached runs -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PromptPair:
+    """Token ids of a clean and a corrupted prompt of equal length (BOS first) and the two tokens LD compares."""
+
+    clean: Int[Tensor, "1 T"]
+    corrupted: Int[Tensor, "1 T"]
+    answer: int
+    wrong: int
+
+    def __post_init__(self):
+        if self.clean.shape != self.corrupted.shape:
+            raise ValueError(f"clean {tuple(self.clean.shape)} and corrupted {tuple(self.corrupted.shape)} differ")
+        if bool((self.clean == self.corrupted).all()):
+            raise ValueError("clean and corrupted prompts are the same tokens: nothing to patch")
+
+    @property
+    def start(self) -> int:
+        """First position where the prompts differ: every earlier position is identical in both runs."""
+        return int((self.clean[0] != self.corrupted[0]).nonzero()[0])
+
+    @property
+    def n_pos(self) -> int:
+        return int(self.clean.shape[1])
+
+
+@dataclass
+class Run:
+    """What one forward of one prompt leaves behind (batch dimension dropped)."""
+
+    ld: float  # from the float32 logits
+    logits: Float[Tensor, "d_vocab"]  # at the last position, float32 (from the float32 head)
+    acts: dict[str, Tensor]  # resid_pre/attn_out/mlp_out: [L, T, d_model]; post: [L, T, d_mlp]
+    grad_post: Float[Tensor, "L T d_mlp"] | None = None  # ∂LD/∂hook_post (corrupted run only)
+    cache: ActivationCache | None = None  # the clean run's, for the logit lens
+
+
+def logit_diff(logits: Float[Tensor, "... T d_vocab"], answer: int, wrong: int) -> Float[Tensor, "..."]:
+    """LD = logit(answer) − logit(wrong) at the last position."""
+    return logits[..., -1, answer] - logits[..., -1, wrong]
+
+
+def restored(ld_patched: Tensor, ld_clean: float, ld_corrupted: float) -> Tensor:
+    """Patch score (LD_patched − LD_corr) / (LD_clean − LD_corr): 1 = fully restored, 0 = no effect."""
+    return (ld_patched - ld_corrupted) / (ld_clean - ld_corrupted)
+
+
+def unembed_direction(bridge, answer: int, wrong: int) -> tuple[Float[Tensor, "d_model"], float]:
+    """W_U[:, answer] − W_U[:, wrong] (float32) and b_U[answer] − b_U[wrong], from the bridge's unembedding (its
+    float32 copy when the body is low precision): LD = ln_final(resid) · direction + bias."""
+    return M.float32_head(bridge).direction(answer, wrong)
+
+
+def final_logits(bridge, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
+    """Float32 logits from the residual before the final norm (anneuron.models.Head.logits)."""
+    return M.float32_head(bridge).logits(resid)
+
+
+def final_hook(n_layers: int) -> str:
+    """The hook whose output is the final norm's input."""
+    return f"blocks.{n_layers - 1}.hook_resid_post"
+
+
+def hook_names(n_layers: int) -> dict[str, list[str]]:
+    return {k: [h.format(l=l) for l in range(n_layers)] for k, h in HOOKS.items()}
+
+
+def run_prompt(bridge, tokens: Int[Tensor, "1 T"], answer: int, wrong: int, grad: bool = False) -> Run:
+    """One forward keeping every layer's resid_pre, attn_out, mlp_out and hook_post.
+
+    grad=False: through `run_with_cache`, whose ActivationCache (with resid_mid, the final resid_post and
+    ln_final's scale) also serves the logit lens. grad=True: through hooks, plus one backward of LD to every
+    hook_post (all that attribution patching needs). Either way the logits at the last position, and LD, are
+    computed in float32 from the final residual (final_logits), whatever the body's dtype."""
+    n = bridge.cfg.n_layers
+    names = hook_names(n)
+    flat = [name for ns in names.values() for name in ns]
+    final = final_hook(n)
+    if not grad:
+        wanted = set(flat) | {f"blocks.{l}.hook_resid_mid" for l in range(n)}
+        wanted |= {final, "ln_final.hook_scale"}
+        with torch.no_grad():
+            _, cache = bridge.run_with_cache(tokens, names_filter=lambda name: name in wanted)
+            logits = final_logits(bridge, cache[final][0, -1])
+        acts = {k: torch.stack([cache[name][0] for name in ns]) for k, ns in names.items()}
+        return Run(float(logits[answer] - logits[wrong]), logits, acts, None, cache)
+
+    store: dict[str, Tensor] = {}
+
+    def keep(act: Tensor, hook) -> None:
+        store[hook.name] = act
+
+    def leaf(act: Tensor, hook) -> Tensor:  # grads flow whatever the parameters' requires_grad says
+        return act.detach().requires_grad_(True)
+
+    absolute = getattr(bridge.cfg, "positional_embedding_type", "standard") == "standard"
+    leaves = ["hook_embed"] + (["hook_pos_embed"] if absolute else [])  # (RoPE models: rotary_emb, not a leaf)
+    hooks = [(name, leaf) for name in leaves] + [(name, keep) for name in flat + [final]]
+    with torch.enable_grad():
+        bridge.run_with_hooks(tokens, fwd_hooks=hooks)
+        by_name = _canonical(store, flat + [final])
+        logits = final_logits(bridge, by_name[final][0, -1])
+        ld = logits[answer] - logits[wrong]
+        grads = torch.autograd.grad(ld, [by_name[name] for name in names["post"]])
+    acts = {k: torch.stack([by_name[name][0] for name in ns]).detach() for k, ns in names.items()}
+    grad_post = torch.stack([g[0] for g in grads]).detach()
+    return Run(float(ld.detach()), logits.detach(), acts, grad_post)
+
+
+def _canonical(store: dict[str, Tensor], names: list[str]) -> dict[str, Tensor]:
+    """Inside a hook the bridge reports canonical names (hook_mlp_out fires as blocks.L.mlp.hook_out)."""
+    aliases = {"hook_resid_pre": "hook_in", "hook_attn_out": "attn.hook_out", "hook_mlp_out": "mlp.hook_out",
+               "hook_resid_post": "hook_out"}
+    out = {}
+    for n in names:
+        if n in store:
+            out[n] = store[n]
+            continue
+        prefix, last = n.split(".", 2)[:2], n.split(".", 2)[2]
+        canon = ".".join(prefix + [aliases.get(last, last)])
+        if canon not in store:
+            raise KeyError(f"hook {n} (as {canon}) did not fire; got {sorted(store)[:8]}...")
+        out[n] = store[canon]
+    return out
+
+
+@dataclass
+class PairRuns:
+    """The clean and corrupted runs of a pair: everything every patching method below starts from."""
+
+    pair: PromptPair
+    clean: Run
+    corrupted: Run
+
+    @property
+    def ld_clean(self) -> float:
+        return self.clean.ld
+
+    @property
+    def ld_corrupted(self) -> float:
+        return self.corrupted.ld
+
+    def score(self, ld_patched: Tensor) -> Tensor:
+        return restored(ld_patched, self.ld_clean, self.ld_corrupted)
+
+    @property
+    def ld_scale(self) -> float:
+        """What an LD difference is judged against: max(1, |LD_clean|, |LD_corrupted|, the clean prompt's largest
+        |logit − mean logit| at the last position). Rounding noise in LD is proportional to the logits' magnitude,
+        not to LD: GPT-2 Large's a/an LD_clean is ~1 while its logits reach ~20."""
+        logits = self.clean.logits.float()
+        spread = float((logits - logits.mean()).abs().max())
+        return max(1.0, abs(self.ld_clean), abs(self.ld_corrupted), spread)
+
+
+def run_pair(bridge, pair: PromptPair, grad: bool = True) -> PairRuns:
+    """One clean forward, one corrupted forward (and backward, for attribution)."""
+    return PairRuns(pair, run_prompt(bridge, pair.clean, pair.answer, pair.wrong),
+                    run_prompt(bridge, pair.corrupted, pair.answer, pair.wrong, grad=grad))
+
+
+# --- the engine ---------------------------------------------------------------------------------------------------
+
+class _AbsoluteAttention:
+    """GPT-2 attention (learned absolute positions, one key/value head per query head) computed from the bridge's
+    q/k/v/o projections, with the prefix keys and values held once and broadcast over the batch of copies."""
+
+    def __init__(self, bridge):
+        cfg, hf_cfg = bridge.cfg, bridge.original_model.config
+        self.n_heads, self.d_head = cfg.n_heads, cfg.d_head
+        self.blocks = list(bridge.blocks)
+        self.scales = [
+            (self.d_head**-0.5 if getattr(hf_cfg, "scale_attn_weights", True) else 1.0)
+            / (l + 1 if getattr(hf_cfg, "scale_attn_by_inverse_layer_idx", False) else 1)
+            for l in range(cfg.n_layers)
+        ]
+
+    def _heads(self, x: Tensor) -> Tensor:
+        b, s, _ = x.shape
+        return x.view(b, s, self.n_heads, self.d_head).transpose(1, 2)  # [B, H, S, d_head]
+
+    def prefix(self, l: int, resid: Float[Tensor, "1 P d_model"]) -> tuple[Tensor, Tensor]:
+        """Keys and values of the prefix positions, [1, H, P, d_head] each."""
+        blk = self.blocks[l]
+        h = blk.ln1.original_component(resid)
+        return self._heads(blk.attn.k.original_component(h)), self._heads(blk.attn.v.original_component(h))
+
+    def __call__(self, l: int, x: Float[Tensor, "B S d_model"], prefix: tuple[Tensor, Tensor],
+                 last_only: bool) -> Float[Tensor, "B Q d_model"]:
+        blk = self.blocks[l]
+        h = blk.ln1.original_component(x)
+        hq = h[:, -1:] if last_only else h
+        q = self._heads(blk.attn.q.original_component(hq))
+        k = self._heads(blk.attn.k.original_component(h))
+        v = self._heads(blk.attn.v.original_component(h))
+        kp, vp = prefix  # [1, H, P, d_head], shared by every copy
+        n_prefix, s, nq = kp.shape[2], k.shape[2], q.shape[2]
+        scores = torch.cat([q @ kp.transpose(-1, -2), q @ k.transpose(-1, -2)], dim=-1) * self.scales[l]
+        if nq > 1:  # causal within the suffix; the prefix is visible to every suffix position
+            future = torch.ones(nq, s, dtype=torch.bool, device=x.device).triu(1 + s - nq)
+            scores[..., n_prefix:] = scores[..., n_prefix:].masked_fill(future, float("-inf"))
+        pattern = scores.float().softmax(-1).to(v.dtype)
+        z = pattern[..., :n_prefix] @ vp + pattern[..., n_prefix:] @ v  # [B, H, Q, d_head]
+        z = z.transpose(1, 2).reshape(x.shape[0], nq, self.n_heads * self.d_head)
+        return blk.attn.o.original_component(z)
+
+
+class _PrefixCache:
+    """The cache protocol Hugging Face attention modules call (`update(k, v, layer_idx)` -> all keys and values):
+    holds one layer's prefix keys/values (rotated) once and puts them before each copy's suffix keys/values. With
+    `record=True` it keeps what it is given instead (to compute the prefix)."""
+
+    def __init__(self, prefix: tuple[Tensor, Tensor] | None = None, record: bool = False):
+        self.kv, self.record = prefix, record
+
+    def update(self, k: Tensor, v: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
+        if self.record:
+            self.kv = (k, v)
+            return k, v
+        kp, vp = self.kv  # [1, H_kv, P, d_head]
+        b = k.shape[0]
+        return (torch.cat([kp.expand(b, -1, -1, -1), k], dim=2), torch.cat([vp.expand(b, -1, -1, -1), v], dim=2))
+
+
+class _RotaryAttention:
+    """Llama-family attention through the model's own attention modules (RoPE, grouped-query heads, whatever
+    else they do), run on the suffix positions with position ids start..T−1, a causal mask over prefix + suffix
+    keys, and a cache whose keys/values of the prefix positions were computed once from the corrupted run."""
+
+    def __init__(self, bridge, start: int):
+        self.start = start
+        self.ln1 = [blk.ln1.original_component for blk in bridge.blocks]
+        self.attn = [blk.attn.original_component for blk in bridge.blocks]
+        self.rotary = bridge.rotary_emb.original_component
+
+    def _run(self, l: int, x: Tensor, first: int, cache: _PrefixCache, mask: Tensor | None) -> Tensor:
+        pos = torch.arange(first, first + x.shape[1], device=x.device)[None]
+        out, _ = self.attn[l](self.ln1[l](x), position_embeddings=self.rotary(x, pos), attention_mask=mask,
+                              past_key_values=cache)
+        return out
+
+    def prefix(self, l: int, resid: Float[Tensor, "1 P d_model"]) -> tuple[Tensor, Tensor]:
+        """Keys (rotated) and values of the prefix positions, [1, H_kv, P, d_head] each."""
+        if resid.shape[1] == 0:  # start = 0: nothing before the suffix
+            attn = self.attn[l]
+            empty = resid.new_zeros(1, A.module(attn, "k_proj").out_features // attn.head_dim, 0, attn.head_dim)
+            return empty, empty
+        cache = _PrefixCache(record=True)
+        self._run(l, resid, 0, cache, None)  # (its output is not needed: only what reaches the cache)
+        return cache.kv
+
+    def __call__(self, l: int, x: Float[Tensor, "B S d_model"], prefix: tuple[Tensor, Tensor],
+                 last_only: bool) -> Float[Tensor, "B Q d_model"]:
+        n_prefix, s = prefix[0].shape[2], x.shape[1]
+        future = torch.ones(s, s, dtype=torch.bool, device=x.device).triu(1)
+        mask = torch.zeros(1, 1, s, n_prefix + s, dtype=x.dtype, device=x.device)
+        mask[..., n_prefix:] = mask[..., n_prefix:].masked_fill(future, torch.finfo(x.dtype).min)
+        out = self._run(l, x, self.start, _PrefixCache(prefix), mask)
+        return out[:, -1:] if last_only else out
+
+
+class SuffixModel:
+    """Blocks L.. of the bridge's model, run on the suffix positions start..T−1 of many copies of the corrupted
+    prompt, ending in the two unembedding columns of LD.
+
+    Keys and values of the earlier positions come from the cached corrupted residual (they are the same in every
+    patched copy); the last block runs its MLP (GPT-2: also its queries) at the last position only, and LD is read
+    in float32 (the final residual upcast, the float32 final norm and unembedding direction). The blocks are
+    pre-norm in both families anneuron.architecture knows: GPT-2 (attention computed here from the bridge's
+    projections) and Llama (the model's own attention modules with RoPE and grouped-query heads; the MLP gated).
+    Any other architecture is refused in one line rather than computed wrongly.
+    """
+
+    def __init__(self, bridge, corrupted: Run, start: int, answer: int, wrong: int):
+        family = A.family_of(bridge, "exact patching (SuffixModel: pre-norm blocks, attention, MLP)")
+        self.n_layers = bridge.cfg.n_layers
+        self.start = start
+        self.blocks = list(bridge.blocks)
+        self.attention = _AbsoluteAttention(bridge) if family.name == "gpt2" else _RotaryAttention(bridge, start)
+        self.mlps = [A.bridge_mlp(blk) for blk in self.blocks]
+        self.ln_final = M.float32_head(bridge).norm  # float32
+        self.direction, self.bias = unembed_direction(bridge, answer, wrong)
+        with torch.no_grad():
+            self.prefix = [self.attention.prefix(l, corrupted.acts["resid_pre"][l, :start][None])
+                           for l in range(self.n_layers)]
+        self.base = {  # the corrupted residual on the suffix at each point of each layer
+            "pre": corrupted.acts["resid_pre"][:, start:],
+            "mid": corrupted.acts["resid_pre"][:, start:] + corrupted.acts["attn_out"][:, start:],
+            "post": corrupted.acts["resid_pre"][:, start:] + corrupted.acts["attn_out"][:, start:]
+            + corrupted.acts["mlp_out"][:, start:],
+        }
+
+    def w_out(self, layer: int) -> Float[Tensor, "d_mlp d_model"]:
+        """What each neuron of the layer writes per unit of activation (a view of the output projection)."""
+        return A.neurons_to_model(self.mlps[layer][1])
+
+    def _mlp(self, l: int, x: Float[Tensor, "B Q d_model"]) -> Float[Tensor, "B Q d_model"]:
+        neurons, out = self.mlps[l]
+        return out(neurons(self.blocks[l].ln2.original_component(x)))
+
+    def _block(self, l: int, x: Tensor, point: Point) -> Tensor:
+        """Residual at `point` of block l (suffix positions) -> residual after block l."""
+        last_only = l == self.n_layers - 1
+        if point == "pre":
+            attn = self.attention(l, x, self.prefix[l], last_only)
+            x = (x[:, -1:] if last_only else x) + attn
+        elif last_only:
+            x = x[:, -1:]
+        if point in ("pre", "mid"):
+            x = x + self._mlp(l, x)
+        return x
+
+    @torch.no_grad()
+    def logit_diff(self, resid: Float[Tensor, "B S d_model"], layer: int, point: Point) -> Float[Tensor, "B"]:
+        """LD of each copy, given its residual on the suffix at `point` of `layer`."""
+        x = self._block(layer, resid, point)
+        for l in range(layer + 1, self.n_layers):
+            x = self._block(l, x, "pre")
+        return self.ln_final(x[:, -1].float()) @ self.direction + self.bias
+
+
+def patched_logit_diff(
+    model: SuffixModel,
+    layer: int,
+    point: Point,
+    n: int,
+    delta: Callable[[slice], Float[Tensor, "b S d_model"]],
+    batch_size: int = 64,
+    desc: str | None = None,
+) -> Float[Tensor, "n"]:
+    """THE engine: LD of n patched copies of the corrupted prompt, copy i having `delta(slice)[i]` added to its
+    residual at `point` of `layer` (suffix positions), `batch_size` copies per forward."""
+    base = model.base[point][layer]
+    out = []
+    steps = range(0, n, batch_size)
+    for i in tqdm(steps, desc=desc, disable=desc is None or len(steps) < 4, leave=False):
+        d = delta(slice(i, min(i + batch_size, n)))
+        out.append(model.logit_diff(base + d.to(base.dtype), layer, point))
+    return torch.cat(out).float() if out else torch.zeros(0)
+
+
+# --- what to add: the named patching methods ----------------------------------------------------------------------
+
+def layer_position_scores(
+    model: SuffixModel, runs: PairRuns, component: str, batch_size: int = 64
+) -> Float[Tensor, "L T"]:
+    """Patch `component` (resid_pre/attn_out/mlp_out) at each (layer, position) with its clean value. Positions
+    before the first difference are identical in both runs and score 0."""
+    start, n_pos = model.start, runs.pair.n_pos
+    s = n_pos - start
+    diff = runs.clean.acts[component][:, start:] - runs.corrupted.acts[component][:, start:]  # [L, S, d]
+    scores = torch.zeros(model.n_layers, n_pos)
+    for layer in range(model.n_layers):
+        def delta(sl: slice, layer=layer) -> Tensor:
+            pos = torch.arange(sl.start, sl.stop, device=diff.device)
+            d = torch.zeros(len(pos), s, diff.shape[-1], dtype=diff.dtype, device=diff.device)
+            d[torch.arange(len(pos), device=diff.device), pos] = diff[layer, pos]
+            return d
+
+        ld = patched_logit_diff(model, layer, COMPONENTS[component], s, delta, batch_size)
+        scores[layer, start:] = runs.score(ld).cpu()
+    return scores
+
+
+def neuron_delta(runs: PairRuns, layer: int, start: int) -> Float[Tensor, "S d_mlp"]:
+    """Clean − corrupted hook_post of one layer on the positions start..T−1."""
+    return runs.clean.acts["post"][layer, start:] - runs.corrupted.acts["post"][layer, start:]
+
+
+def _neuron_deltas(d_act: Float[Tensor, "S d_mlp"], w_out: Float[Tensor, "d_mlp d_model"],
+                   idx: Int[Tensor, "b"]) -> Float[Tensor, "b S d_model"]:
+    """What patching each neuron alone adds after its layer's MLP: Δact[:, n] ⊗ W_out[n]."""
+    return d_act[:, idx].T[:, :, None] * w_out[idx][:, None, :]
+
+
+def neuron_scores(
+    model: SuffixModel,
+    runs: PairRuns,
+    layer: int,
+    neurons: Sequence[int] | Tensor | None = None,
+    batch_size: int = 64,
+) -> Float[Tensor, "n"]:
+    """Exact patch score of each neuron (default: all of the layer): its hook_post at every position set to its
+    clean value. Neurons whose clean and corrupted activations are equal score exactly 0 and are not run."""
+    d_act = neuron_delta(runs, layer, model.start)  # [S, d_mlp]
+    neurons = torch.arange(d_act.shape[1]) if neurons is None else torch.as_tensor(neurons, dtype=torch.long)
+    scores = torch.zeros(len(neurons))
+    moved = (d_act[:, neurons] != 0).any(0).cpu()
+    todo = neurons[moved].to(d_act.device)
+    w_out = model.w_out(layer)
+
+    ld = patched_logit_diff(model, layer, "post", len(todo), lambda sl: _neuron_deltas(d_act, w_out, todo[sl]),
+                            batch_size, desc=f"neurons L{layer}")
+    scores[moved] = runs.score(ld).cpu()
+    return scores
+
+
+def joint_scores(
+    model: SuffixModel, runs: PairRuns, layer: int, groups: Sequence[Sequence[int]], batch_size: int = 64
+) -> Float[Tensor, "n_groups"]:
+    """Patch score of each group of neurons of one layer patched together (every position, clean values)."""
+    d_act = neuron_delta(runs, layer, model.start)
+    w_out = model.w_out(layer)
+
+    def delta(sl: slice) -> Tensor:
+        out = []
+        for g in groups[sl]:
+            idx = torch.as_tensor(list(g), dtype=torch.long, device=d_act.device)
+            out.append(d_act[:, idx] @ w_out[idx])  # [S, d_model]
+        return torch.stack(out)
+
+    return runs.score(patched_logit_diff(model, layer, "post", len(groups), delta, batch_size)).cpu()
+
+
+def attribution_scores(runs: PairRuns) -> Float[Tensor, "L d_mlp"]:
+    """Attribution patching: Σ_pos (clean − corrupted hook_post) · ∂LD/∂hook_post (corrupted run), as a fraction
+    of LD_clean − LD_corrupted — the first-order estimate of every neuron's exact score at once."""
+    if runs.corrupted.grad_post is None:
+        raise ValueError("attribution needs the corrupted run's gradients (run_pair(..., grad=True))")
+    d = runs.clean.acts["post"].float() - runs.corrupted.acts["post"].float()
+    return ((d * runs.corrupted.grad_post.float()).sum(1) / (runs.ld_clean - runs.ld_corrupted)).cpu()
+
+
+# --- references: the slow, obviously right way -------------------------------------------------------------------
+
+def hooked_logit_diff(bridge, tokens: Int[Tensor, "1 T"], answer: int, wrong: int, hooks: list) -> float:
+    """LD of one full forward with hooks (what TransformerLens' patching helpers do for every single patch), read
+    in float32 from the final residual as every LD here (final_logits)."""
+    final: list[Tensor] = []
+    with torch.no_grad():
+        bridge.run_with_hooks(tokens, fwd_hooks=[*hooks, (final_hook(bridge.cfg.n_layers),
+                                                          lambda x, hook: final.append(x))])
+        logits = final_logits(bridge, final[-1][0, -1])
+    return float(logits[answer] - logits[wrong])
+
+
+def set_neurons_hook(clean_post: Float[Tensor, "T d_mlp"], neurons: Sequence[int]):
+    """A hook_post hook setting these neurons to their clean values at every position."""
+    idx = torch.as_tensor(list(neurons), dtype=torch.long)
+
+    def hook(act: Tensor, hook) -> Tensor:
+        act, i = act.clone(), idx.to(act.device)
+        act[0, :, i] = clean_post[:, i].to(act.dtype)
+        return act
+
+    return hook
+
+
+def naive_neuron_scores(bridge, runs: PairRuns, layer: int, neurons: Sequence[int]) -> Float[Tensor, "n"]:
+    """One full forward per neuron (as the post and TransformerLens' helpers do): the reference and the baseline
+    of the benchmark."""
+    pair, name = runs.pair, HOOKS["post"].format(l=layer)
+    lds = [hooked_logit_diff(bridge, pair.corrupted, pair.answer, pair.wrong,
+                             [(name, set_neurons_hook(runs.clean.acts["post"][layer], [n]))]) for n in neurons]
+    return runs.score(torch.tensor(lds, dtype=torch.float64)).float()
+
+
+def check_engine(bridge, model: SuffixModel, runs: PairRuns, layer: int, neuron: int) -> float:
+    """Largest difference between the engine and a full hooked forward, in LD relative to `runs.ld_scale`: the
+    unpatched corrupted run, and one neuron patched. Cheap (one forward); run on every real model, where the
+    tests cannot reach. Compare it with ENGINE_TOLERANCE[body dtype]."""
+    pair = runs.pair
+    base = float(model.logit_diff(model.base["pre"][0][None], 0, "pre")[0])
+    d_act, w_out = neuron_delta(runs, layer, model.start), model.w_out(layer)
+    idx = torch.tensor([neuron], device=d_act.device)
+    fast = float(patched_logit_diff(model, layer, "post", 1, lambda sl: _neuron_deltas(d_act, w_out, idx[sl]))[0])
+    hook = set_neurons_hook(runs.clean.acts["post"][layer], [neuron])
+    slow = hooked_logit_diff(bridge, pair.corrupted, pair.answer, pair.wrong, [(HOOKS["post"].format(l=layer), hook)])
+    return max(abs(base - runs.ld_corrupted), abs(fast - slow)) / runs.ld_scale
