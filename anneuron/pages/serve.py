@@ -157,15 +157,14 @@ def create_app(model: ActivationModel, pages_dir: str | Path | None = None, max_
 def model_name(model_id: str, configfile: str | Path | None) -> str:
     """The hub name or folder behind a model id, as the workflow resolves it (config.yaml + the configfile)."""
     import yaml
-    from snakemake.utils import update_config
 
     from anneuron.resolve import model_id as id_of
 
     repo = Path(__file__).resolve().parents[2]
     config = yaml.safe_load((repo / "config.yaml").read_text())
     configfile = configfile or next((p for p in [repo / f"workflow/configs/{model_id}.yaml"] if p.exists()), None)
-    if configfile:
-        update_config(config, yaml.safe_load(Path(configfile).read_text()))
+    if configfile:  # a list in a configfile replaces the base's (as Snakemake merges them)
+        config["models"] = (yaml.safe_load(Path(configfile).read_text()) or {}).get("models", config["models"])
     for name in config["models"]:
         if id_of(name) == model_id:
             return name
