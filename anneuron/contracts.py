@@ -246,13 +246,3 @@ TABLES: dict[str, pa.Schema] = {
     "paper_check": PAPER_CHECK,
 }
 
-
-def check_table(table: pa.Table, schema: pa.Schema, where: str | Path) -> pa.Table:
-    """`table` if its columns and types are `schema`'s (extra trailing columns allowed), else a one-line error."""
-    for f in schema:
-        if f.name not in table.schema.names:
-            raise ValueError(f"{where}: no column {f.name!r}")
-        got = table.schema.field(f.name).type
-        if got != f.type:
-            raise ValueError(f"{where}: column {f.name!r} is {got}, expected {f.type}")
-    return table

@@ -1,11 +1,10 @@
 """Where a result came from, and no silent degradation: every stage's config file carries the device, dtype,
-library versions, the model's and dataset's revisions and the pipeline's git commit (the `manifest` rule gathers
-them for the report); a job that was given a GPU refuses to run on the CPU instead."""
+library versions, the model's and dataset's revisions and the pipeline's git commit (anneuron.report.manifest
+gathers them for the report); a job that was given a GPU refuses to run on the CPU instead."""
 
 from __future__ import annotations
 
 import functools
-import json
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -84,39 +83,3 @@ def provenance(model: str | None = None, dataset: str | None = None, device: str
             rec = fetched(path) if Path(path).is_dir() else None
             out[key] = dict(name=path, **({k: rec[k] for k in ("repo_id", "revision", "commit")} if rec else {}))
     return out
-
-
-def manifest(config_files: list[str | Path]) -> dict:
-    """Every stage config file of a model, keyed by its path: what the report's manifest page shows."""
-    return {str(f): json.loads(Path(f).read_text()) for f in config_files}
-
-
-def manifest_html(man: dict, model_id: str) -> str:
-    """The manifest as a page for the report: one row per job with its device, dtype, model and dataset revision,
-    versions and commit, and its config."""
-    import html
-
-    def cell(x) -> str:
-        return html.escape(x if isinstance(x, str) else json.dumps(x, sort_keys=True))
-
-    rows = []
-    for path, rec in man.items():
-        p = rec.get("provenance", {})
-        model = p.get("model", {})
-        dataset = p.get("dataset", {})
-        rows.append("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in (
-            path, rec.get("stage", ""), p.get("device", "–"), p.get("dtype", "–"),
-            model.get("repo_id", model.get("name", "–")) + (f"@{model['commit'][:12]}" if model.get("commit") else ""),
-            dataset.get("repo_id", dataset.get("name", "–"))
-            + (f"@{dataset['commit'][:12]}" if dataset.get("commit") else ""),
-            p.get("pipeline_commit", "–"), p.get("versions", {}), rec.get("config", {}))) + "</tr>")
-    head = ["file", "stage", "device", "dtype", "model@revision", "dataset@revision", "pipeline commit", "versions",
-            "config"]
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>manifest: {html.escape(model_id)}</title>"
-            "<style>body{font:13px system-ui,sans-serif;margin:1em}table{border-collapse:collapse}"
-            "td,th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}"
-            "td:nth-child(8),td:nth-child(9){font:11px monospace;max-width:30em;word-break:break-all}</style>"
-            f"</head><body><h3>Provenance: {html.escape(model_id)}</h3><p>What every job of this model ran on and "
-            "with which settings (each stage's *.config.json).</p><table><thead><tr>"
-            + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>" + "\n".join(rows)
-            + "</tbody></table></body></html>\n")

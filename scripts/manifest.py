@@ -1,7 +1,7 @@
 from _common import setup_logging
 
 from anneuron.io import atomic_path, write_json
-from anneuron.provenance import manifest, manifest_html
+from anneuron.report.manifest import manifest, manifest_html
 
 setup_logging(snakemake)
 man = manifest(list(snakemake.input))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
+import polars as pl
 from matplotlib.colors import TwoSlopeNorm
 
 from anneuron.contracts import MIN_LD_GAP, experiment_files, neuron_name
@@ -19,6 +19,18 @@ from anneuron.io import save_figure
 COMPONENT_TITLES = {"resid_pre": "residual stream (resid_pre)", "attn_out": "attention output (attn_out)",
                     "mlp_out": "MLP output (mlp_out)"}
 MAX_LABELS = 8  # standout neurons named on a figure
+
+
+def _read(path: str | Path) -> pl.DataFrame:
+    """An experiment table, NaN read as null: a missing score then drops out of filters and sorts, where polars
+    would rank a NaN above every number."""
+    return pl.read_parquet(path).fill_nan(None)
+
+
+def _abs_max(values: pl.Series) -> float:
+    """The largest |value| (NaN when there is none)."""
+    m = values.abs().max()
+    return float("nan") if m is None else float(m)
 
 
 def _tok(s: str) -> str:
@@ -38,17 +50,18 @@ def _lens_block(before: str, after: str) -> str:
         f"{before} -> {after}"
 
 
-def logit_lens_figure(lens: pd.DataFrame, summary: dict, exp: str):
+def logit_lens_figure(lens: pl.DataFrame, summary: dict, exp: str):
     """LD read off the residual stream at each point, both LayerNorm conventions."""
     style()
-    labels = lens[lens.convention == "post"].sort_values("index").label.tolist()
+    by = {conv: lens.filter(pl.col("convention") == conv).sort("index") for conv in ("post", "recomputed")}
+    labels = by["post"]["label"].to_list()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.16 * len(labels) + 3), 4.2))
     for conv, colour, desc in (("post", "C0", "final LN scale of the last residual (the post's)"),
                                ("recomputed", "C1", "each entry normalised by its own LN")):
-        t = lens[lens.convention == conv].sort_values("index")
-        ax.plot(t["index"], t.logit_diff, "o-", ms=3, color=colour, label=f"{conv}: {desc}")
+        t = by[conv]
+        ax.plot(t["index"].to_numpy(), t["logit_diff"].to_numpy(), "o-", ms=3, color=colour, label=f"{conv}: {desc}")
     ax.axhline(0, color="0.3", lw=0.8)
-    post = lens[lens.convention == "post"].sort_values("index").logit_diff.to_numpy()
+    post = by["post"]["logit_diff"].to_numpy()
     if len(post) > 1:  # name the largest step: which attention or MLP block writes the answer
         j = int(np.argmax(np.abs(np.diff(post))))
         ax.annotate(f"{_lens_block(labels[j], labels[j + 1])}: {post[j + 1] - post[j]:+.2f}",
@@ -65,11 +78,11 @@ def logit_lens_figure(lens: pd.DataFrame, summary: dict, exp: str):
     return fig
 
 
-def layer_patching_figure(layers: pd.DataFrame, component: str, summary: dict, exp: str):
+def layer_patching_figure(layers: pl.DataFrame, component: str, summary: dict, exp: str):
     """Layer × position heatmap of one component's patch scores, token labels on the x axis."""
     style()
-    t = layers[layers.component == component]
-    grid = t.pivot(index="layer", columns="pos", values="score").sort_index().to_numpy()
+    t = layers.filter(pl.col("component") == component).sort("pos")  # columns in position order
+    grid = t.pivot("pos", index="layer", values="score").sort("layer").drop("layer").to_numpy()
     n_layers, n_pos = grid.shape
     clean, corrupted = summary["tokens_clean"], summary["tokens_corrupted"]
     ticks = [_tok(c) if c == r else f"{_tok(c)} / {_tok(r)}" for c, r in zip(clean, corrupted)]
@@ -97,78 +110,96 @@ def layer_patching_figure(layers: pd.DataFrame, component: str, summary: dict, e
     return fig
 
 
-def _label_standouts(ax, rows: pd.DataFrame, x: str, y: str, scale: float) -> None:
+def _label_standouts(ax, rows: pl.DataFrame, x: str, y: str, scale: float) -> None:
     """Name the largest standouts, leaving out those too close to the bulk to tell apart at this scale and those
     whose label would sit on an earlier one."""
-    rows = rows[rows[y].abs() >= 0.1 * scale] if scale > 0 else rows
+    rows = rows.filter(pl.col(y).abs() >= 0.1 * scale) if scale > 0 else rows
     ax.get_xlim(), ax.get_ylim()  # settle the autoscaled limits before measuring in axes units
     to_axes = ax.transData + ax.transAxes.inverted()
     placed: list[np.ndarray] = []
-    for r in rows.itertuples():
+    for r in rows.iter_rows(named=True):
         if len(placed) == MAX_LABELS:
             break
-        at = to_axes.transform((getattr(r, x), getattr(r, y)))
+        at = to_axes.transform((r[x], r[y]))
         if any(abs(at[0] - q[0]) < 0.22 and abs(at[1] - q[1]) < 0.05 for q in placed):
             continue
         placed.append(at)
-        ax.annotate(f"{neuron_name(r.layer, r.neuron)} ({getattr(r, y):.3f})", (getattr(r, x), getattr(r, y)),
-                    xytext=(4, 4), textcoords="offset points", fontsize=8)
+        ax.annotate(f"{neuron_name(r['layer'], r['neuron'])} ({r[y]:.3f})", (r[x], r[y]), xytext=(4, 4),
+                    textcoords="offset points", fontsize=8)
 
 
 WRONG_SIDE = 0.1  # a negative score is named when it reaches this fraction of the layer's largest |score|
 
 
-def _wrong_side(t: pd.DataFrame, col: str, scale: float, n: int = 3) -> pd.DataFrame:
+def _wrong_side(t: pl.DataFrame, col: str, scale: float, n: int = 3) -> pl.DataFrame:
     """The (at most n) most negative scores that are large enough to name: the neurons whose clean value pushes
     the corrupted run further toward the wrong token. Standouts are positive by construction, so these would
     otherwise go unnamed."""
-    return t[t[col] <= -WRONG_SIDE * scale].nsmallest(n, col) if scale > 0 else t.iloc[:0]
+    if not scale > 0:
+        return t.clear()
+    return t.filter(pl.col(col) <= -WRONG_SIDE * scale).sort(col, maintain_order=True).head(n)
 
 
-def neuron_figure(neurons: pd.DataFrame, layer: int, summary: dict, exp: str):
+def _by_exact(t: pl.DataFrame) -> pl.DataFrame:
+    """Best exact score first (ties in table order, no score last)."""
+    return t.sort("exact", descending=True, nulls_last=True, maintain_order=True)
+
+
+def neuron_figure(neurons: pl.DataFrame, layer: int, summary: dict, exp: str):
     """Exact patch score of every neuron of one layer; standouts (robust z above the threshold) named."""
     style()
-    t = neurons[neurons.layer == layer]
+    t = neurons.filter(pl.col("layer") == layer)
     fig, ax = plt.subplots(figsize=(8, 4))
-    flagged = t[t.standout].sort_values("exact", ascending=False)
-    rest = t[~t.standout]
-    ax.scatter(rest.neuron, rest.exact, s=6, color="0.55", lw=0, label="neurons")
-    ax.scatter(flagged.neuron, flagged.exact, s=22, color="C3", lw=0,
-               label=f"standout ({summary.get('standout_rule', 'robust z')}): {len(flagged)}")
-    scale = float(t.exact.abs().max())
+    flagged = _by_exact(t.filter(pl.col("standout")))
+    rest = t.filter(~pl.col("standout"))
+    ax.scatter(rest["neuron"].to_numpy(), rest["exact"].to_numpy(), s=6, color="0.55", lw=0, label="neurons")
+    ax.scatter(flagged["neuron"].to_numpy(), flagged["exact"].to_numpy(), s=22, color="C3", lw=0,
+               label=f"standout ({summary.get('standout_rule', 'robust z')}): {flagged.height}")
+    scale = _abs_max(t["exact"])
     _label_standouts(ax, flagged, "neuron", "exact", scale)
     wrong = _wrong_side(t, "exact", scale)
-    if len(wrong):
-        ax.scatter(wrong.neuron, wrong.exact, s=22, color="C0", lw=0,
+    if wrong.height:
+        ax.scatter(wrong["neuron"].to_numpy(), wrong["exact"].to_numpy(), s=22, color="C0", lw=0,
                    label=f"pushes to {summary['wrong']!r} (score <= {-WRONG_SIDE * scale:.2g})")
         _label_standouts(ax, wrong, "neuron", "exact", scale)
     ax.axhline(0, color="0.3", lw=0.8)
     ax.set_xlabel("neuron")
     ax.set_ylabel("exact patch score")
-    ax.set_xlim(-0.01 * len(t), 1.01 * len(t))
+    ax.set_xlim(-0.01 * t.height, 1.01 * t.height)
     ax.set_title(f"Patching each neuron of layer {layer} alone (hook_post, every position)\n"
                  f"{_pair_title(exp, summary)}", fontsize=10)
     ax.legend(fontsize=8, loc="best")
     return fig
 
 
-def attribution_figure(neurons: pd.DataFrame, summary: dict, exp: str):
+def _layer_colours(layers: list[int]) -> np.ndarray:
+    """One viridis colour per layer, stopping short of its pale yellow (unreadable on white)."""
+    return plt.get_cmap("viridis")(np.linspace(0, 0.85, max(2, len(layers))))
+
+
+def _exact_only(neurons: pl.DataFrame) -> tuple[pl.DataFrame, list[int]]:
+    """The neurons patched exactly, and their layers in order."""
+    t = neurons.filter(pl.col("exact").is_not_null())
+    return t, sorted(t["layer"].unique().to_list())
+
+
+def attribution_figure(neurons: pl.DataFrame, summary: dict, exp: str):
     """Attribution patching (first order, every neuron at once) against exact patching where both exist."""
     style()
-    t = neurons.dropna(subset=["exact"])
+    t, layers = _exact_only(neurons)
     fig, ax = plt.subplots(figsize=(5.6, 5))
-    layers = sorted(t.layer.unique())
-    colours = plt.get_cmap("viridis")(np.linspace(0, 0.85, max(2, len(layers))))  # no pale yellow on white
+    colours = _layer_colours(layers)
     for i, layer in enumerate(layers):
-        s = t[t.layer == layer]
-        ax.scatter(s.exact, s.attribution, s=10, color=colours[i], lw=0, label=f"layer {layer} ({len(s)})")
-    lo = float(np.nanmin([t.exact.min(), t.attribution.min(), 0.0]))
-    hi = float(np.nanmax([t.exact.max(), t.attribution.max(), 0.0]))
+        s = t.filter(pl.col("layer") == layer)
+        ax.scatter(s["exact"].to_numpy(), s["attribution"].to_numpy(), s=10, color=colours[i], lw=0,
+                   label=f"layer {layer} ({s.height})")
+    values = np.append(t.select("exact", "attribution").to_numpy().ravel(), 0.0)  # the diagonal spans 0 too
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
     pad = 0.05 * (hi - lo or 1.0)
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="0.4", lw=0.8, label="attribution = exact")
-    scale = float(t.attribution.abs().max())
-    _label_standouts(ax, t[t.standout].sort_values("exact", ascending=False), "exact", "attribution", scale)
-    _label_standouts(ax, _wrong_side(t, "exact", float(t.exact.abs().max())), "exact", "attribution", scale)
+    scale = _abs_max(t["attribution"])
+    _label_standouts(ax, _by_exact(t.filter(pl.col("standout"))), "exact", "attribution", scale)
+    _label_standouts(ax, _wrong_side(t, "exact", _abs_max(t["exact"])), "exact", "attribution", scale)
     ax.set_xlabel("exact patch score")
     ax.set_ylabel("attribution patching estimate")
     ax.set_title(f"Attribution vs exact neuron patching\n{_pair_title(exp, summary)}", fontsize=10)
@@ -176,23 +207,24 @@ def attribution_figure(neurons: pd.DataFrame, summary: dict, exp: str):
     return fig
 
 
-def joint_figure(joint: pd.DataFrame, summary: dict, exp: str):
+def joint_figure(joint: pl.DataFrame, summary: dict, exp: str):
     """Patch score of a layer's top-k neurons patched together, for the answer side and the wrong side."""
     style()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for i, layer in enumerate(sorted(joint.layer.unique())):
+    for i, layer in enumerate(sorted(joint["layer"].unique().to_list())):
         for side, ls, desc in (("answer", "-", "top-k by single score"),
                                ("wrong", "--", f"bottom-k (push to {summary['wrong']!r})")):
-            s = joint[(joint.layer == layer) & (joint.side == side)].sort_values("k")
-            ax.plot(s.k, s.score, ls, marker="o", ms=4, color=f"C{i}", label=f"layer {layer}, {desc}")
-            for k, score in zip(s.k, s.score):
+            s = joint.filter((pl.col("layer") == layer) & (pl.col("side") == side)).sort("k")
+            ax.plot(s["k"].to_numpy(), s["score"].to_numpy(), ls, marker="o", ms=4, color=f"C{i}",
+                    label=f"layer {layer}, {desc}")
+            for k, score in s.select("k", "score").iter_rows():
                 ax.annotate(f"{score:.2f}", (k, score), xytext=(0, 5 if side == "answer" else -11),
                             textcoords="offset points", ha="center", fontsize=7, color=f"C{i}")
     ax.axhline(0, color="0.3", lw=0.8)
     ax.axhline(1, color="0.3", lw=0.8, ls=":")
     ax.margins(y=0.12)  # room for the printed scores
     ax.set_xscale("log")
-    ks = sorted(joint.k.unique())
+    ks = sorted(joint["k"].unique().to_list())
     ax.set_xticks(ks)
     ax.set_xticklabels([str(k) for k in ks])
     ax.minorticks_off()
@@ -207,10 +239,10 @@ def experiment_figures(exp_dir: str | Path, fig_dir: str | Path, exp: str) -> li
     """Every figure of one experiment from its tables; returns the PNG paths."""
     files, out = experiment_files(exp_dir), Path(fig_dir)
     summary = json.loads(files["summary"].read_text())
-    read = lambda name: pd.read_parquet(files[name])  # noqa: E731
+    read = lambda name: _read(files[name])  # noqa: E731
     layers, neurons = read("layers"), read("neurons")
     figs = {"logit_lens": logit_lens_figure(read("logit_lens"), summary, exp)}
-    if not layers.empty:  # empty when both prompts give the same LD: nothing was patched (summary.json says so)
+    if not layers.is_empty():  # empty when both prompts give the same LD: nothing was patched (summary.json says so)
         for component in COMPONENT_TITLES:
             figs[f"patch_{component}"] = layer_patching_figure(layers, component, summary, exp)
         for layer in summary["neuron_layers"]:
@@ -228,20 +260,21 @@ def experiment_figures(exp_dir: str | Path, fig_dir: str | Path, exp: str) -> li
 MAX_SUMMARY_ROWS = 30
 
 
-def contrast_figure(contrast: pd.DataFrame, neurons: pd.DataFrame, summary: dict, exp: str):
+def contrast_figure(contrast: pl.DataFrame, neurons: pl.DataFrame, summary: dict, exp: str):
     """Contrast congruence (each neuron's w_out · (u_answer − u_wrong)) against its exact patch score, for every
     neuron patched exactly: does the weight direction predict who restores LD?"""
     style()
-    t = neurons.dropna(subset=["exact"]).merge(contrast.rename(columns={"score": "contrast"}), on=["layer", "neuron"])
+    t, layers = _exact_only(neurons)
+    t = t.join(contrast.rename({"score": "contrast"}), on=["layer", "neuron"], maintain_order="left")
     fig, ax = plt.subplots(figsize=(6, 4.6))
-    layers = sorted(t.layer.unique())
-    colours = plt.get_cmap("viridis")(np.linspace(0, 0.85, max(2, len(layers))))
+    colours = _layer_colours(layers)
     for i, layer in enumerate(layers):
-        s = t[t.layer == layer]
-        ax.scatter(s.contrast, s.exact, s=10, color=colours[i], lw=0, label=f"layer {layer} ({len(s)})")
-    top = pd.concat([t.nlargest(4, "exact"), t.nsmallest(1, "rank")]).drop_duplicates(["layer", "neuron"])
-    for r in top.itertuples():
-        ax.annotate(f"{neuron_name(r.layer, r.neuron)} (contrast rank {r.rank})", (r.contrast, r.exact),
+        s = t.filter(pl.col("layer") == layer)
+        ax.scatter(s["contrast"].to_numpy(), s["exact"].to_numpy(), s=10, color=colours[i], lw=0,
+                   label=f"layer {layer} ({s.height})")
+    top = pl.concat([_by_exact(t).head(4), t.sort("rank", maintain_order=True).head(1)])
+    for r in top.unique(["layer", "neuron"], keep="first", maintain_order=True).iter_rows(named=True):
+        ax.annotate(f"{neuron_name(r['layer'], r['neuron'])} (contrast rank {r['rank']})", (r["contrast"], r["exact"]),
                     xytext=(4, 4), textcoords="offset points", fontsize=7)
     ax.axhline(0, color="0.3", lw=0.8)
     ax.axvline(0, color="0.3", lw=0.8)
@@ -255,7 +288,7 @@ def contrast_figure(contrast: pd.DataFrame, neurons: pd.DataFrame, summary: dict
     return fig
 
 
-def summary_figure(summary: pd.DataFrame, neurons: dict[str, pd.DataFrame], not_counted: set[str] = frozenset(),
+def summary_figure(summary: pl.DataFrame, neurons: dict[str, pl.DataFrame], not_counted: set[str] = frozenset(),
                    rule: str | None = None):
     """Neurons standing out in two or more experiments (rows) × every experiment (columns): each cell the neuron's
     exact score there (attribution where it has none, in italics; blank for an experiment with nothing to patch);
@@ -266,39 +299,42 @@ def summary_figure(summary: pd.DataFrame, neurons: dict[str, pd.DataFrame], not_
     rows = summary.head(MAX_SUMMARY_ROWS)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(exps) + 2.5), max(2.5, 0.35 * len(rows) + 1.8)))
     ax.grid(False)
-    if rows.empty:
+    if rows.is_empty():
         ax.axis("off")
         ax.text(0.5, 0.5, "no neuron stands out in two or more experiments", ha="center", va="center")
         ax.set_title("Neurons standing out across experiments", fontsize=10)
         return fig
-    grid = np.full((len(rows), len(exps)), np.nan)
+    grid = np.full((rows.height, len(exps)), np.nan)
     exact = np.zeros_like(grid, dtype=bool)
+    rows = rows.to_dicts()
     for j, exp in enumerate(exps):
-        t = neurons[exp].set_index(["layer", "neuron"])
-        for i, r in enumerate(rows.itertuples()):
-            if (r.layer, r.neuron) not in t.index:  # an experiment whose prompts gave the same LD has no rows
+        scores = {(l, n): (e, a) for l, n, e, a in neurons[exp].select("layer", "neuron", "exact", "attribution")
+                  .fill_nan(None).iter_rows()}
+        for i, r in enumerate(rows):
+            if (r["layer"], r["neuron"]) not in scores:  # an experiment whose prompts gave the same LD has no rows
                 continue
-            row = t.loc[(r.layer, r.neuron)]
-            exact[i, j] = not pd.isna(row.exact)
-            grid[i, j] = row.exact if exact[i, j] else row.attribution
+            e, a = scores[(r["layer"], r["neuron"])]
+            exact[i, j] = e is not None
+            value = e if exact[i, j] else a
+            grid[i, j] = np.nan if value is None else value
     m = max(1.0, float(np.nanmax(np.abs(grid))))
     im = ax.imshow(grid, cmap="RdBu", norm=TwoSlopeNorm(0.0, -m, m), aspect="auto", interpolation="nearest")
-    for i, r in enumerate(rows.itertuples()):
+    for i, r in enumerate(rows):
         for j, exp in enumerate(exps):
             if np.isnan(grid[i, j]):
                 continue
             ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7,
                     style="normal" if exact[i, j] else "italic",
                     color="white" if abs(grid[i, j]) > 0.6 * m else "black")
-            if exp in r.experiments:
+            if exp in r["experiments"]:
                 ax.add_patch(plt.Rectangle((j - 0.48, i - 0.45), 0.96, 0.9, fill=False, lw=1.5, color="C3"))
     ax.set_xticks(range(len(exps)))
     ax.set_xticklabels([f"{e} (LD gap < {MIN_LD_GAP:g}: not counted)" if e in not_counted else e for e in exps],
                        rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([f"{neuron_name(r.layer, r.neuron)} ({r.n_experiments})" for r in rows.itertuples()], fontsize=8)
+    ax.set_yticklabels([f"{neuron_name(r['layer'], r['neuron'])} ({r['n_experiments']})" for r in rows], fontsize=8)
     fig.colorbar(im, ax=ax, label="patch score (italic: attribution only)", shrink=0.9)
-    more = f" (first {MAX_SUMMARY_ROWS} of {len(summary)})" if len(summary) > MAX_SUMMARY_ROWS else ""
+    more = f" (first {MAX_SUMMARY_ROWS} of {summary.height})" if summary.height > MAX_SUMMARY_ROWS else ""
     how = f" ({rule})" if rule else ""
     ax.set_title(f"Neurons standing out in two or more experiments{more}\nred box: stands out there{how}",
                  fontsize=10)
@@ -307,5 +343,5 @@ def summary_figure(summary: pd.DataFrame, neurons: dict[str, pd.DataFrame], not_
 
 def summary_figures(summary_file: str | Path, neuron_files: dict[str, str | Path], out_stem: str | Path,
                     not_counted: set[str] = frozenset(), rule: str | None = None) -> Path:
-    neurons = {exp: pd.read_parquet(path) for exp, path in neuron_files.items()}
-    return save_figure(summary_figure(pd.read_parquet(summary_file), neurons, not_counted, rule), out_stem)[0]
+    neurons = {exp: _read(path) for exp, path in neuron_files.items()}
+    return save_figure(summary_figure(_read(summary_file), neurons, not_counted, rule), out_stem)[0]

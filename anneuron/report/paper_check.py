@@ -13,7 +13,6 @@ empty check. Every path comes from anneuron.contracts.
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from anneuron import contracts as K
+from anneuron.report.render import render
 
 REFERENCE_MODEL = "gpt2-large"
 # The post's settings (docs/paper.md): its numbers are comparable to a run with these (workflow/configs/paper.yaml).
@@ -509,53 +509,13 @@ def _fmt(x: float | None) -> str:
 
 
 def to_html(table: pa.Table, model_id: str, settings: dict) -> str:
-    """A self-contained HTML page with the table, for the Snakemake report."""
-    reference = model_id == REFERENCE_MODEL
-    mismatch = settings_mismatch(settings)
-    if reference:
-        intro = ("Each number the post published for GPT-2 Large beside ours. "
-                 + ("This run used the post's settings." if not mismatch else
-                    "This run differs from the post's settings, so some numbers are not comparable: "
-                    + "; ".join(mismatch) + ". Run with workflow/configs/paper.yaml to compare."))
-    else:
-        intro = (f"{html.escape(model_id)} is not GPT-2 Large: the post's numbers are shown for reference only; "
-                 "rows naming a GPT-2 Large neuron or layer are left out.")
-    head = ["quantity", "post: item", "post", "ours: item", "ours", "difference", "status", "note"]
-    body = []
-    section = None
-    for r in table.to_pylist():
-        if r["section"] != section:
-            section = r["section"]
-            body.append(f'<tr class="section"><td colspan="{len(head)}">{html.escape(section)}</td></tr>')
-        same = r["same_item"]
-        cls = "" if same is None else (' class="same"' if same else ' class="other"')
-        cells = [html.escape(r["quantity"]), html.escape(r["published_item"] or ""), _fmt(r["published"]),
-                 f'<span{cls}>{html.escape(r["our_item"] or "")}</span>', _fmt(r["ours"]),
-                 "" if r["difference"] is None else f'{r["difference"]:+.4g}',
-                 f'<span class="{html.escape(r["status"].split(":")[0].replace(" ", "-"))}">'
-                 f'{html.escape(r["status"])}</span>',
-                 html.escape(r["note"] or "")]
-        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    settings_line = ", ".join(f"{k} = {settings.get(k)!r}" for k in PAPER_SETTINGS)
-    return f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>paper check: {html.escape(model_id)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; font-size: 14px; margin: 1em; color: #222; }}
-table {{ border-collapse: collapse; }}
-th, td {{ padding: 3px 10px; border-bottom: 1px solid #ddd; text-align: left; vertical-align: top; }}
-td:nth-child(3), td:nth-child(5), td:nth-child(6) {{ text-align: right; font-variant-numeric: tabular-nums; }}
-tr.section td {{ background: #f0f0f0; font-weight: bold; }}
-span.same {{ color: #1a7f37; }} span.other {{ color: #b35900; }}
-span.missing {{ color: #fff; background: #c62828; padding: 0 4px; }} span.not-comparable {{ color: #b35900; }}
-p.small {{ color: #555; font-size: 12px; }}
-</style></head><body>
-<h3>Paper check: {html.escape(model_id)}</h3>
-<p>{intro}</p>
-<p class="small">Run settings: {html.escape(settings_line)}. Items in green are the post's own; orange: our run
-ranks another item first. A dash: the input is missing or the item does not exist (see note).</p>
-<table><thead><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr></thead>
-<tbody>
-{chr(10).join(body)}
-</tbody></table>
-</body></html>
-"""
+    """A self-contained HTML page with the table, for the Snakemake report (templates/paper_check.html.j2)."""
+    rows = [dict(r, published_item=r["published_item"] or "", published=_fmt(r["published"]),
+                 our_item=r["our_item"] or "", item_class={True: "same", False: "other"}.get(r["same_item"], ""),
+                 ours=_fmt(r["ours"]), difference="" if r["difference"] is None else f'{r["difference"]:+.4g}',
+                 status_class=r["status"].split(":")[0].replace(" ", "-"), note=r["note"] or "")
+            for r in table.to_pylist()]
+    return render("paper_check.html.j2", model_id=model_id, reference=model_id == REFERENCE_MODEL,
+                  mismatch="; ".join(settings_mismatch(settings)), rows=rows,
+                  settings=", ".join(f"{k} = {settings.get(k)!r}" for k in PAPER_SETTINGS),
+                  head=["quantity", "post: item", "post", "ours: item", "ours", "difference", "status", "note"])

@@ -9,8 +9,7 @@ from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+import polars as pl
 
 from anneuron.contracts import flat_name, neuron_name
 from anneuron.figures import style
@@ -173,12 +172,12 @@ def token_vs_neurons(col: np.ndarray, token_id: int, token_str: str, n_layers: i
     return fig
 
 
-def top2_diff_per_token(tokens: pa.Table, d_mlp: int, basis: str):
+def top2_diff_per_token(tokens: pl.DataFrame, d_mlp: int, basis: str):
     """d_tok = top-1 minus top-2 neuron congruence, for every token: tokens with one dedicated neuron stand out."""
     style()
-    d = tokens.column("d_tok").to_numpy()
-    strs = tokens.column("token_str").to_pylist()
-    top1 = pc.list_element(tokens.column("top_neurons"), 0).to_numpy()
+    d = tokens["d_tok"].to_numpy()
+    strs = tokens["token_str"].to_list()
+    top1 = tokens["top_neurons"].list.first().to_numpy()
     fig, ax = plt.subplots(figsize=(11, 4))
     ax.scatter(np.arange(len(d)), d, s=2, color="0.45", alpha=0.5, lw=0, rasterized=True)
     ax.set_xlim(-0.005 * len(d), 1.005 * len(d))
@@ -193,14 +192,13 @@ def top2_diff_per_token(tokens: pa.Table, d_mlp: int, basis: str):
     return fig
 
 
-def top2_diff_per_neuron(neurons: pa.Table, token_strs: Sequence[str], basis: str):
+def top2_diff_per_neuron(neurons: pl.DataFrame, token_strs: Sequence[str], basis: str):
     """d_neu = top-1 minus top-2 token congruence, for every neuron: neurons dedicated to one token stand out."""
     style()
-    d = neurons.column("d_neu").to_numpy()
-    layers = neurons.column("layer").to_numpy()
-    n_layers = int(layers.max()) + 1
+    d = neurons["d_neu"].to_numpy()
+    n_layers = int(neurons["layer"].max()) + 1
     d_mlp = len(d) // n_layers
-    top1 = pc.list_element(neurons.column("top_token_ids"), 0).to_numpy()
+    top1 = neurons["top_token_ids"].list.first().to_numpy()
     fig, ax = plt.subplots(figsize=(11, 4))
     _layer_scatter(ax, d, n_layers, d_mlp)
     _margin(ax)
@@ -213,13 +211,13 @@ def top2_diff_per_neuron(neurons: pa.Table, token_strs: Sequence[str], basis: st
     return fig
 
 
-def top_pairs(pairs: pa.Table, n: int, basis: str):
+def top_pairs(pairs: pl.DataFrame, n: int, basis: str):
     """The n best mutually exclusive pairs, score = d_neu · d_tok, rank 1 on top; the factors listed on the right.
     Log scale when the scores span more than two decades (a few dedicated neurons, then noise)."""
     from matplotlib.transforms import blended_transform_factory
 
     style()
-    t = pairs.slice(0, n).to_pydict()
+    t = pairs.head(n).to_dict(as_series=False)
     k = len(t["rank"])
     fig, ax = plt.subplots(figsize=(9, 1.4 + 0.3 * max(k, 3)))
     y = np.arange(k)[::-1]
@@ -245,7 +243,7 @@ def top_pairs(pairs: pa.Table, n: int, basis: str):
     ax.grid(axis="y", visible=False)
     ax.set_ylim(-0.6, k - 0.4)
     ax.set_xlabel("score = d_neu · d_tok" + (" (log scale)" if log else ""))
-    ax.set_title(f"Top {k} of {pairs.num_rows:,} mutually exclusive neuron–token pairs (basis {basis})")
+    ax.set_title(f"Top {k} of {pairs.height:,} mutually exclusive neuron–token pairs (basis {basis})")
     fig.tight_layout()
     return fig
 
@@ -320,15 +318,15 @@ def _threshold_panel(ax, layer: np.ndarray, values: np.ndarray, n_layers: int, c
     ax.legend(fontsize=7, loc="best")
 
 
-def classes_by_layer(neurons: pa.Table, kurtosis: float, partition_var: float):
+def classes_by_layer(neurons: pl.DataFrame, kurtosis: float, partition_var: float):
     """Gurnee et al. Fig. 5-6: the cosine-congruence moments of every neuron by depth (percentile bands, classified
     neurons as points, a few named), and the share of prediction / suppression / partition neurons per layer."""
     style()
-    layer = neurons.column("layer").to_numpy()
+    layer = neurons["layer"].to_numpy()
     n_layers = int(layer.max()) + 1
-    cls = np.asarray(neurons.column("neuron_class").to_pylist(), dtype=object)
-    names = [neuron_name(l, n) for l, n in zip(layer, neurons.column("neuron").to_numpy())]
-    kurt, skew, var = (neurons.column(c).to_numpy() for c in ("cos_kurt", "cos_skew", "cos_var"))
+    cls = np.asarray(neurons["neuron_class"].to_list(), dtype=object)
+    names = [neuron_name(l, n) for l, n in zip(layer, neurons["neuron"].to_numpy())]
+    kurt, skew, var = (neurons[c].to_numpy() for c in ("cos_kurt", "cos_skew", "cos_var"))
     named = _named_classified(cls, kurt, var)
     fig, axes = plt.subplots(2, 2, figsize=(12, 7.5), sharex=True)
     (ak, asw), (av, ac) = axes
@@ -374,7 +372,7 @@ def classes_by_layer(neurons: pa.Table, kurtosis: float, partition_var: float):
 # --- all of a model's weights figures ------------------------------------------------------------------------------
 
 
-def draw_weights_figures(out_dir: str | Path, weights, tokens: pa.Table, neurons: pa.Table, pairs: pa.Table,
+def draw_weights_figures(out_dir: str | Path, weights, tokens: pl.DataFrame, neurons: pl.DataFrame, pairs: pl.DataFrame,
                          neurons_to_draw: Sequence[tuple[int, int]], token_ids: Sequence[int], basis: str,
                          kurtosis: float, partition_var: float, top_pairs_shown: int = 20) -> list[Path]:
     """Every weights figure of docs/paper.md into out_dir (PNG + SVG). The "vs all" figures compute their one row or
@@ -384,10 +382,10 @@ def draw_weights_figures(out_dir: str | Path, weights, tokens: pa.Table, neurons
 
     out_dir = Path(out_dir)
     d_mlp = weights.d_mlp
-    strs = tokens.column("token_str").to_pylist()
+    strs = tokens["token_str"].to_list()
     written: list[Path] = []
-    cols = {c: neurons.column(c).to_numpy() for c in ("d_neu", "cos_skew", "cos_kurt")}
-    cls = neurons.column("neuron_class").to_pylist()
+    cols = {c: neurons[c].to_numpy() for c in ("d_neu", "cos_skew", "cos_kurt")}
+    cls = neurons["neuron_class"].to_list()
     for layer, neuron in neurons_to_draw:
         flat = layer * d_mlp + neuron
         stats = {"d_neu": float(cols["d_neu"][flat]), "cos skew": float(cols["cos_skew"][flat]),

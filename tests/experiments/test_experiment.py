@@ -252,12 +252,12 @@ def test_prompts_with_the_same_ld_give_outputs_not_a_crash(demo_bridge, demo_res
     write_summary({e: files[e] for e in stable}, tmp_path / "summary.parquet")
     assert pq.read_table(tmp_path / "summary.parquet").num_rows > 0
     assert summary_figures(tmp_path / "summary.parquet", files, tmp_path / "summary", not_counted={"same"}).exists()
-    import pandas as pd
+    import polars as pl
 
     from anneuron.experiments.figures import summary_figure
 
-    summary = pd.read_parquet(tmp_path / "summary.parquet")
-    fig = summary_figure(summary, {e: pd.read_parquet(f) for e, f in files.items()}, not_counted={"same"})
+    summary = pl.read_parquet(tmp_path / "summary.parquet")
+    fig = summary_figure(summary, {e: pl.read_parquet(f) for e, f in files.items()}, not_counted={"same"})
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert labels[:-1] == list(results) and labels[-1].startswith("same (") and "not counted" in labels[-1]

@@ -176,8 +176,23 @@ def test_html_lists_every_row_and_flags_settings(post_outputs):
         assert c.quantity in parser.cells
     assert "used the post's settings" in page
     off = to_html(table, "gpt2-large", dict(PAPER_SETTINGS, chunking="concat"))
-    assert "chunking = 'concat' (the post: 'truncate')" in off
+    assert "chunking = &#x27;concat&#x27; (the post: &#x27;truncate&#x27;)" in off  # escaped, as every value
     assert settings_mismatch(dict(PAPER_SETTINGS, pred_post=False)) == ["pred_post = False (the post: True)"]
+
+
+def test_values_are_escaped_on_the_page(post_outputs):
+    """A model id, a setting or a note holding `<` or `&` reads as text on the page, never as markup."""
+    table = paper_check(post_outputs, "m<b>&co", "pile-10k", POST)
+    rows = table.to_pylist()
+    rows[0]["note"] = "<script>alert(1)</script> & more"
+    page = to_html(pa.Table.from_pylist(rows, schema=table.schema), "m<b>&co", dict(POST, dtype="<f4>"))
+    assert "<b>" not in page and "<script>" not in page and "<f4>" not in page
+    assert "<h3>Paper check: m&lt;b&gt;&amp;co</h3>" in page
+    assert "<td>&lt;script&gt;alert(1)&lt;/script&gt; &amp; more</td>" in page
+    assert "dtype = &#x27;&lt;f4&gt;&#x27;" in page
+    parser = _Collector()
+    parser.feed(page)
+    assert "<script>alert(1)</script> & more" in parser.cells  # the text itself survives
 
 
 def test_inputs_follow_the_configured_experiments():

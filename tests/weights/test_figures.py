@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-import pyarrow as pa
+import polars as pl
 import pytest
 from matplotlib.text import Annotation, Text
 
@@ -37,20 +37,20 @@ def tables() -> dict:
     n = N_LAYERS * D_MLP
     top_neurons = rng.integers(0, n, (V, 4))
     top_vals = np.sort(rng.random((V, 4)), axis=1)[:, ::-1].astype(np.float32)
-    tokens = pa.table({
+    tokens = pl.DataFrame({
         "token_id": np.arange(V), "token_str": [f" t{i}" for i in range(V)],
         "top_neurons": top_neurons.tolist(), "top_values": top_vals.tolist(),
         "d_tok": (top_vals[:, 0] - top_vals[:, 1]).astype(np.float64),
     })
     cls = np.array(["other"] * n, dtype=object)
     cls[[3, 50]], cls[70], cls[100] = "prediction", "suppression", "partition"
-    neurons = pa.table({
+    neurons = pl.DataFrame({
         "layer": np.arange(n) // D_MLP, "neuron": np.arange(n) % D_MLP,
         "top_token_ids": rng.integers(0, V, (n, 4)).tolist(), "d_neu": rng.random(n),
         "cos_kurt": 3 + rng.random(n), "cos_skew": rng.normal(size=n), "cos_var": 0.01 + 0.001 * rng.random(n),
         "neuron_class": cls.tolist(),
     })
-    pairs = pa.table({
+    pairs = pl.DataFrame({
         "rank": [1, 2, 3], "layer": [0, 1, 2], "neuron": [3, 10, 30], "token_id": [5, 6, 7],
         "token_str": [" a", " b", " c"], "congruence": [0.5, 0.4, 0.1], "d_neu": [0.5, 0.3, 0.001],
         "d_tok": [0.6, 0.5, 0.01], "score": [0.3, 0.15, 1e-5],
@@ -60,7 +60,7 @@ def tables() -> dict:
 
 def test_every_figure_draws(tables):
     rng = np.random.default_rng(1)
-    strs = tables["tokens"].column("token_str").to_pylist()
+    strs = tables["tokens"]["token_str"].to_list()
     figs = [
         pw.neuron_vs_tokens(rng.normal(size=V), 1, 3, strs, "we", {"d_neu": 0.5, "class": "prediction"}),
         pw.token_vs_neurons(rng.normal(size=N_LAYERS * D_MLP), 5, " t5", N_LAYERS, D_MLP, "cosine"),
