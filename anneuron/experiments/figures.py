@@ -14,7 +14,7 @@ from matplotlib.colors import TwoSlopeNorm
 
 from anneuron.contracts import MIN_LD_GAP, experiment_files, neuron_name
 from anneuron.figures import style
-from anneuron.io import save_figure
+from anneuron.io import read_parquet, save_figure
 
 COMPONENT_TITLES = {"resid_pre": "residual stream (resid_pre)", "attn_out": "attention output (attn_out)",
                     "mlp_out": "MLP output (mlp_out)"}
@@ -207,7 +207,7 @@ def experiment_figures(exp_dir: str | Path, fig_dir: str | Path, exp: str) -> li
     """Every figure of one experiment from its tables; returns the PNG paths."""
     files, out = experiment_files(exp_dir), Path(fig_dir)
     summary = json.loads(files["summary"].read_text())
-    read = lambda name: pd.read_parquet(files[name])  # noqa: E731
+    read = lambda name: read_parquet(files[name]).to_pandas()  # noqa: E731
     layers, neurons = read("layers"), read("neurons")
     figs = {"logit_lens": logit_lens_figure(read("logit_lens"), summary, exp)}
     if not layers.empty:  # empty when both prompts give the same LD: nothing was patched (summary.json says so)
@@ -307,5 +307,5 @@ def summary_figure(summary: pd.DataFrame, neurons: dict[str, pd.DataFrame], not_
 
 def summary_figures(summary_file: str | Path, neuron_files: dict[str, str | Path], out_stem: str | Path,
                     not_counted: set[str] = frozenset(), rule: str | None = None) -> Path:
-    neurons = {exp: pd.read_parquet(path) for exp, path in neuron_files.items()}
-    return save_figure(summary_figure(pd.read_parquet(summary_file), neurons, not_counted, rule), out_stem)[0]
+    neurons = {exp: read_parquet(path).to_pandas() for exp, path in neuron_files.items()}
+    return save_figure(summary_figure(read_parquet(summary_file).to_pandas(), neurons, not_counted, rule), out_stem)[0]

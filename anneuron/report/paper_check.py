@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from anneuron import contracts as K
+from anneuron.io import read_parquet
 
 REFERENCE_MODEL = "gpt2-large"
 # The post's settings (docs/paper.md): its numbers are comparable to a run with these (workflow/configs/paper.yaml).
@@ -83,7 +83,7 @@ class Outputs:
         key = repr((path, columns, filters))
         if key not in self._cache:
             p = self.root / path
-            self._cache[key] = pq.read_table(p, columns=columns, filters=filters).to_pylist() if p.exists() else None
+            self._cache[key] = read_parquet(p, columns=columns, filters=filters).to_pylist() if p.exists() else None
         return self._cache[key]  # type: ignore[return-value]
 
     def json(self, path: str) -> dict | None:

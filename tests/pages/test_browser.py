@@ -196,7 +196,7 @@ def test_served_by_a_static_server(browser, served):
 def test_markup_in_tokens_renders_as_text(browser, tmp_path):
     """Tokens are arbitrary text: a <script> or <img onerror> token shows as those characters and runs nothing."""
     from selenium.webdriver.common.by import By
-    from test_pages import EVIL, synthetic
+    from test_build import EVIL, synthetic
 
     from anneuron.pages import build_site
 
