@@ -7,8 +7,12 @@ from snakemake.utils import min_version
 
 from anneuron import config as C
 from anneuron.demos.specs import DATA_FILES, produced_models
+from anneuron.jobs import export_library
 
 min_version("9.0")
+
+# Every job imports this checkout's library, whatever else is installed (anneuron.jobs.export_library).
+export_library(workflow.basedir)
 
 
 configfile: "config.yaml"

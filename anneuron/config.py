@@ -15,6 +15,7 @@ import jsonschema
 import yaml
 
 from anneuron.contracts import parse_neuron as _parse_neuron
+from anneuron.io import InputError
 from anneuron.resolve import ModelError, ModelSpec, Produced, is_local, model_id, resolve, seq_len
 
 
@@ -121,6 +122,8 @@ def resolve_models(config: dict, produced: ProducedModels | None = None) -> dict
             spec = resolve(name, produced, config["revisions"].get(model_id(name)))
         except ModelError as e:
             raise ConfigError(f"config: models: {e}") from None
+        except InputError as e:  # a damaged config.json or tokenizer file in the model's folder
+            raise ConfigError(f"config: models: {e.detail}") from None
         specs[spec.id] = spec
     return specs
 

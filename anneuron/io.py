@@ -1,12 +1,14 @@
 """Atomic writes: every output appears whole or not at all, so an interrupted run resumes cleanly. Checked reads:
-a stage input that is truncated, corrupted or not the table it should be fails with one line naming the file
-(`InputError`), never read as data."""
+a stage input that is truncated, corrupted or not the table it should be, and a model folder's damaged file (weights,
+config, tokenizer: an interrupted download), fail with one line naming the file and what to do (`InputError`), never
+read as data and never as a loader's traceback that names no file."""
 
 from __future__ import annotations
 
 import contextlib
 import glob
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -19,17 +21,26 @@ PAGE_CHECKSUMS = dict(write_page_checksum=True)
 
 
 class InputError(ValueError):
-    """A stage input that cannot be used. Its str is the whole message, one line that names the file
-    (`anneuron: <file>: <what is wrong>`); a rule script's log ends with it (scripts/_common.py)."""
+    """A stage input that cannot be used. Its str is the whole message, one line that names the file and what to do
+    (`anneuron: <file>: <what is wrong>: <what to do>`); `detail` is that line without its `anneuron: `, for a caller
+    that names its context (a rule script's log ends with `anneuron: <rule>: <detail>`: anneuron.jobs)."""
 
     def __init__(self, message: str):
-        message = " ".join(message.split())  # one line, whatever the underlying error printed
-        super().__init__(message if message.startswith("anneuron: ") else f"anneuron: {message}")
+        self.detail = " ".join(message.split()).removeprefix("anneuron: ")  # one line, whatever an error printed
+        super().__init__(f"anneuron: {self.detail}")
+
+
+# A Parquet table a stage reads is written by an earlier rule (or fetched, or yours): what to do about a bad one.
+REBUILD = ("delete it and rerun (the workflow writes it again; a fetched file: delete the folder it was fetched into; "
+           "a file you provided: replace it)")
 
 
 class UnreadableFileError(InputError):
     """A file that is not the readable Parquet table it should be: truncated (half-copied, a killed writer),
     corrupted (a flipped byte: footer, page checksum), not Parquet at all, or missing required columns."""
+
+    def __init__(self, message: str):
+        super().__init__(f"{message}: {REBUILD}")
 
 
 def _reason(err: BaseException) -> str:
@@ -127,6 +138,106 @@ def iter_parquet(path: str | Path, columns: list[str] | None = None, schema=None
     pf = open_parquet(path, schema, columns)
     with reading(path):
         yield from pf.iter_batches(batch_size=batch_size, columns=columns)
+
+
+# Bytes per element of the safetensors dtypes (the format's own list); a tensor's data span must hold exactly its
+# shape's elements.
+SAFETENSORS_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+                      "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+_MAX_SAFETENSORS_HEADER = 100 * 2**20  # the format's own limit
+
+
+def model_remedy(folder: str | Path) -> str:
+    """What to do about a damaged file of a model folder: it was downloaded, converted or built by a rule."""
+    return f"delete {folder} and rerun (or fetch it again)"
+
+
+def _damaged(path: Path, detail: str, remedy: str) -> InputError:
+    return InputError(f"{path} is truncated or corrupted ({detail}; an interrupted download?): {remedy}")
+
+
+def read_json(path: str | Path, remedy: str):
+    """A JSON file parsed; a missing file or one that is not JSON (truncated, garbled) is one `InputError` naming it
+    and `remedy`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} is missing: {remedy}")
+    try:
+        return json.loads(path.read_bytes())
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError both are
+        raise _damaged(path, f"not JSON: {_reason(e)}", remedy) from e
+
+
+def check_safetensors(path: str | Path, remedy: str) -> None:
+    """What the safetensors loader checks before it reads a tensor, without reading one: an 8-byte little-endian
+    header length, a JSON header, tensors' data spans that follow one another from 0 with exactly their shape's
+    bytes, and a file exactly as long as the header and those spans. A truncated file fails here naming itself,
+    not in the loader as `SafetensorError: incomplete metadata`."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size < 8:
+        raise _damaged(path, f"{size} bytes, not even the header's length", remedy)
+    with path.open("rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if n > min(size - 8, _MAX_SAFETENSORS_HEADER):
+            raise _damaged(path, f"a {n:,}-byte header announced, {size - 8:,} bytes follow", remedy)
+        header = f.read(n)
+    try:
+        tensors = {k: v for k, v in json.loads(header).items() if k != "__metadata__"}
+        spans = sorted((int(t["data_offsets"][0]), int(t["data_offsets"][1]), name, t["dtype"],
+                        math.prod(int(d) for d in t["shape"])) for name, t in tensors.items())
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        raise _damaged(path, f"its header is not a safetensors header: {_reason(e)}", remedy) from e
+    end = 0
+    for start, stop, name, dtype, count in spans:
+        nbytes = SAFETENSORS_DTYPES[dtype] * count if dtype in SAFETENSORS_DTYPES else stop - start
+        if start != end or stop - start != nbytes:
+            raise _damaged(path, f"tensor {name} spans bytes {start:,}-{stop:,}, expected {end:,}-{end + nbytes:,}",
+                           remedy)
+        end = stop
+    if 8 + n + end != size:
+        raise _damaged(path, f"{size:,} bytes where its header describes {8 + n + end:,}", remedy)
+
+
+def _check_merges(path: Path, remedy: str) -> None:
+    """A BPE merges file: UTF-8, one pair per line. (A file cut inside a line's second token still passes.)"""
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise _damaged(path, f"not UTF-8: {_reason(e)}", remedy) from e
+    for i, line in enumerate(lines, 1):
+        if line and not line.startswith("#version") and len(line.split(" ")) != 2:
+            raise _damaged(path, f"line {i:,} is not a pair of tokens", remedy)
+
+
+def check_model_config(folder: str | Path) -> None:
+    """A model folder's small files, as any reader of them (the resolver, a tokenizer) needs them: config.json and
+    every other JSON file (tokenizer.json, vocab.json, the weights index...) parse, merges.txt holds pairs. One
+    `InputError` naming the file and what to do otherwise."""
+    folder = Path(folder)
+    remedy = model_remedy(folder)
+    read_json(folder / "config.json", remedy)
+    for path in sorted(folder.glob("*.json")):
+        read_json(path, remedy)
+    if (folder / "merges.txt").is_file():
+        _check_merges(folder / "merges.txt", remedy)
+
+
+def check_model_weights(folder: str | Path) -> None:
+    """A model folder's weights, before a loader reads them: every shard the index lists is there, and every
+    safetensors file is whole (`check_safetensors`). One `InputError` naming the file and what to do otherwise."""
+    folder = Path(folder)
+    remedy = model_remedy(folder)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files and not list(folder.glob("*.bin")):
+        raise InputError(f"{folder} holds no weights (no *.safetensors or *.bin file): {remedy}")
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        for shard in sorted(set(read_json(index, remedy).get("weight_map", {}).values())):
+            if not (folder / shard).is_file():
+                raise InputError(f"{folder / shard} is missing ({index.name} lists it): {remedy}")
+    for path in files:
+        check_safetensors(path, remedy)
 
 
 def remove_stale_temporaries(path: str | Path) -> list[Path]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from anneuron.resolve import ModelError, ModelSpec, folder_tokenizer, resolve
+from anneuron.resolve import ModelError, ModelSpec, check_model_files, folder_tokenizer, resolve
 
 if TYPE_CHECKING:  # imported where a model boots: the Snakefile imports this module, and every job parses it
     from transformer_lens.model_bridge import TransformerBridge
@@ -176,6 +176,7 @@ def load_model(
     dtype: DRIFT_TOLERANCE); `bfloat16` / `float16` then cast its body (cast_body), keeping a float32 copy of the
     final norm, unembedding and embedding (float32_head) from which every logit must be read.
     """
+    check_model_files(model)
     spec = model if isinstance(model, ModelSpec) else resolve(model)
     name_or_dir = spec.name
     device = resolve_device(device)

@@ -6,7 +6,8 @@ cache only). The answer, a `ModelSpec`, carries everything a stage needs to know
 folder or hub name, revision, tokenizer id, context length, architecture family, layer and neuron counts.
 
 Nothing here imports torch or touches the network: the Snakefile resolves every model while it parses, and a name
-that cannot be resolved offline is a one-line `ModelError`.
+that cannot be resolved offline is a one-line `ModelError`; a model folder's damaged file (config.json, the
+tokenizer's, the weights': `check_model_files`) is a one-line `anneuron.io.InputError` naming it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from anneuron.architecture import FAMILIES as ARCHITECTURES
+from anneuron.io import check_model_config, check_model_weights
 
 # Hub names whose tokenizer is GPT-2's (the offline tokenizer serves them; their token shards are shared under id
 # `gpt2`), with their shapes: (n_layers, d_model, d_mlp).
@@ -124,6 +126,17 @@ def check_folder(folder: Path) -> None:
                          "save the tokenizer into it with tokenizer.save_pretrained")
 
 
+def check_model_files(model: ModelSpec | str) -> None:
+    """Before a loader reads a model folder (a ModelSpec's, or a configured name that is one): its config, tokenizer
+    and weights files are whole (anneuron.io.check_model_config, check_model_weights), else one `InputError` naming
+    the file and what to do, not a loader's traceback that names none. A hub name, or a folder that is not there
+    (the resolver says why), is left to the loader."""
+    folder = model.folder if isinstance(model, ModelSpec) else Path(model).expanduser() if is_local(model) else None
+    if folder is not None and folder.is_dir():
+        check_model_config(folder)
+        check_model_weights(folder)
+
+
 def _from_hf_config(cfg: dict, where: str) -> dict:
     """Shapes from a config.json of the GPT-2 or Llama families (and others using the same key names)."""
     try:
@@ -167,6 +180,7 @@ def resolve(name: str, produced: dict[str, Produced] | None = None, revision: st
     if is_local(name):
         folder = Path(name).expanduser()
         check_folder(folder)
+        check_model_config(folder)  # what is read below (config.json, the tokenizer's files) is whole
         shapes = _from_hf_config(json.loads((folder / "config.json").read_text()), f"model folder {folder}")
         from anneuron.tokenizer import has_gpt2_vocab
 

@@ -1,7 +1,7 @@
 import logging
 import time
 
-from _common import gpu_requested, setup_logging
+from anneuron.jobs import gpu_requested, setup_logging
 
 import torch
 

@@ -1,4 +1,4 @@
-from _common import setup_logging
+from anneuron.jobs import setup_logging
 
 from anneuron.dataset.curves import summarize
 from anneuron.dataset.watch import read_watched

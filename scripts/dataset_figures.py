@@ -1,18 +1,19 @@
-from _common import setup_logging
+from anneuron.jobs import setup_logging
 
 import polars as pl
 
 from anneuron.dataset.figures import dataset_figures
+from anneuron.io import read_parquet
 
 setup_logging(snakemake)
 p = snakemake.params
-watched = pl.read_parquet(snakemake.input.watched)
+watched = pl.from_arrow(read_parquet(snakemake.input.watched))
 pairs = watched.filter(pl.col("pair_rank").is_not_null()).select(
     pl.col("pair_rank").alias("rank"), "layer", "neuron"
 )
 dataset_figures(
-    pl.read_parquet(snakemake.input.curves),
-    pl.read_parquet(snakemake.input.predictions),
+    pl.from_arrow(read_parquet(snakemake.input.curves)),
+    pl.from_arrow(read_parquet(snakemake.input.predictions)),
     pairs,
     snakemake.output.curves,
     snakemake.output.hist,

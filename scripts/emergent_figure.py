@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from _common import setup_logging
+from anneuron.jobs import setup_logging
 
 from anneuron.demos.figures import loss_curve
 from anneuron.io import save_figure

@@ -1,4 +1,4 @@
-from _common import setup_logging
+from anneuron.jobs import setup_logging
 
 from anneuron.demos.emergent import build_emergent_model
 from anneuron.demos.training import TrainConfig

@@ -1,6 +1,6 @@
 import logging
 
-from _common import gpu_requested, setup_logging
+from anneuron.jobs import gpu_requested, setup_logging
 
 import torch
 

@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from _common import setup_logging
+from anneuron.jobs import setup_logging
 
 from anneuron.experiments.figures import summary_figures
 from anneuron.experiments.standouts import overview_table, stable_experiments, write_summary

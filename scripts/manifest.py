@@ -1,4 +1,4 @@
-from _common import setup_logging
+from anneuron.jobs import setup_logging
 
 from anneuron.io import atomic_path, write_json
 from anneuron.report.manifest import manifest, manifest_html

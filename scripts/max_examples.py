@@ -1,4 +1,4 @@
-from _common import setup_logging
+from anneuron.jobs import setup_logging
 
 from anneuron.dataset.max_examples import build_max_examples
 from anneuron.io import write_parquet

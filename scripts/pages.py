@@ -2,7 +2,7 @@ import json
 import logging
 from pathlib import Path
 
-from _common import setup_logging
+from anneuron.jobs import setup_logging
 
 from anneuron.pages import Sources, build_site
 

@@ -1,10 +1,8 @@
-from _common import setup_logging
+from anneuron.jobs import setup_logging
 
-import pyarrow.parquet as pq
-
-from anneuron.io import write_parquet
+from anneuron.io import read_parquet, write_parquet
 from anneuron.weights.pairs import pairs_table
 
 setup_logging(snakemake)
-pairs = pairs_table(pq.read_table(snakemake.input.tokens), pq.read_table(snakemake.input.stats))
+pairs = pairs_table(read_parquet(snakemake.input.tokens), read_parquet(snakemake.input.stats))
 write_parquet(snakemake.output[0], pairs)

@@ -1,4 +1,4 @@
-from _common import setup_logging
+from anneuron.jobs import setup_logging
 
 from anneuron.io import atomic_path, write_parquet
 from anneuron.report.paper_check import paper_check, to_html

@@ -1,6 +1,6 @@
 import sys
 
-from _common import setup_logging
+from anneuron.jobs import setup_logging
 
 from anneuron.demos.real import FetchError, Package, build_model
 

@@ -1,7 +1,7 @@
 import sys
 from pathlib import Path
 
-from _common import setup_logging
+from anneuron.jobs import setup_logging
 
 from anneuron.demos.real import FetchError, Package, fetch
 

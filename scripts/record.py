@@ -1,4 +1,4 @@
-from _common import gpu_requested, setup_logging
+from anneuron.jobs import gpu_requested, setup_logging
 
 import torch
 

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from _common import setup_logging
+from anneuron.jobs import setup_logging
 
 from anneuron.bench.common import random_gpt2
 

@@ -1,4 +1,4 @@
-from _common import setup_logging
+from anneuron.jobs import setup_logging
 
 from anneuron.dataset.watch import resolve_tokens, watch_list, watched_table
 from anneuron.experiments.standouts import stable_experiments, standout_entries

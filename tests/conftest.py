@@ -107,3 +107,12 @@ def demo_congruence(demo_bridge) -> dict:
                           progress=False)
     return dict(result=res, weights=weights, neurons=neurons_table(res),
                 tokens=tokens_table(res, token_strings(demo_bridge.tokenizer, weights.d_vocab)))
+
+
+@pytest.fixture(scope="session")
+def demo_site(demo_dir, demo_congruence, demo_recorded, demo_bridge, tmp_path_factory) -> Path:
+    """The planted demo's neuron pages (tests/pages_demo.py); returns their index.html."""
+    from pages_demo import build_demo_site
+
+    return build_demo_site(tmp_path_factory.mktemp("pages-demo"), demo_dir, demo_congruence, demo_recorded,
+                           demo_bridge)

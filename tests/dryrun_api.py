@@ -4,7 +4,8 @@ directory and installs log handlers, which a pytest process should not inherit).
 
     python tests/dryrun_api.py WORKDIR SPEC.json   ->   prints one JSON object on its last line
     python tests/dryrun_api.py --outputs WORKDIR CONFIGFILE...   ->   {"rules": {rule: [declared output patterns]},
-                                                                      "torch_imported": whether parsing imported torch}
+                                                                      "torch_imported": whether parsing imported torch,
+                                                                      "pythonpath": PYTHONPATH after parsing}
 
 SPEC: {"scenario name": {"configfiles": [...], "forceall": false, "replace_workflow_config": false,
 "groups": {rule: group}, "group_components": {group: n}, "resources": {name: n}, "resource_scopes": {name: scope}},
@@ -94,7 +95,8 @@ def declared_outputs(workdir: Path, configfiles: list[str]) -> dict[str, list[st
 def main(argv: list[str]) -> int:
     if argv[0] == "--outputs":  # python tests/dryrun_api.py --outputs WORKDIR CONFIGFILE...
         outputs = declared_outputs(Path(argv[1]).resolve(), argv[2:])
-        print(json.dumps({"rules": outputs, "torch_imported": "torch" in sys.modules}))
+        print(json.dumps({"rules": outputs, "torch_imported": "torch" in sys.modules,
+                          "pythonpath": os.environ.get("PYTHONPATH")}))
         return 0
     workdir, spec = Path(argv[0]).resolve(), json.loads(Path(argv[1]).read_text())
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -45,6 +45,12 @@ def test_parsing_the_workflow_imports_no_torch(parsed):
     assert parsed["torch_imported"] is False
 
 
+def test_jobs_import_this_checkouts_library(parsed):
+    """Parsing the Snakefile (parsed here with no PYTHONPATH) puts its checkout on PYTHONPATH, which every job
+    inherits: the jobs import this checkout's library, whatever else is installed (docs/architecture.md)."""
+    assert parsed["pythonpath"] == str(REPO)
+
+
 def test_every_declared_output_is_a_contract_path(declared):
     templates = set(K.PATHS.values())
     stray = {rule: sorted(outs - templates) for rule, outs in declared.items() if outs - templates}

@@ -4,6 +4,7 @@ ends with that line."""
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import subprocess
@@ -17,9 +18,16 @@ import pytest
 from anneuron.contracts import SHARD, TOPK
 from anneuron.data import Row, read_shard_rows, write_shards
 from anneuron.dataset.max_examples import RowTokens, build_max_examples
-from anneuron.io import InputError, UnreadableFileError, iter_parquet, open_parquet, read_parquet, write_parquet
+from anneuron.io import (
+    REBUILD,
+    InputError,
+    UnreadableFileError,
+    iter_parquet,
+    open_parquet,
+    read_parquet,
+    write_parquet,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 BAD = "not a readable Parquet file (truncated or corrupted): "
 
 
@@ -194,9 +202,8 @@ def test_dataset_file_named(tmp_path):
 
 SCRIPT = """
 import sys, types
-sys.path.insert(0, {scripts!r})
-from _common import setup_logging
-snakemake = types.SimpleNamespace(log=[{log!r}])
+from anneuron.jobs import setup_logging
+snakemake = types.SimpleNamespace(log=[{log!r}], rule="tokenize")
 setup_logging(snakemake)
 print("tokenize:  50%|#####     | 1/2", end="\\r", file=sys.stderr)  # a progress bar leaves its line open
 from anneuron.data import read_shard_rows
@@ -205,18 +212,20 @@ list(read_shard_rows({shard!r}))
 
 
 def test_rule_log_ends_with_the_one_line(shards, tmp_path):
-    """What a rule script does with it (scripts/_common.py): exit status 1, the log's last line is the message."""
+    """What a rule script does with it (anneuron.jobs): exit status 1, the log's last line is the message, after
+    the rule's name, and it is shown on the terminal too."""
     bad = shards[0]
     truncate(bad)
     log = tmp_path / "logs" / "job.log"
     log.parent.mkdir()
-    code = SCRIPT.format(scripts=str(REPO / "scripts"), log=str(log), shard=str(bad))
+    code = SCRIPT.format(log=str(log), shard=str(bad))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert r.returncode == 1, r.stderr
     last = log.read_text().splitlines()[-1]
-    assert last.startswith(f"anneuron: {bad}: {BAD}Parquet magic bytes not found"), log.read_text()[-2000:]
-    assert "Traceback" not in log.read_text()
+    assert last.startswith(f"anneuron: tokenize: {bad}: {BAD}Parquet magic bytes not found"), log.read_text()[-2000:]
+    assert last.endswith(f": {REBUILD}") and "Traceback" not in log.read_text()
+    assert r.stderr.strip() == last
 
 
 def test_a_killed_writes_temporaries_go_with_the_next_write(tmp_path):
@@ -248,3 +257,130 @@ def test_filtered_reads_match_pyarrow(tmp_path):
                              (["neuron"], [[("layer", "=", 0)], [("neuron", ">", 5)]])]:
         assert read_parquet(p, columns=columns, filters=filters).equals(
             pq.read_table(p, columns=columns, filters=filters))
+
+
+# --- a model folder's files (an interrupted download) ----------------------------------------------------------------
+
+def model_copy(tiny_dir: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(tiny_dir, tmp_path / "models" / "x"))
+
+
+def header_length(p: Path) -> int:
+    return int.from_bytes(p.read_bytes()[:8], "little")
+
+
+def rewrite_header(p: Path, edit) -> None:
+    """The safetensors header's JSON text edited by `edit`, its length field kept consistent."""
+    raw = p.read_bytes()
+    n = header_length(p)
+    header = edit(raw[8:8 + n].decode()).encode()
+    p.write_bytes(len(header).to_bytes(8, "little") + header + raw[8 + n:])
+
+
+SAFETENSORS_DAMAGE = {  # name -> how (each leaves a file the safetensors loader refuses)
+    "empty": lambda p: p.write_bytes(b""),
+    "cut_in_length": lambda p: p.write_bytes(p.read_bytes()[:5]),
+    "cut_in_header": lambda p: p.write_bytes(p.read_bytes()[:8 + header_length(p) // 2]),
+    "cut_after_header": lambda p: p.write_bytes(p.read_bytes()[:8 + header_length(p)]),
+    "cut_in_data": truncate,
+    "one_byte_short": lambda p: p.write_bytes(p.read_bytes()[:-1]),
+    "one_byte_more": lambda p: p.write_bytes(p.read_bytes() + b"\0"),
+    "length_field": lambda p: flip(p, 6, width=1),
+    "header_not_json": lambda p: flip(p, 8, width=1),
+    "offset_changed": lambda p: rewrite_header(p, lambda h: h.replace('"data_offsets":[0,', '"data_offsets":[4,', 1)),
+    "shape_changed": lambda p: rewrite_header(p, lambda h: h.replace('"shape":[192]', '"shape":[191]', 1)),
+}
+
+
+@pytest.mark.parametrize("how", list(SAFETENSORS_DAMAGE))
+def test_a_damaged_safetensors_file_is_named_as_the_loader_would_refuse_it(tiny_dir, tmp_path, how):
+    """Against the reference, the safetensors loader: each damaged file is one it refuses (with a message that
+    names no file), and `check_safetensors` refuses it first, naming it and what to do."""
+    from safetensors.torch import load_file
+
+    from anneuron.io import check_safetensors
+
+    p = model_copy(tiny_dir, tmp_path) / "model.safetensors"
+    check_safetensors(p, "REMEDY")  # whole: passes, as the loader does
+    load_file(p)
+    SAFETENSORS_DAMAGE[how](p)
+    with pytest.raises(Exception) as loader:
+        load_file(p)
+    assert str(p) not in str(loader.value)
+    with pytest.raises(InputError) as e:
+        check_safetensors(p, "REMEDY")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"anneuron: {p} is truncated or corrupted (") and msg.endswith(
+        "; an interrupted download?): REMEDY"), msg
+
+
+def test_the_loaders_name_a_truncated_download(tiny_dir, tmp_path):
+    """load_model and load_engine (every job's way to a model) check the folder first: one line naming the file and
+    what to do, in the words the job's log ends with (anneuron.jobs)."""
+    from anneuron.jobs import failure_line
+
+    from anneuron.dataset.engines import load_engine
+    from anneuron.models import load_model
+
+    folder = model_copy(tiny_dir, tmp_path)
+    weights = folder / "model.safetensors"
+    size = weights.stat().st_size
+    truncate(weights)
+    for load in (load_model, load_engine):
+        with pytest.raises(InputError) as e:
+            load(str(folder), device="cpu")
+        assert failure_line(e.value, "congruence") == (
+            f"anneuron: congruence: {weights} is truncated or corrupted ({size // 2:,} bytes where its header "
+            f"describes {size:,}; an interrupted download?): delete {folder} and rerun (or fetch it again)")
+
+
+@pytest.mark.parametrize("damage", ["garbled_config", "no_config", "truncated_tokenizer", "truncated_vocab",
+                                    "cut_merges", "missing_shard", "no_weights"])
+def test_a_damaged_model_folder_names_its_file(tiny_dir, tmp_path, damage):
+    """Config, tokenizer and weights index: the resolver (which the Snakefile runs while parsing) and the loaders
+    refuse the folder with one line naming the file; the config check turns it into its own one line."""
+    from anneuron.config import ConfigError, resolve_models
+    from anneuron.io import check_model_config, check_model_weights
+    from anneuron.resolve import check_model_files, resolve
+
+    folder = model_copy(tiny_dir, tmp_path)
+    check_model_files(str(folder))  # whole: passes
+    if damage == "garbled_config":
+        culprit = folder / "config.json"
+        culprit.write_bytes(b"\x89\xff{" + culprit.read_bytes()[3:])
+    elif damage == "no_config":
+        culprit = folder / "config.json"
+        culprit.unlink()
+    elif damage == "truncated_tokenizer":
+        culprit = folder / "tokenizer.json"
+        truncate(culprit)
+    elif damage == "truncated_vocab":
+        culprit = folder / "vocab.json"
+        culprit.write_text('{"!": 0, "\\"": 1, "#')
+    elif damage == "cut_merges":
+        culprit = folder / "merges.txt"
+        culprit.write_text("#version: 0.2\nĠ t\nĠ a\nh e\nĠt he\nĠ")
+    elif damage == "missing_shard":
+        culprit = folder / "model-00002-of-00002.safetensors"
+        (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+            "a": "model.safetensors", "b": culprit.name}}))
+    else:
+        culprit = folder
+        (folder / "model.safetensors").unlink()
+    check = check_model_weights if damage in ("missing_shard", "no_weights") else check_model_config
+    with pytest.raises(InputError) as e:
+        check(folder)
+    with pytest.raises(InputError) as via_loader:
+        check_model_files(str(folder))
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"anneuron: {culprit} ") and str(via_loader.value) == msg
+    assert msg.endswith(f": delete {folder} and rerun (or fetch it again)"), msg
+    if check is check_model_config and damage != "no_config":  # (without config.json the resolver says so itself)
+        with pytest.raises(InputError) as parsed:
+            resolve(str(folder))
+        assert str(parsed.value) == msg
+        with pytest.raises(ConfigError) as cfg:
+            resolve_models({"models": [str(folder)], "revisions": {}})
+        assert str(cfg.value) == f"config: models: {e.value.detail}"

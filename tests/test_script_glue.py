@@ -1,5 +1,6 @@
-"""The thin rule scripts' shared glue (scripts/_common.py): every job but a fetch is offline, so a hub call on a
-compute node without internet fails at once instead of hanging until a network timeout."""
+"""The thin rule scripts' shared glue (anneuron.jobs): every job but a fetch is offline, so a hub call on a compute
+node without internet fails at once instead of hanging until a network timeout; a job imports the library from the
+PYTHONPATH the Snakefile sets, and nothing changes where the glue is imported outside a rule's script."""
 
 from __future__ import annotations
 
@@ -12,9 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = """
-import sys
-sys.path.insert(0, {scripts!r})
-from _common import setup_logging  # the first line of every rule script
+from anneuron.jobs import setup_logging  # the first line of every rule script
 import os
 print(os.environ.get("HF_HUB_OFFLINE"), os.environ.get("HF_DATASETS_OFFLINE"))
 if {call!r}:
@@ -26,14 +25,15 @@ if {call!r}:
 """
 
 
-def run_as(tmp_path: Path, script: str, call: bool = False) -> list[str]:
-    """Run the glue as snakemake runs a rule's script (`.snakemake/scripts/tmpXXXXXXXX.<script>`), with no HF
-    variables and an empty HF cache."""
-    path = tmp_path / ".snakemake" / "scripts" / f"tmpk3x9a1b2.{script}"
+def run_as(tmp_path: Path, script: str, call: bool = False, folder: str = ".snakemake/scripts") -> list[str]:
+    """Run the glue as snakemake runs a rule's script (`.snakemake/scripts/tmpXXXXXXXX.<script>`, the checkout on
+    PYTHONPATH as the Snakefile sets it), with no HF variables and an empty HF cache."""
+    path = tmp_path / folder / f"tmpk3x9a1b2.{script}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(SCRIPT.format(scripts=str(REPO / "scripts"), call=call))
+    path.write_text(SCRIPT.format(call=call))
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env["HF_HOME"] = str(tmp_path / "hf-home")
+    env["PYTHONPATH"] = str(REPO)
     r = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120, env=env,
                        cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -52,3 +52,21 @@ def test_a_hub_call_in_a_job_fails_at_once(tmp_path):
 
 def test_the_fetch_jobs_may_reach_the_hub(tmp_path):
     assert run_as(tmp_path, "fetch.py")[:2] == ["None", "None"]
+
+
+def test_importing_the_glue_elsewhere_changes_nothing(tmp_path):
+    """Outside a rule's script (a notebook, a test, a benchmark) the library's glue module sets no variable."""
+    assert run_as(tmp_path, "record.py", folder="notebooks")[:2] == ["None", "None"]
+
+
+def test_the_checkout_goes_first_on_pythonpath(monkeypatch):
+    """What the Snakefile does for its jobs: the checkout first, what was there kept after it (empty entries, which
+    would mean the working directory, and a repeat of the checkout dropped)."""
+    from anneuron.jobs import export_library
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/elsewhere", "", "/repo", "/more"]))
+    export_library("/repo")
+    assert os.environ["PYTHONPATH"] == os.pathsep.join(["/repo", "/elsewhere", "/more"])
+    monkeypatch.delenv("PYTHONPATH")
+    export_library("/repo")
+    assert os.environ["PYTHONPATH"] == "/repo"

@@ -89,6 +89,39 @@ def test_slurm_profile_sends_gpu_rules_to_the_gpu_partition():
     assert gpu_rules == {r for r, v in profile["set-resources"].items() if v.get("slurm_partition") == "gpu"}
 
 
+# --- a job that cannot read its input ------------------------------------------------------------------------------
+
+def test_a_truncated_download_ends_its_job_with_one_line(tiny_dir, tmp_path):
+    """A model folder whose model.safetensors was cut short (an interrupted download), run through Snakemake in a
+    scratch copy: the congruence job fails and snakemake exits non-zero; the job's log ends with ONE line naming the
+    rule, the file and what to do, also shown on the terminal. Another install of anneuron is on the PYTHONPATH
+    given (one that fails on import): the job still imports the copy's library, which its Snakefile puts first on
+    PYTHONPATH (docs/architecture.md)."""
+    from configs import write_complete_config
+
+    work = copy_repo(tmp_path / "repo")
+    folder = Path(shutil.copytree(tiny_dir, work / "extra" / "broken"))
+    weights = folder / "model.safetensors"
+    size = weights.stat().st_size
+    os.truncate(weights, size // 2)
+    overlay = write_yaml(work / "tests/broken-overlay.yaml", {"models": ["extra/broken"], "data": {"seq_len": "auto"}})
+    write_complete_config(work / "tests/broken.yaml", [DEMO, overlay], ["an_a"], repo=work)
+    decoy = tmp_path / "elsewhere" / "anneuron" / "__init__.py"
+    decoy.parent.mkdir(parents=True)
+    decoy.write_text('raise ImportError("another install of anneuron, not this checkout\'s")\n')
+    env = dict(ENV, PYTHONPATH=str(decoy.parents[1]))
+    r = subprocess.run([*SNAKEMAKE, "results/broken/weights/tokens.parquet", "--cores", "1",
+                        "--replace-workflow-config", "--configfile", "tests/broken.yaml"], cwd=work, env=env,
+                       capture_output=True, text=True, timeout=300)
+    line = (f"anneuron: congruence: extra/broken/model.safetensors is truncated or corrupted ({size // 2:,} bytes "
+            f"where its header describes {size:,}; an interrupted download?): delete extra/broken and rerun (or fetch "
+            "it again)")
+    assert r.returncode != 0
+    log = (work / "logs/congruence/broken.log").read_text()
+    assert log.splitlines()[-1] == line and "Traceback" not in log, log[-3000:]
+    assert line in r.stderr.splitlines(), r.stderr[-3000:]
+
+
 # --- a completed run in a scratch copy (slow) --------------------------------------------------------------------
 
 def copy_repo(dst: Path) -> Path:

@@ -1,5 +1,6 @@
 """`python -m anneuron.bench congruence [--layers N]`: the weights pass at GPT-2 Large's shapes (36 x 5120 neurons,
-d_model 1280, vocab 50,257) on random weights, against this machine's raw matmul rate for the chunk shape.
+d_model 1280, vocab 50,257; `--d-mlp`, `--d-model`, `--vocab` for others) on random weights, against this machine's
+raw matmul rate for the chunk shape.
 
 The raw product (chunk x d_model) @ (d_model x vocab), same dtype, is timed INTERLEAVED with the pass (after every
 `--gemm-every`-th chunk, outside the pass's clock), so that both see the same load on a shared machine.
@@ -38,6 +39,9 @@ def random_weights(n_layers: int, d_mlp: int, d_model: int, d_vocab: int, seed: 
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="python -m anneuron.bench congruence")
     ap.add_argument("--layers", type=int, default=LARGE["n_layers"], help="run this many layers of GPT-2 Large")
+    ap.add_argument("--d-mlp", type=int, default=LARGE["d_mlp"])
+    ap.add_argument("--d-model", type=int, default=LARGE["d_model"])
+    ap.add_argument("--vocab", type=int, default=LARGE["d_vocab"])
     ap.add_argument("--basis", choices=BASES, default="we")
     ap.add_argument("--top-k", type=int, default=16)
     ap.add_argument("--chunk", default="auto", help="congruence.chunk_neurons (int or auto)")
@@ -48,7 +52,7 @@ def main(argv: list[str]) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
-    shape = dict(LARGE, n_layers=args.layers)
+    shape = dict(n_layers=args.layers, d_mlp=args.d_mlp, d_model=args.d_model, d_vocab=args.vocab)
     weights = random_weights(**shape)
     chunk = resolve_chunk(args.chunk if args.chunk == "auto" else int(args.chunk), weights, args.basis, "cpu", dtype)
     U = weights.W_U.to(dtype)

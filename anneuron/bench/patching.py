@@ -1,8 +1,8 @@
 """`python -m anneuron.bench patching`: exact patching of every neuron of one layer, the naive way (one full hooked
 forward per neuron, as the post and TransformerLens' patching helpers do; a sample timed and scaled) against the
 batched suffix-only engine of anneuron.experiments.patching, on a GPT-2-small-shaped random model (12 layers, d_model
-768,
-d_mlp 3072, the real vocabulary; CPU) and the post's ~20-token an/a prompt pair, which differs 4 tokens from its end.
+768, d_mlp 3072, the real vocabulary; CPU; `--layers`, `--d-model`, `--d-mlp` for another shape) and the post's
+~20-token an/a prompt pair, which differs 4 tokens from its end.
 
 Also timed: the engine recomputing every position (start = 0) instead of only the suffix, and attribution patching
 (one clean forward, one corrupted forward and backward). `max_abs_diff` compares naive and engine scores on the
@@ -55,6 +55,9 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--sample", type=int, default=24, help="neurons patched the naive way (time scaled up)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--d-model", type=int, default=768, help="a multiple of 64 (heads of 64 dimensions)")
+    ap.add_argument("--d-mlp", type=int, default=3072)
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -62,9 +65,10 @@ def main(argv: list[str]) -> None:
     from anneuron.models import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
-        bridge = load_model(str(random_gpt2(Path(tmp) / "gpt2-small-random", ln_noise=0.1)), device="cpu",
-                            dtype="float32")
-    pair = make_pair(bridge, dict(clean=CLEAN, corrupted=CORRUPTED, answer=" an", wrong=" a"))
+        folder = random_gpt2(Path(tmp) / "gpt2-random", n_layer=args.layers, d_model=args.d_model, d_mlp=args.d_mlp,
+                             n_head=args.d_model // 64, ln_noise=0.1)
+        bridge = load_model(str(folder), device="cpu", dtype="float32")
+    pair = make_pair(bridge, CLEAN, CORRUPTED, " an", " a")
     d_mlp, n_layers = bridge.cfg.d_mlp, bridge.cfg.n_layers
     runs = P.run_pair(bridge, pair, grad=False)
     sample = torch.linspace(0, d_mlp - 1, args.sample).long().tolist()

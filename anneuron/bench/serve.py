@@ -1,6 +1,6 @@
 """The interactive server under load (`make serve`'s API), on the planted demo model:
 
-    python -m anneuron.bench serve [--seconds 60] [--requests 40]
+    python -m anneuron.bench serve [--seconds 60] [--requests 40] [--model resources/models/demo-planted]
 
 Latency p50/p95 of /api/activations for 200-token texts with 1 client and with 8 concurrent clients, then a
 sustained run of 8 clients for `--seconds`: errors (must be 0) and the server process's RSS at its start and end
@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--requests", type=int, default=40, help="per latency measurement")
     ap.add_argument("--tokens", type=int, default=200)
+    ap.add_argument("--model", type=Path, default=Path("resources/models/demo-planted"),
+                    help="the planted demo model's folder (built in a temporary folder if absent)")
     args = ap.parse_args(argv)
 
     import psutil
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     from anneuron.pages.serve import ActivationModel, create_app
 
     torch.set_num_threads(2)
-    folder = Path("resources/models/demo-planted")
+    folder = args.model
     if not folder.is_dir():
         folder = Path(tempfile.mkdtemp()) / "demo-planted"
         write_planted_model(folder, seed=0)

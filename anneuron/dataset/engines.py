@@ -32,7 +32,7 @@ from torch import nn
 
 from anneuron import architecture as A
 from anneuron import models as M
-from anneuron.resolve import ModelError, ModelSpec, resolve
+from anneuron.resolve import ModelError, ModelSpec, check_model_files, resolve
 
 PostHook = Callable[[torch.Tensor, int], None]  # (activation (B, T, d_mlp), layer)
 NormHook = Callable[[torch.Tensor], None]  # normalized residual (B, T, d_model), float32
@@ -151,6 +151,7 @@ def load_engine(model: ModelSpec | str, device: str = "auto", dtype: str | torch
     """`auto`: the Hugging Face engine for the families anneuron.architecture knows (GPT-2, Llama), the bridge
     otherwise. The weights are loaded in float32; `bfloat16` / `float16` then cast the body only
     (anneuron.models.cast_body: the final norm, unembedding and W_E stay float32)."""
+    check_model_files(model)
     spec = model if isinstance(model, ModelSpec) else resolve(model)
     torch_dtype = M.resolve_dtype(dtype)
     try:

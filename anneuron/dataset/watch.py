@@ -15,9 +15,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from anneuron.contracts import WATCHED, neuron_name
+from anneuron.io import read_parquet
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def watch_list(pairs_path: str | Path | None, entries: list[tuple[int, int, str 
     """
     out: dict[tuple[int, int], Watched] = {}
     if pairs_path is not None and top_pairs > 0:
-        t = pq.read_table(pairs_path, columns=["rank", "layer", "neuron", "token_id", "token_str"])
+        t = read_parquet(pairs_path, columns=["rank", "layer", "neuron", "token_id", "token_str"])
         rows = sorted(zip(*(t.column(c).to_pylist() for c in ("rank", "layer", "neuron", "token_id", "token_str"))))
         for rank, layer, neuron, tid, tstr in rows[:top_pairs]:
             out.setdefault((int(layer), int(neuron)),
@@ -93,7 +93,7 @@ def resolve_tokens(watched: list[Watched], neurons_path: str | Path | None, toke
         return watched
     if neurons_path is None:
         raise ValueError(f"watched neurons {sorted(missing)} have no token and no neuron table was given")
-    t = pq.read_table(neurons_path, columns=["layer", "neuron", "top_token_ids"])
+    t = read_parquet(neurons_path, columns=["layer", "neuron", "top_token_ids"])
     top = {}
     for layer, neuron, ids in zip(*(t.column(c).to_pylist() for c in ("layer", "neuron", "top_token_ids"))):
         if (layer, neuron) in missing:
@@ -120,5 +120,5 @@ def watched_table(watched: list[Watched]) -> pa.Table:
 def read_watched(path: str | Path) -> list[Watched]:
     """The watch list written by the `watch` rule, in its order."""
     names = {f.name for f in fields(Watched)}
-    rows = sorted(pq.read_table(path).to_pylist(), key=lambda r: r["rank"])
+    rows = sorted(read_parquet(path).to_pylist(), key=lambda r: r["rank"])
     return [Watched(**{k: v for k, v in r.items() if k in names}) for r in rows]

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import torch
 from transformers import GPT2LMHeadModel
 
 from anneuron.demos.emergent_corpus import Probe, probes
 from anneuron.demos.training import TrainConfig, TrainResult, deterministic, expand_vocab, save_trained, train
+from anneuron.io import read_parquet
 from anneuron.tokenizer import gpt2_tokenizer, single_token
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def build_emergent_model(train_path: str | Path, out_dir: str | Path, cfg: Train
                          n_probes: int = 400, progress: bool = True) -> dict:
     """Train on the corpus at `train_path` (Parquet, `text`), check the article rule, save model + tokenizer +
     training.json into `out_dir`; returns the record."""
-    texts = pq.read_table(train_path, columns=["text"]).column("text").to_pylist()
+    texts = read_parquet(train_path, columns=["text"]).column("text").to_pylist()
     log.info("training on %d documents: %s", len(texts), cfg)
     result = train(texts, cfg, progress=progress)
     with deterministic(cfg.threads):

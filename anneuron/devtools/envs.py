@@ -6,8 +6,8 @@ requirements.txt so that the two never disagree:
 
 Snakemake copies an env file before it creates the environment, so the files hold every pin inline (no
 `-r ../requirements.txt`, no `-e ..`, which are relative to a file that has moved) and the environment's hash
-changes whenever a pin does. The jobs find the `anneuron` library through scripts/_common.py, which puts the
-workflow's own checkout first on sys.path.
+changes whenever a pin does. The jobs find the `anneuron` library through PYTHONPATH, on which the Snakefile puts
+the workflow's own checkout first (the slurm profile's `conda-not-block-search-path-envvars` keeps it in these envs).
 """
 
 from __future__ import annotations

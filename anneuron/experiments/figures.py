@@ -14,7 +14,7 @@ from matplotlib.colors import TwoSlopeNorm
 
 from anneuron.contracts import MIN_LD_GAP, experiment_files, neuron_name
 from anneuron.figures import style
-from anneuron.io import save_figure
+from anneuron.io import read_parquet, save_figure
 
 COMPONENT_TITLES = {"resid_pre": "residual stream (resid_pre)", "attn_out": "attention output (attn_out)",
                     "mlp_out": "MLP output (mlp_out)"}
@@ -24,7 +24,7 @@ MAX_LABELS = 8  # standout neurons named on a figure
 def _read(path: str | Path) -> pl.DataFrame:
     """An experiment table, NaN read as null: a missing score then drops out of filters and sorts, where polars
     would rank a NaN above every number."""
-    return pl.read_parquet(path).fill_nan(None)
+    return pl.from_arrow(read_parquet(path)).fill_nan(None)
 
 
 def _abs_max(values: pl.Series) -> float:

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from anneuron.contracts import EXPERIMENTS_OVERVIEW, EXPERIMENTS_SUMMARY, MIN_LD_GAP
-from anneuron.io import write_parquet
+from anneuron.io import read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +69,8 @@ def summarize_experiments(neuron_files: dict[str, str | Path]) -> pa.Table:
     stable_experiments), most experiments first, then highest mean z."""
     seen: dict[tuple[int, int], list[tuple[str, float | None, float]]] = {}
     for exp, path in sorted(neuron_files.items()):
-        t = pq.read_table(path, columns=["layer", "neuron", "exact", "standout_z", "standout"],
-                          filters=[("standout", "=", True)])
+        t = read_parquet(path, columns=["layer", "neuron", "exact", "standout_z", "standout"],
+                         filters=[("standout", "=", True)])
         for r in t.to_pylist():
             seen.setdefault((r["layer"], r["neuron"]), []).append((exp, r["exact"], r["standout_z"]))
     rows = []
@@ -118,8 +117,8 @@ def standout_entries(neuron_files: dict[str, str | Path], answers: dict[str, str
     """
     found: dict[tuple[int, int], list] = {}  # (layer, neuron) -> [n experiments, best |exact|, its token]
     for exp, path in neuron_files.items():
-        t = pq.read_table(path, columns=["layer", "neuron", "attribution", "exact", "standout"],
-                          filters=[("standout", "=", True)])
+        t = read_parquet(path, columns=["layer", "neuron", "attribution", "exact", "standout"],
+                         filters=[("standout", "=", True)])
         cols = (t.column(c).to_pylist() for c in ("layer", "neuron", "attribution", "exact"))
         for layer, neuron, attribution, exact in zip(*cols):
             score = abs(attribution if exact is None else exact)  # what its standout flag was judged on

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from anneuron import contracts as K
-from anneuron.io import atomic_dir, atomic_path
+from anneuron.io import atomic_dir, atomic_path, read_parquet, reading
 
 SHARD_NEURONS = 64  # neurons per neuron-view data file (GPT-2 Large: 80 files per layer, ~0.4 MB each)
 TOKEN_SHARD = 1024  # token ids per token data file
@@ -164,7 +164,7 @@ def read_experiment(name: str, folder: Path, n: int, d_mlp: int) -> Experiment |
     gap = abs(float(summary.get("ld_clean", 0.0)) - float(summary.get("ld_corrupted", 0.0)))
     exp = Experiment(name, summary, counted=bool(math.isfinite(gap) and gap >= K.MIN_LD_GAP))
     if files["neurons"].exists():
-        t = pq.read_table(files["neurons"])
+        t = read_parquet(files["neurons"])
         if t.num_rows:
             flat = _flat(t, d_mlp)
             cols = {}
@@ -178,7 +178,7 @@ def read_experiment(name: str, folder: Path, n: int, d_mlp: int) -> Experiment |
             exp.exact_rank, exp.attr_rank = _ranks(exp.exact), _ranks(exp.attribution)
     cpath = contrast_path(folder)
     if cpath.exists():
-        t = pq.read_table(cpath)
+        t = read_parquet(cpath)
         if t.num_rows:
             flat = _flat(t, d_mlp)
             exp.contrast = np.full(n, np.nan)
@@ -216,7 +216,8 @@ def _invert(flat: np.ndarray, token_ids: np.ndarray, values: np.ndarray, descend
 def _examples_by_layer(path: Path | None, layer: int) -> pa.Table | None:
     if path is None or not Path(path).exists():
         return None
-    return pq.read_table(path, filters=[("layer", "=", layer)])
+    with reading(path):  # row groups of other layers skipped through the footer's statistics: one layer in memory
+        return pq.read_table(path, filters=[("layer", "=", layer)], page_checksum_verification=True)
 
 
 def encode_examples(t: pa.Table) -> dict[int, dict]:
@@ -258,24 +259,24 @@ def encode_examples(t: pa.Table) -> dict[int, dict]:
 class _Builder:
     def __init__(self, src: Sources, model: str):
         self.src, self.model = src, model
-        self.neurons = pq.read_table(src.neurons)
+        self.neurons = read_parquet(src.neurons)
         layer = self.neurons.column("layer").to_numpy()
         neuron = self.neurons.column("neuron").to_numpy()
         self.n_layers, self.d_mlp = int(layer.max()) + 1, int(neuron.max()) + 1
         self.n = self.n_layers * self.d_mlp
         if len(layer) != self.n or not np.array_equal(layer * self.d_mlp + neuron, np.arange(self.n)):
             raise ValueError(f"{src.neurons}: expected one row per neuron in flat-id order")
-        tokens = pq.read_table(src.tokens)
+        tokens = read_parquet(src.tokens)
         self.vocab = tokens.column("token_str").to_pylist()
         self.tokens = tokens
-        self.pairs = pq.read_table(src.pairs)
+        self.pairs = read_parquet(src.pairs)
         self.congruence = json.loads(Path(src.congruence).read_text()) if _exists(src.congruence) else {}
         self.experiments = [e for name, folder in src.experiments.items()
                             if (e := read_experiment(name, Path(folder), self.n, self.d_mlp)) is not None]
-        self.watched = pq.read_table(src.watched).to_pylist() if _exists(src.watched) else []
-        self.curves = pq.read_table(src.curves).to_pylist() if _exists(src.curves) else []
-        self.predictions = pq.read_table(src.predictions) if _exists(src.predictions) else None
-        self.summary = pq.read_table(src.experiments_summary).to_pylist() if _exists(src.experiments_summary) else []
+        self.watched = read_parquet(src.watched).to_pylist() if _exists(src.watched) else []
+        self.curves = read_parquet(src.curves).to_pylist() if _exists(src.curves) else []
+        self.predictions = read_parquet(src.predictions) if _exists(src.predictions) else None
+        self.summary = read_parquet(src.experiments_summary).to_pylist() if _exists(src.experiments_summary) else []
         self.has_examples = _exists(src.examples)
         self.sizes: dict[str, int] = {}
 

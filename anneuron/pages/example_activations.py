@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from anneuron.contracts import EXAMPLE_ACTIVATIONS
 from anneuron.dataset.engines import as_engine
 from anneuron.dataset.record import iter_shard
-from anneuron.io import atomic_path
+from anneuron.io import atomic_path, read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Examples:
 
     @classmethod
     def read(cls, path: str | Path) -> "Examples":
-        return cls(pq.read_table(path, columns=EXAMPLE_COLUMNS))
+        return cls(read_parquet(path, columns=EXAMPLE_COLUMNS))
 
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from anneuron import contracts as K
+from anneuron.io import read_parquet
 from anneuron.report.render import render
 
 REFERENCE_MODEL = "gpt2-large"
@@ -83,7 +83,7 @@ class Outputs:
         key = repr((path, columns, filters))
         if key not in self._cache:
             p = self.root / path
-            self._cache[key] = pq.read_table(p, columns=columns, filters=filters).to_pylist() if p.exists() else None
+            self._cache[key] = read_parquet(p, columns=columns, filters=filters).to_pylist() if p.exists() else None
         return self._cache[key]  # type: ignore[return-value]
 
     def json(self, path: str) -> dict | None:

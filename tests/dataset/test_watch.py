@@ -103,9 +103,6 @@ def test_watch_rule_script_writes_who_is_watched_and_why(weights, tmp_path):
     fake = SimpleNamespace(input=inputs, output=out, log=[], params=SimpleNamespace(
         model="gpt2", cfg=cfg, experiments=experiments))
     scripts = Path(__file__).resolve().parents[2] / "scripts"
-    import sys
-
-    sys.path.insert(0, str(scripts))
     runpy.run_path(str(scripts / "watch.py"), init_globals={"snakemake": fake})
     rows = pq.read_table(out.table).to_pylist()
     assert [(r["rank"], r["layer"], r["neuron"], r["source"], r["token_str"], r["token_source"]) for r in rows] == [

@@ -17,7 +17,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from pages_demo import build_demo_site
 
 from anneuron.devtools.browser import chromium, missing
 
@@ -30,12 +29,6 @@ pytestmark = pytest.mark.skipif(missing() is not None, reason=f"no headless brow
 def browser():
     with chromium(1360, 1800) as driver:
         yield driver
-
-
-@pytest.fixture(scope="session")
-def demo_site(demo_dir, demo_congruence, demo_recorded, demo_bridge, tmp_path_factory) -> Path:
-    return build_demo_site(tmp_path_factory.mktemp("pages-demo"), demo_dir, demo_congruence, demo_recorded,
-                           demo_bridge)
 
 
 @pytest.fixture(scope="session")
@@ -203,7 +196,7 @@ def test_served_by_a_static_server(browser, served):
 def test_markup_in_tokens_renders_as_text(browser, tmp_path):
     """Tokens are arbitrary text: a <script> or <img onerror> token shows as those characters and runs nothing."""
     from selenium.webdriver.common.by import By
-    from test_pages import EVIL, synthetic
+    from test_build import EVIL, synthetic
 
     from anneuron.pages import build_site
 
@@ -223,14 +216,3 @@ def test_markup_in_tokens_renders_as_text(browser, tmp_path):
     assert browser.title.startswith('"') and "<img" in browser.title
     assert console_errors(browser) == []
 
-
-def test_the_open_time_benchmark_runs_on_a_site(demo_site, capsys):
-    """`python -m anneuron.bench pages` (README: its figures at GPT-2 Large's shape) on the demo's site."""
-    import json
-
-    from anneuron.bench.pages import main
-
-    main([str(demo_site.parent), "--neurons", "2"])
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["views"] == 2 and out["console_errors"] == 0 and out["model"] == "demo-planted"
-    assert out["neurons"] == 4 * 1024 and out["view_median_s"] > 0

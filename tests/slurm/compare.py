@@ -193,7 +193,7 @@ def job_stats(log_text: str) -> dict[str, int]:
 
 
 def record_gpus(root: Path) -> dict[str, str]:
-    """record log -> the CUDA_VISIBLE_DEVICES its SLURM job reported (scripts/_common.py logs it)."""
+    """record log -> the CUDA_VISIBLE_DEVICES its SLURM job reported (anneuron.jobs logs it)."""
     out = {}
     for log in sorted((root / "logs" / "record").rglob("*.log")):
         m = re.search(r"CUDA_VISIBLE_DEVICES=(\S+)", log.read_text(errors="replace"))
