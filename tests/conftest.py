@@ -13,6 +13,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(1)  # measured: 1 thread is much faster than 2 for these tiny shapes on a shared 2-core box
 
 REPO = Path(__file__).resolve().parents[1]
+# `make test` runs the suite on two workers, file by file (pytest -n 2 --dist loadfile --no-loadscope-reorder). The
+# two files that run the whole pipeline go first, one to each worker, so that neither waits behind the other and the
+# unit tests (one thread each) fill the cores beside them.
+PIPELINE_FILES = ("test_resume.py", "test_workflow.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in PIPELINE_FILES)  # stable: every other file keeps its order
 
 
 def build_random_gpt2(folder: Path, n_layer: int = 3, d_model: int = 64, d_mlp: int = 256, n_head: int = 4,

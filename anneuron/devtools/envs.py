@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-DEV_ONLY = ("pytest", "black", "snakefmt", "ruff", "selenium", "playwright")  # the suite's tools, not the jobs'
+# the suite's tools, not the jobs'
+DEV_ONLY = ("pytest", "pytest-xdist", "execnet", "black", "snakefmt", "ruff", "selenium", "playwright")
 ENVS = {
     "cpu": ("CPU jobs on a cluster (tokenize, pairs, curves, figures, demo)", "https://download.pytorch.org/whl/cpu"),
     "gpu": ("GPU jobs on a cluster (record, experiments, congruence on CUDA): torch's CUDA build from PyPI", None),
