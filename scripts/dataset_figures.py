@@ -3,9 +3,10 @@ from _common import setup_logging
 import polars as pl
 
 from anneuron.dataset.figures import dataset_figures
+from anneuron.stage_config import DatasetFiguresConfig
 
 setup_logging(snakemake)
-p = snakemake.params
+cfg = DatasetFiguresConfig.from_dict(snakemake.params.cfg)
 watched = pl.read_parquet(snakemake.input.watched)
 pairs = watched.filter(pl.col("pair_rank").is_not_null()).select(
     pl.col("pair_rank").alias("rank"), "layer", "neuron"
@@ -16,7 +17,7 @@ dataset_figures(
     pairs,
     snakemake.output.curves,
     snakemake.output.hist,
-    p.min_count,
-    readout=p.readout,
-    binning=p.binning,
+    cfg.min_count,
+    readout=cfg.readout,
+    binning=cfg.binning,
 )

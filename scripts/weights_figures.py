@@ -5,19 +5,19 @@ import torch
 
 from anneuron.io import atomic_dir
 from anneuron.models import load_model
+from anneuron.stage_config import WeightsFiguresConfig
 from anneuron.tokenizer import single_token
 from anneuron.weights.congruence import weights_of
-from anneuron.weights.figures import draw_weights_figures
+from anneuron.weights.figures import draw_weights_figures, neurons_to_draw
 
 setup_logging(snakemake)
 p = snakemake.params
+cfg = WeightsFiguresConfig.from_dict(p.cfg)
 torch.set_num_threads(snakemake.threads)
 bridge = load_model(p.model, device="cpu", dtype="float32")
 pairs = pq.read_table(snakemake.input.pairs)
-top = pairs.slice(0, p.top_pair_figures).select(["layer", "neuron"]).to_pylist()
-draw = list(dict.fromkeys([tuple(x) for x in p.watch] + [(r["layer"], r["neuron"]) for r in top]))
-token_ids = [single_token(bridge.tokenizer, s) for s in p.tokens]
+token_ids = [single_token(bridge.tokenizer, s) for s in cfg.tokens]
 with atomic_dir(snakemake.output[0]) as tmp:
     draw_weights_figures(tmp, weights_of(bridge), pq.read_table(snakemake.input.tokens),
-                         pq.read_table(snakemake.input.neurons), pairs, draw, token_ids, p.basis, p.kurtosis,
-                         p.partition_var, p.top_pairs_shown)
+                         pq.read_table(snakemake.input.neurons), pairs, neurons_to_draw(pairs, cfg.neurons),
+                         token_ids, cfg.basis, cfg.classes.kurtosis, cfg.classes.partition_var)

@@ -183,12 +183,12 @@ def test_dataset_file_named(tmp_path):
     pq.write_table(pa.table({"text": ["a b c"] * 50}), p)
     truncate(p)
     with pytest.raises(UnreadableFileError) as e:
-        list(iter_documents(str(p)))
+        list(iter_documents(str(p), text_column="text", split="train", max_docs=None))
     one_line(e.value, p)
     j = tmp_path / "corpus.jsonl"
     j.write_text('{"text": "a"}\n{"text": "b", "x\n')
     with pytest.raises(DataError, match=r"corpus.jsonl: line 2 is not JSON") as e:
-        list(iter_documents(str(j)))
+        list(iter_documents(str(j), text_column="text", split="train", max_docs=None))
     assert str(e.value).startswith("anneuron: dataset ")
 
 
