@@ -12,6 +12,7 @@ import pytest
 
 from anneuron import stage_config as S
 from anneuron.config import watch_entries
+from anneuron.fetch import MODEL_PATTERNS, model_folder
 from anneuron.resolve import resolve
 
 
@@ -24,7 +25,8 @@ def every_object(config: dict) -> dict[str, S.StageConfig]:
     """Each rule's object, as its rule builds it (the model: the demo's)."""
     entries = watch_entries(config, "demo-planted")
     return {
-        "fetch_model": S.FetchConfig.of_model(resolve("gpt2")), "fetch_dataset": S.FetchConfig.of_dataset(config),
+        "fetch_model": S.FetchConfig.of_model(resolve("gpt2").fetched_into(model_folder("gpt2"))),
+        "fetch_dataset": S.FetchConfig.of_dataset(config),
         "demo_model": S.DemoModelConfig.of(config), "demo_corpus": S.CorpusConfig.of(config),
         "emergent_corpus": S.CorpusConfig.of_emergent(config, "heldout"),
         "emergent_model": S.EmergentModelConfig.of(config), "tokenize": S.DataConfig.of(config, 128),
@@ -61,6 +63,9 @@ def test_nested_config_objects(config):
     figures = S.WeightsFiguresConfig.of(config, watch_entries(config, "demo-planted"))
     assert figures.classes == S.ClassesConfig(kurtosis=3.15, partition_var=0.01)
     assert figures.neurons == ((2, 892), (1, 421), (3, 500))
+    fetch = every_object(config)["fetch_model"]
+    assert (fetch.repo, fetch.repo_type, fetch.revision, fetch.patterns) == ("gpt2", "model", None,
+                                                                          tuple(MODEL_PATTERNS))
     broken = exp.to_dict()
     del broken["patching"]["joint_k"]
     with pytest.raises(KeyError, match="PatchingConfig: missing joint_k"):
