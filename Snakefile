@@ -2,8 +2,7 @@
 # This file only validates the configuration, resolves the models (no torch, no network) and includes the stages.
 import sys
 
-import yaml
-from snakemake.utils import min_version
+from snakemake.utils import min_version, validate
 
 from anneuron import config as C
 from anneuron.demos.specs import DATA_FILES, produced_models
@@ -25,10 +24,12 @@ try:
     config.update(
         C.check(
             config,
-            C.load_schema(workflow.source_path("workflow/schemas/config.schema.yaml")),
+            workflow.source_path("workflow/schemas/config.schema.yaml"),
+            validate,  # Snakemake's own: fills the schema's defaults
             produced_models,
             DATA_FILES,
-            yaml.safe_load(open(workflow.source_path("config.yaml")))["experiments"],
+            # the experiments the configfiles and --config name (config.yaml's are merged under them)
+            workflow.config_settings.overwrite_config.get("experiments", {}),
         )
     )
     SPECS = C.resolve_models(config, produced_models)

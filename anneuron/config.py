@@ -8,8 +8,9 @@ Every error is ONE line naming the key, model or experiment. Nothing here import
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import jsonschema
 import yaml
@@ -23,49 +24,54 @@ class ConfigError(ValueError):
     """One line saying which key is wrong and why."""
 
 
-def _extend_with_defaults(validator_class):
-    validate_props = validator_class.VALIDATORS["properties"]
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for prop, sub in properties.items():
-                if "default" in sub and prop not in instance:
-                    instance[prop] = copy.deepcopy(sub["default"])
-        yield from validate_props(validator, properties, instance, schema)
-
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+SchemaValidator = Callable[..., None]
+"""Snakemake's own validator, `snakemake.utils.validate(config, schema_path, set_default=True)`: it fills the schema's
+defaults into `config` in place and raises at the first violation. The Snakefile passes it in: the library never
+imports Snakemake."""
 
 
-_Validator = _extend_with_defaults(jsonschema.Draft7Validator)
+def _violation(err: BaseException | None) -> jsonschema.ValidationError | None:
+    """The schema violation behind an error (Snakemake raises its WorkflowError while handling jsonschema's)."""
+    while err is not None and not isinstance(err, jsonschema.ValidationError):
+        err = err.__cause__ or err.__context__
+    return err
 
 
 def _path(err: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in err.absolute_path) or "(top level)"
 
 
-def validate_schema(config: dict, schema: dict) -> dict:
-    """Fill defaults and check types, ranges and unknown keys; raise ConfigError with the offending key."""
+def validate_schema(config: dict, schema_path: str | Path, validate: SchemaValidator) -> dict:
+    """A copy of `config` with the schema's defaults filled and its types, ranges and unknown keys checked (by
+    `validate`, Snakemake's); a violation is one ConfigError line naming the key."""
     config = copy.deepcopy(config)
-    errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: (len(e.absolute_path), e.path))
-    if errors:
-        err = errors[0]
-        if err.validator == "additionalProperties" and err.validator_value is False:
-            known = set(err.schema.get("properties", {}))
-            extra = sorted(set(err.instance) - known)
-            where = _path(err)
-            raise ConfigError(f"config: unknown key {where + '.' if where != '(top level)' else ''}{extra[0]}"
-                              f" (known: {', '.join(sorted(known))})")
-        if err.validator == "oneOf":
-            forms = " or ".join(_describe(sub, schema) for sub in err.validator_value)
-            raise ConfigError(f"config: {_path(err)}: {err.instance!r} must be {forms}")
-        raise ConfigError(f"config: {_path(err)}: {err.message}")
+    try:
+        validate(config, str(schema_path), set_default=True)
+    except Exception as e:
+        err = _violation(e)
+        if err is None:
+            raise
+        raise ConfigError(_message(err, load_schema(schema_path))) from None
     return config
+
+
+def _message(err: jsonschema.ValidationError, schema: dict) -> str:
+    if err.validator == "additionalProperties" and err.validator_value is False:
+        known = set(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - known)
+        where = _path(err)
+        return (f"config: unknown key {where + '.' if where != '(top level)' else ''}{extra[0]}"
+                f" (known: {', '.join(sorted(known))})")
+    if err.validator == "oneOf":
+        forms = " or ".join(_describe(sub, schema) for sub in err.validator_value)
+        return f"config: {_path(err)}: {err.instance!r} must be {forms}"
+    return f"config: {_path(err)}: {err.message}"
 
 
 def _describe(sub: dict, root: dict) -> str:
     """A short English name for a subschema, for oneOf errors."""
     if "$ref" in sub:
-        sub = root["definitions"][sub["$ref"].rsplit("/", 1)[1]]
+        sub = functools.reduce(lambda node, key: node[key], sub["$ref"].removeprefix("#/").split("/"), root)
         if "oneOf" in sub:
             return " or ".join(_describe(s, root) for s in sub["oneOf"])
     if "const" in sub:
@@ -143,21 +149,21 @@ def by_tokenizer(specs: dict[str, ModelSpec]) -> dict[str, list[ModelSpec]]:
     return out
 
 
-def drop_default_experiments(config: dict, defaults: dict) -> dict:
-    """With `experiments_defaults: false`, the experiments of config.yaml (`defaults`) that the merged config still
-    holds unchanged are dropped: a study's configfile can switch them off (Snakemake merges config.yaml into every
-    configfile, on SLURM too), while a default it changed (e.g. paper.yaml's patched layers) stays."""
+def drop_default_experiments(config: dict, named: Collection[str]) -> dict:
+    """With `experiments_defaults: false`, only the experiments a configfile or `--config` names (`named`) are
+    kept: a study's configfile can switch off config.yaml's own, which Snakemake merges into every configfile (on
+    SLURM too), while a default it changes (e.g. paper.yaml's patched layers) stays."""
     if config.get("experiments_defaults", True):
         return config
-    kept = {k: v for k, v in config.get("experiments", {}).items() if defaults.get(k) != v}
+    kept = {k: v for k, v in config.get("experiments", {}).items() if k in named}
     return {**config, "experiments": kept}
 
 
-def check(config: dict, schema: dict, produced: ProducedModels | None = None,
-          produced_data: tuple[str, ...] = (), default_experiments: dict | None = None) -> dict:
-    """The whole pre-flight check; returns the config with defaults filled (and, with `experiments_defaults: false`,
-    without config.yaml's `default_experiments`)."""
-    config = validate_schema(drop_default_experiments(config, default_experiments or {}), schema)
+def check(config: dict, schema_path: str | Path, validate: SchemaValidator, produced: ProducedModels | None = None,
+          produced_data: tuple[str, ...] = (), named_experiments: Collection[str] = ()) -> dict:
+    """The whole pre-flight check; returns the config with the schema's defaults filled (and, with
+    `experiments_defaults: false`, only the experiments in `named_experiments`: those a configfile names)."""
+    config = validate_schema(drop_default_experiments(config, named_experiments), schema_path, validate)
     specs = resolve_models(config, produced)
     ds = config["dataset"]
     produced_data = {str(Path(d)) for d in produced_data}

@@ -170,7 +170,7 @@ RECORD_BASE = pa.schema([("chunk", pa.int64()), ("pos", pa.int32()), ("doc", pa.
                          ("next_token", pa.int32()), ("pred", pa.int32()), ("pred_prob", pa.float32())])
 
 
-def record_schema(watched: list[tuple[int, int]], pred_post: bool = False, pred_topk: int = 0) -> pa.Schema:
+def record_schema(watched: list[tuple[int, int]], *, pred_post: bool, pred_topk: int) -> pa.Schema:
     """The schema of one `record_tokens` shard for these watched (layer, neuron), in that column order."""
     fields = list(RECORD_BASE)
     if pred_post:

@@ -32,8 +32,7 @@ class Row:
     next_after: int | None
 
 
-def iter_documents(dataset: str, text_column: str = "text", split: str = "train",
-                   max_docs: int | None = None) -> Iterator[str]:
+def iter_documents(dataset: str, *, text_column: str, split: str, max_docs: int | None) -> Iterator[str]:
     """Texts from a hub dataset (streamed), a Parquet/JSONL file, or a folder of them, in a fixed order."""
     path = Path(dataset).expanduser()
     if path.exists():
@@ -100,8 +99,8 @@ def tokenize_documents(texts: Iterable[str], tokenizer, batch: int = 256) -> Ite
         yield from tokenizer(buf, add_special_tokens=False)["input_ids"]
 
 
-def chunk_rows(docs: Iterable[list[int]], seq_len: int, mode: str, bos: int, eos: int,
-               max_tokens: int | None = None) -> Iterator[Row]:
+def chunk_rows(docs: Iterable[list[int]], seq_len: int, mode: str, bos: int, eos: int, *,
+               max_tokens: int | None) -> Iterator[Row]:
     """Cut documents into model rows of at most `seq_len` tokens, BOS included (docs/science.md "Chunking").
 
     concat: documents joined with EOS into one stream, cut into rows of BOS + seq_len-1 stream tokens; the last
@@ -190,11 +189,12 @@ def write_shards(rows: Iterable[Row], out_paths: list[str | Path], rows_per_grou
     return stats
 
 
-def tokenize_dataset(dataset: str, tokenizer, out_paths: list[str | Path], seq_len: int, chunking: str = "concat",
-                     text_column: str = "text", split: str = "train", max_docs: int | None = None,
-                     max_tokens: int | None = None, manifest: str | Path | None = None) -> dict:
+def tokenize_dataset(dataset: str, tokenizer, out_paths: list[str | Path], *, seq_len: int, chunking: str,
+                     text_column: str, split: str, max_docs: int | None, max_tokens: int | None,
+                     manifest: str | Path | None = None) -> dict:
     """The `tokenize` stage: dataset -> token shards (+ a JSON manifest of counts and settings)."""
-    docs = tokenize_documents(iter_documents(dataset, text_column, split, max_docs), tokenizer)
+    docs = tokenize_documents(iter_documents(dataset, text_column=text_column, split=split, max_docs=max_docs),
+                              tokenizer)
     bos = tokenizer.bos_token_id
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else bos
     rows = chunk_rows(docs, seq_len, chunking, bos=bos, eos=eos, max_tokens=max_tokens)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from anneuron.io import atomic_dir
 
@@ -43,7 +43,7 @@ def dataset_patterns(config_name: str | None, data_files: list[str] | None) -> l
 
 
 def fetch(repo_id: str, repo_type: str, out_dir: str | Path, revision: str | None = None,
-          patterns: list[str] | None = None, download: Callable | None = None,
+          patterns: Sequence[str] | None = None, download: Callable | None = None,
           resolve_commit: Callable | None = None) -> dict:
     """Download `repo_id` at `revision` (default branch when None) into `out_dir` (atomically: a killed fetch leaves
     nothing that looks finished) and record it. `download` / `resolve_commit` default to huggingface_hub's
@@ -53,6 +53,7 @@ def fetch(repo_id: str, repo_type: str, out_dir: str | Path, revision: str | Non
 
         download = download or hh.snapshot_download
         resolve_commit = resolve_commit or (lambda r, t, rev: hh.HfApi().repo_info(r, repo_type=t, revision=rev).sha)
+    patterns = None if patterns is None else list(patterns)  # as a list in the record and the messages
     try:
         commit = resolve_commit(repo_id, repo_type, revision)
         with atomic_dir(out_dir) as tmp:

@@ -39,7 +39,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 DRIFT_TOLERANCE = 1e-4
 
 
-def resolve_device(device: str = "auto") -> str:
+def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -47,7 +47,7 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def resolve_dtype(dtype: str | torch.dtype = "float32") -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     """The precision of the model's forward passes: `float32` (the default: everything measured is fp32), or the
     explicit opt-ins `bfloat16` / `float16` (the body only: see `float32_head`). The same on every device."""
     if isinstance(dtype, torch.dtype):
@@ -159,7 +159,7 @@ def cast_body(model, dtype: str | torch.dtype):
 # --- loading ------------------------------------------------------------------------------------------------------
 
 def load_model(
-    model: ModelSpec | str, device: str = "auto", dtype: str | torch.dtype = "float32", processed: bool = True
+    model: ModelSpec | str, *, device: str, dtype: str | torch.dtype, processed: bool = True
 ) -> TransformerBridge:
     """Boot a model (a ModelSpec from anneuron.resolve, or a name to resolve) through TransformerBridge.
 

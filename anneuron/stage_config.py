@@ -1,52 +1,171 @@
-"""One typed, frozen config object per stage, built from the validated config (docs/config.md).
+"""One typed, frozen config object per rule that reads the config, built from the validated config
+(docs/config.md).
 
 The schema (workflow/schemas/config.schema.yaml) is the only source of defaults: these classes have none, and
 `from_dict` refuses a missing field, so a stage can never run on a default that the schema does not hold. Rules
-pass `X.of(config).to_dict()` as a param (a config change reruns exactly the stages whose object changed); the
-thin script rebuilds the object with `from_dict` and writes it beside its outputs (`write`: provenance).
+pass `cfg=X.of(config).to_dict()` as a param (a plain JSON-able dict, so that Snakemake's params trigger reruns
+exactly the stages whose object changed); the thin script rebuilds the object with `from_dict` and, for the stages
+with a provenance file, writes it beside its outputs (`write`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import typing
+from dataclasses import dataclass, fields
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+from anneuron.config import dataset_id
+from anneuron.fetch import MODEL_PATTERNS, dataset_patterns
 from anneuron.io import write_json
+from anneuron.resolve import ModelSpec
+
+# demo-emergent's seeds are derived from demo.seed (1000·seed + these), so that a new demo.seed is an independent
+# replicate of the training corpus, the held-out corpus and the probes that check the learned rule alike.
+EMERGENT_SEEDS = {"train": 1, "heldout": 2, "probes": 3}
+
+
+def emergent_seed(config: dict, use: str) -> int:
+    return 1000 * config["demo"]["seed"] + EMERGENT_SEEDS[use]
 
 
 def _freeze(value: Any) -> Any:
-    """Lists become tuples so that the objects stay hashable and immutable."""
+    """Lists become tuples, so that a config object cannot be changed by the code it is given to."""
     if isinstance(value, list):
         return tuple(_freeze(v) for v in value)
     return value
 
 
 def _thaw(value: Any) -> Any:
-    if isinstance(value, tuple):
+    if isinstance(value, StageConfig):
+        return value.to_dict()
+    if isinstance(value, (tuple, list)):
         return [_thaw(v) for v in value]
     if isinstance(value, dict):
         return {k: _thaw(v) for k, v in value.items()}
     return value
 
 
+@cache
+def _nested(cls: type) -> dict[str, type]:
+    """Field name -> config class, for the fields of `cls` that are config objects themselves."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)
+            if isinstance(hints[f.name], type) and issubclass(hints[f.name], StageConfig)}
+
+
 @dataclass(frozen=True)
 class StageConfig:
-    """Base: dict in (every field required), dict out, JSON provenance."""
+    """Base: dict in (every field required, nested config objects too), dict out, JSON provenance."""
 
     @classmethod
     def from_dict(cls, d: dict):
         missing = [f.name for f in fields(cls) if f.name not in d]
         if missing:
             raise KeyError(f"{cls.__name__}: missing {', '.join(missing)}")
-        return cls(**{f.name: _freeze(d[f.name]) for f in fields(cls)})
+        nested = _nested(cls)
+        return cls(**{f.name: nested[f.name].from_dict(d[f.name]) if f.name in nested else _freeze(d[f.name])
+                      for f in fields(cls)})
 
     def to_dict(self) -> dict:
-        return _thaw(asdict(self))
+        """Plain dicts and lists only (nested config objects too): what a rule's params and JSON hold."""
+        return {f.name: _thaw(getattr(self, f.name)) for f in fields(self)}
 
     def write(self, path: str | Path, **extra: Any) -> None:
         """The resolved config of this job, beside its outputs (plus e.g. the model it ran on)."""
         write_json(path, {"stage": type(self).__name__, **extra, "config": self.to_dict()})
+
+
+# --- fetching and the demos ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FetchConfig(StageConfig):
+    """One download (fetch_model, fetch_dataset): the hub repository, its type, the revision (None: the default
+    branch) and the files to fetch (None: all of them)."""
+
+    repo: str
+    repo_type: str
+    revision: str | None
+    patterns: tuple[str, ...] | None
+
+    @classmethod
+    def of_model(cls, spec: ModelSpec) -> "FetchConfig":
+        return cls.from_dict(dict(repo=spec.hub, repo_type="model", revision=spec.revision, patterns=MODEL_PATTERNS))
+
+    @classmethod
+    def of_dataset(cls, config: dict) -> "FetchConfig":
+        data = config["data"]
+        return cls.from_dict(dict(repo=config["dataset"], repo_type="dataset",
+                                  revision=config["revisions"].get(dataset_id(config["dataset"])),
+                                  patterns=dataset_patterns(data["config_name"], data["data_files"])))
+
+
+@dataclass(frozen=True)
+class DemoModelConfig(StageConfig):
+    """The planted demo model (demo_model): the seed of its random weights."""
+
+    seed: int
+
+    @classmethod
+    def of(cls, config: dict) -> "DemoModelConfig":
+        return cls.from_dict(config["demo"])
+
+
+@dataclass(frozen=True)
+class CorpusConfig(StageConfig):
+    """A generated corpus: its seed and number of documents (demo_corpus, emergent_corpus)."""
+
+    seed: int
+    docs: int
+
+    @classmethod
+    def of(cls, config: dict) -> "CorpusConfig":
+        """The demo-planted corpus."""
+        return cls.from_dict(config["demo"])
+
+    @classmethod
+    def of_emergent(cls, config: dict, split: str) -> "CorpusConfig":
+        """A demo-emergent corpus, `train` or `heldout`."""
+        return cls.from_dict({"seed": emergent_seed(config, split),
+                              "docs": config["demo"]["emergent"][f"{split}_docs"]})
+
+
+@dataclass(frozen=True)
+class EmergentModelConfig(StageConfig):
+    """demo-emergent's training (emergent_model): demo.seed, the probes' seed and the `demo.emergent` keys that shape
+    the model. Not the corpus sizes: a bigger held-out corpus must not retrain it (a bigger training corpus does,
+    through the rule's input)."""
+
+    seed: int
+    probe_seed: int
+    n_layer: int
+    d_model: int
+    d_mlp: int
+    n_head: int
+    tied: bool
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup: int
+    eval_every: int
+    patience: int
+    val_tolerance: float
+    threads: int
+
+    @classmethod
+    def of(cls, config: dict) -> "EmergentModelConfig":
+        return cls.from_dict({**config["demo"]["emergent"], "seed": config["demo"]["seed"],
+                              "probe_seed": emergent_seed(config, "probes")})
+
+    def recipe(self) -> dict:
+        """The training's settings (anneuron.demos.training.TrainConfig, but for the context): all but probe_seed."""
+        return {k: v for k, v in self.to_dict().items() if k != "probe_seed"}
+
+
+# --- the stages ---------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -89,6 +208,23 @@ class ClassesConfig(StageConfig):
 
 
 @dataclass(frozen=True)
+class WeightsFiguresConfig(StageConfig):
+    """weights_figures: the congruence basis, the tokens drawn against all neurons, the neurons listed for this
+    model (each drawn against all tokens) and the class thresholds of the classes figure."""
+
+    basis: str
+    tokens: tuple[str, ...]
+    neurons: tuple  # ((layer, neuron), ...) listed in watch.neurons for this model
+    classes: ClassesConfig
+
+    @classmethod
+    def of(cls, config: dict, entries: list[tuple[int, int, str | None]]) -> "WeightsFiguresConfig":
+        return cls.from_dict({"basis": config["congruence"]["basis"], "tokens": config["congruence"]["tokens"],
+                              "neurons": [[layer, neuron] for layer, neuron, _ in entries],
+                              "classes": config["classes"]})
+
+
+@dataclass(frozen=True)
 class WatchConfig(StageConfig):
     top_pairs: int
     standouts: int
@@ -111,8 +247,19 @@ class RecordConfig(StageConfig):
 
     @classmethod
     def of(cls, config: dict) -> "RecordConfig":
-        record = {k: v for k, v in config["record"].items() if k != "window"}  # max_examples' only
-        return cls.from_dict({**record, "device": config["device"], "dtype": config["dtype"]})
+        return cls.from_dict({**config["record"], "device": config["device"], "dtype": config["dtype"]})
+
+
+@dataclass(frozen=True)
+class MaxExamplesConfig(StageConfig):
+    """max_examples: examples kept per neuron, and the tokens of context in each example's text."""
+
+    top_k_examples: int
+    window: int
+
+    @classmethod
+    def of(cls, config: dict) -> "MaxExamplesConfig":
+        return cls.from_dict(config["record"])
 
 
 @dataclass(frozen=True)
@@ -124,6 +271,19 @@ class CurvesConfig(StageConfig):
 
     @classmethod
     def of(cls, config: dict) -> "CurvesConfig":
+        return cls.from_dict(config["curves"])
+
+
+@dataclass(frozen=True)
+class DatasetFiguresConfig(StageConfig):
+    """dataset_figures: how the curves were counted and binned (the bins themselves are in curves.parquet)."""
+
+    min_count: int
+    readout: str
+    binning: str
+
+    @classmethod
+    def of(cls, config: dict) -> "DatasetFiguresConfig":
         return cls.from_dict(config["curves"])
 
 
@@ -157,13 +317,49 @@ class ExperimentConfig(StageConfig):
     neuron_layers: str | tuple[int, ...]
     device: str
     dtype: str
-    patching: dict
+    patching: PatchingConfig
 
     @classmethod
     def of(cls, config: dict, name: str) -> "ExperimentConfig":
         return cls.from_dict({**config["experiments"][name], "name": name, "device": config["device"],
-                              "dtype": config["dtype"], "patching": PatchingConfig.of(config).to_dict()})
+                              "dtype": config["dtype"], "patching": config["patching"]})
 
-    @property
-    def patching_config(self) -> PatchingConfig:
-        return PatchingConfig.from_dict(self.patching)
+
+@dataclass(frozen=True)
+class ExampleActivationsConfig(StageConfig):
+    """example_activations (the neuron pages' pass over the example windows): how it runs the model, as record does,
+    and the window of max_examples' text."""
+
+    device: str
+    dtype: str
+    batch_size: int
+    engine: str
+    window: int
+
+    @classmethod
+    def of(cls, config: dict) -> "ExampleActivationsConfig":
+        return cls.from_dict({**config["record"], "device": config["device"], "dtype": config["dtype"]})
+
+
+@dataclass(frozen=True)
+class PaperCheckConfig(StageConfig):
+    """paper_check: the run's values of the settings the post's numbers depend on (a row says "not comparable"
+    where one differs from the post's; anneuron.report.paper_check.PAPER_SETTINGS)."""
+
+    chunking: str
+    seq_len: int  # resolved
+    pred_post: bool
+    basis: str
+    dtype: str
+    readout: str
+    binning: str
+    standout_min_score: float
+    neuron_layers: dict  # experiment -> its neuron_layers ("auto" or a list), for every configured experiment
+
+    @classmethod
+    def of(cls, config: dict, seq_len: int) -> "PaperCheckConfig":
+        return cls.from_dict(dict(
+            chunking=config["data"]["chunking"], seq_len=seq_len, pred_post=config["record"]["pred_post"],
+            basis=config["congruence"]["basis"], dtype=config["dtype"], readout=config["curves"]["readout"],
+            binning=config["curves"]["binning"], standout_min_score=config["patching"]["standout_min_score"],
+            neuron_layers={name: e["neuron_layers"] for name, e in config["experiments"].items()}))

@@ -4,9 +4,10 @@ import polars as pl
 
 from anneuron.dataset.figures import dataset_figures
 from anneuron.io import read_parquet
+from anneuron.stage_config import DatasetFiguresConfig
 
 setup_logging(snakemake)
-p = snakemake.params
+cfg = DatasetFiguresConfig.from_dict(snakemake.params.cfg)
 watched = pl.from_arrow(read_parquet(snakemake.input.watched))
 pairs = watched.filter(pl.col("pair_rank").is_not_null()).select(
     pl.col("pair_rank").alias("rank"), "layer", "neuron"
@@ -17,7 +18,7 @@ dataset_figures(
     pairs,
     snakemake.output.curves,
     snakemake.output.hist,
-    p.min_count,
-    readout=p.readout,
-    binning=p.binning,
+    cfg.min_count,
+    readout=cfg.readout,
+    binning=cfg.binning,
 )

@@ -1,7 +1,8 @@
 from anneuron.jobs import setup_logging
 
 from anneuron.fetch import fetch
+from anneuron.stage_config import FetchConfig
 
 setup_logging(snakemake)
-p = snakemake.params
-fetch(p.repo, p.get("repo_type", "model"), snakemake.output[0], revision=p.revision, patterns=p.patterns)
+cfg = FetchConfig.from_dict(snakemake.params.cfg)
+fetch(cfg.repo, cfg.repo_type, snakemake.output[0], revision=cfg.revision, patterns=cfg.patterns)

@@ -6,7 +6,7 @@ from anneuron.stage_config import DataConfig
 from anneuron.tokenizer import gpt2_tokenizer
 
 setup_logging(snakemake)
-cfg = DataConfig.from_dict(snakemake.params.data)
+cfg = DataConfig.from_dict(snakemake.params.cfg)
 tokenize_dataset(
     snakemake.params.dataset,
     gpt2_tokenizer() if snakemake.wildcards.tokenizer == "gpt2" else resolve(snakemake.params.model).tokenizer(),

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 
 
 def merge(base: dict, overlay: dict) -> dict:
@@ -28,9 +29,7 @@ def merge(base: dict, overlay: dict) -> dict:
 
 
 def complete_config(overlays: list[str | Path], experiments: list[str], repo: Path = REPO) -> dict:
-    config = yaml.safe_load((repo / "config.yaml").read_text())
-    for path in overlays:
-        merge(config, yaml.safe_load((repo / path).read_text()) or {})
+    config = merged(*overlays, repo=repo)
     unknown = set(experiments) - set(config["experiments"])
     if unknown:
         raise KeyError(f"no experiments {sorted(unknown)} in the merged config")
@@ -38,12 +37,36 @@ def complete_config(overlays: list[str | Path], experiments: list[str], repo: Pa
     return config
 
 
+def merged(*overlays: str | Path, repo: Path = REPO) -> dict:
+    """config.yaml with config files merged on top, as Snakemake's `--configfile` does (nothing validated)."""
+    config = yaml.safe_load((repo / "config.yaml").read_text())
+    for path in overlays:
+        merge(config, yaml.safe_load((repo / path).read_text()) or {})
+    return config
+
+
+def validated(config: dict) -> dict:
+    """The config with the schema's defaults filled by Snakemake's own validator, as the Snakefile has it checked."""
+    from snakemake.utils import validate
+
+    from anneuron.config import validate_schema
+
+    return validate_schema(config, SCHEMA, validate)
+
+
+def checked(config: dict, named_experiments: tuple[str, ...] = ()) -> dict:
+    """The whole pre-flight check, as the Snakefile calls it (`named_experiments`: those the configfiles name)."""
+    from snakemake.utils import validate
+
+    from anneuron.config import check
+    from anneuron.demos.specs import DATA_FILES, produced_models
+
+    return check(config, SCHEMA, validate, produced_models, DATA_FILES, named_experiments)
+
+
 def defaults(**sections: dict) -> dict:
     """The schema's defaults (the only source of defaults) for a minimal config, each given section merged in."""
-    from anneuron.config import load_schema, validate_schema
-
-    base = {"models": ["gpt2"], "dataset": "x.parquet"}
-    return validate_schema(merge(base, sections), load_schema(REPO / "workflow/schemas/config.schema.yaml"))
+    return validated(merge({"models": ["gpt2"], "dataset": "x.parquet"}, sections))
 
 
 def experiment_config(exp: dict, **patching):

@@ -76,7 +76,8 @@ def write_token_shards(texts: list[str], folder: Path, n_shards: int, seq_len: i
     from anneuron.tokenizer import gpt2_tokenizer
 
     tok = gpt2_tokenizer()
-    rows = chunk_rows(tokenize_documents(texts, tok), seq_len, chunking, tok.bos_token_id, tok.eos_token_id)
+    rows = chunk_rows(tokenize_documents(texts, tok), seq_len, chunking, tok.bos_token_id, tok.eos_token_id,
+                      max_tokens=None)
     paths = [folder / f"shard-{i}.parquet" for i in range(n_shards)]
     write_shards(rows, paths)
     return paths
@@ -95,7 +96,7 @@ def demo_recorded(demo_dir, ground_truth, tmp_path_factory) -> dict:
     watched = [(t["layer"], t["neuron"]) for t in ground_truth["token_neurons"]]
     watched += [(p["layer"], p["neuron"]) for p in ground_truth["prediction_neurons"]]
     out = dict(shards=shards, tokens=[], topk=[], watched=watched)
-    engine = load_engine(str(demo_dir), device="cpu", dtype="float32")
+    engine = load_engine(str(demo_dir), device="cpu", dtype="float32", engine="auto")
     for i, s in enumerate(shards):
         out["tokens"].append(folder / f"tokens-{i}.parquet")
         out["topk"].append(folder / f"topk-{i}.parquet")

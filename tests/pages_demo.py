@@ -59,9 +59,9 @@ def build_demo_tables(root: Path, demo_dir: Path, demo_congruence: dict, demo_re
     write_parquet(at("curves", dataset=dataset), curves)
     write_parquet(at("predictions", dataset=dataset), predictions)
     build_max_examples(demo_recorded, at("max_examples", dataset=dataset))
-    run_pass(load_engine(str(demo_dir), device="cpu", dtype="float32"), at("max_examples", dataset=dataset),
-             demo_recorded["shards"], at("example_activations", dataset=dataset), tok, window=WINDOW,
-             progress=False)
+    run_pass(load_engine(str(demo_dir), device="cpu", dtype="float32", engine="auto"),
+             at("max_examples", dataset=dataset), demo_recorded["shards"], at("example_activations", dataset=dataset),
+             tok, window=WINDOW, batch_size=8, progress=False)
     # two of the demo's experiments
     for name in EXPERIMENTS:
         exp = dict(cfg["experiments"][name], name=name)

@@ -1,24 +1,16 @@
 import copy
 from pathlib import Path
 
+from configs import SCHEMA, checked, merged, validated
+
 import pytest
 import yaml
 
-from anneuron.config import ConfigError, check, load_schema, resolve_models, seq_len_for, watch_entries
-from anneuron.demos.specs import DATA_FILES, produced_models
+from anneuron.config import ConfigError, load_schema, resolve_models, seq_len_for, watch_entries
+from anneuron.demos.specs import produced_models
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
-
-
-def merged(*files):
-    """config.yaml with config files merged on top, as Snakemake's --configfile does."""
-    from snakemake.utils import update_config
-
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    for f in files:
-        update_config(cfg, yaml.safe_load((REPO / f).read_text()))
-    return cfg
+OVERLAYS = sorted(p.relative_to(REPO) for p in (REPO / "workflow/configs").glob("*.yaml"))
 
 
 @pytest.fixture
@@ -26,19 +18,23 @@ def demo():
     return merged("workflow/configs/demo-planted.yaml")
 
 
+def check(config: dict, *named_experiments: str) -> dict:
+    return checked(config, named_experiments)
+
+
 def test_defaults_and_files_are_valid(demo):
-    cfg = check(demo, SCHEMA, produced_models, DATA_FILES)
+    cfg = check(demo)
     assert cfg["patching"]["joint_k"] == [1, 2, 5, 10, 20, 50]
     assert set(cfg["experiments"]) >= {"an_a", "tall_short", "big_small", "huge_tiny", "an_picked", "though_as"}
     assert all(e["neuron_layers"] == "auto" for e in cfg["experiments"].values())
     assert watch_entries(cfg, "demo-planted")[0] == (2, 892, " an")
     # the real study parses without the network (GPT-2 family hub names use the offline tokenizer)
-    check(merged(), SCHEMA, produced_models, DATA_FILES)
-    assert watch_entries(check(merged(), SCHEMA, produced_models, DATA_FILES), "gpt2-large")[0] == (31, 892, " an")
+    check(merged())
+    assert watch_entries(check(merged()), "gpt2-large")[0] == (31, 892, " an")
 
 
 def test_seq_len_auto_and_cap(demo):
-    cfg = check(demo, SCHEMA, produced_models, DATA_FILES)
+    cfg = check(demo)
     demo_spec = resolve_models(cfg, produced_models)["demo-planted"]
     assert seq_len_for(cfg, [demo_spec]) == 128
     cfg["data"]["seq_len"] = "auto"
@@ -49,16 +45,19 @@ def test_seq_len_auto_and_cap(demo):
 def test_the_pinned_revision_reaches_the_model_spec():
     """`revisions:` is read once, into the ModelSpec: the fetch rule takes it from there (and records the commit it
     resolved to in fetched.json, which provenance reads)."""
-    cfg = check(dict(merged(), revisions={"gpt2-large": "a1b2c3d"}), SCHEMA, produced_models, DATA_FILES)
+    cfg = check(dict(merged(), revisions={"gpt2-large": "a1b2c3d"}))
     assert resolve_models(cfg)["gpt2-large"].revision == "a1b2c3d"
-    assert resolve_models(check(merged(), SCHEMA, produced_models, DATA_FILES))["gpt2-large"].revision is None
+    assert resolve_models(check(merged()))["gpt2-large"].revision is None
 
 
 @pytest.mark.parametrize(
     "edit, message",
     [
         (lambda c: c.update(bogus=1), "unknown key bogus"),
-        (lambda c: c["data"].update(seq_len=0), "data.seq_len"),
+        (lambda c: c["data"].update(seq_len=0), "data.seq_len: 0 must be 'auto' or an integer >= 2"),
+        (lambda c: c["data"].update(shards=0), "data.shards: 0 must be 'auto' or an integer >= 1"),
+        (lambda c: c["data"].update(max_docs=0), "data.max_docs: 0 must be null or an integer >= 1"),
+        (lambda c: c.update(data=5), "data: 5 is not of type 'object'"),
         (lambda c: c["data"].update(seq_len=4096), "data.seq_len 4096 exceeds the context"),
         (lambda c: c["record"].update(batch_size="8"), "record.batch_size"),
         (lambda c: c["curves"].update(bin_width=-0.1), "curves.bin_width"),
@@ -86,19 +85,55 @@ def test_errors_are_one_line_naming_the_key(demo, edit, message):
     cfg = copy.deepcopy(demo)
     edit(cfg)
     with pytest.raises(ConfigError) as e:
-        check(cfg, SCHEMA, produced_models, DATA_FILES)
+        check(cfg)
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-def test_experiments_defaults_false_drops_the_unchanged_defaults(demo):
-    defaults = yaml.safe_load((REPO / "config.yaml").read_text())["experiments"]
-    cfg = check(dict(demo, experiments_defaults=False), SCHEMA, produced_models, DATA_FILES, defaults)
+def test_experiments_defaults_false_keeps_only_the_experiments_a_configfile_names(demo):
+    """The Snakefile names the experiments of Snakemake's overlay (the configfiles and --config): config.yaml's own
+    are dropped unless a configfile names them, e.g. to change their layers."""
+    demo_names = tuple(yaml.safe_load((REPO / "workflow/configs/demo-planted.yaml").read_text())["experiments"])
+    cfg = check(dict(demo, experiments_defaults=False), *demo_names)
     assert set(cfg["experiments"]) == {"an_picked", "though_even", "though_as", "off_turned", "slash_km"}
     paper = merged("workflow/configs/paper.yaml")
     paper["experiments_defaults"] = False
     paper["experiments"]["my_pair"] = dict(clean="John is tall. Mary is", corrupted="John is short. Mary is",
                                            answer=" short", wrong=" tall")
-    kept = check(paper, SCHEMA, produced_models, DATA_FILES, defaults)["experiments"]
-    # paper.yaml changed all four defaults (their patched layers): they stay, with the study's own
-    assert set(kept) == {"an_a", "tall_short", "big_small", "huge_tiny", "my_pair"}
-    assert set(check(demo, SCHEMA, produced_models, DATA_FILES, defaults)["experiments"]) >= set(defaults)
+    named = (*yaml.safe_load((REPO / "workflow/configs/paper.yaml").read_text())["experiments"], "my_pair")
+    # paper.yaml names all four defaults (to change their patched layers): they stay, with the study's own
+    assert set(check(paper, *named)["experiments"]) == {"an_a", "tall_short", "big_small", "huge_tiny", "my_pair"}
+    defaults = yaml.safe_load((REPO / "config.yaml").read_text())["experiments"]
+    assert set(check(demo, *demo_names)["experiments"]) >= set(defaults)
+
+
+def _defaults_landed(schema: dict, given: dict, filled: dict, where: str = "") -> int:
+    """Checks that every key `schema` has a default for holds it in `filled` wherever `given` (the config before
+    validation) leaves it out, at every level (the sections, their keys, each experiment's); returns how many keys
+    it checked. The reference: the schema read directly, not through a validator."""
+    n = 0
+    for key, sub in schema.get("properties", {}).items():
+        path = f"{where}{key}"
+        if key not in given:
+            assert key in filled or "default" not in sub, f"{path}: its default did not land"
+            if key not in filled:
+                continue
+            if not isinstance(sub.get("default"), dict):
+                assert filled[key] == sub["default"], (path, filled[key], sub["default"])
+        n += 1
+        if "properties" in sub or isinstance(sub.get("additionalProperties"), dict):
+            n += _defaults_landed(sub, given.get(key, {}), filled[key], f"{path}.")
+    entry = schema.get("additionalProperties")
+    if isinstance(entry, dict) and "properties" in entry:  # e.g. each experiment
+        for key in set(filled) - set(schema.get("properties", {})):
+            n += _defaults_landed(entry, given.get(key, {}), filled[key], f"{where}{key}.")
+    return n
+
+
+@pytest.mark.parametrize("overlay", [None, *OVERLAYS], ids=str)
+def test_every_schema_default_lands(overlay):
+    """Snakemake's validator fills a nested default only where the schema has a `default` at every level above it:
+    config.yaml with each shipped configfile, and a minimal config, get every default the schema holds."""
+    schema = load_schema(SCHEMA)
+    for given in (merged(*([overlay] if overlay else [])), {"models": ["gpt2"], "dataset": "x.parquet"}):
+        filled = validated(given)
+        assert _defaults_landed(schema, given, filled) >= 75  # every key of every section (and experiment)

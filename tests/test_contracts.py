@@ -98,7 +98,7 @@ def test_every_table_and_column_is_documented():
 
 def _schema_keys(node: dict, root: dict, prefix: str = "") -> list[str]:
     if "$ref" in node:
-        node = root["definitions"][node["$ref"].rsplit("/", 1)[1]]
+        node = root["$defs"][node["$ref"].rsplit("/", 1)[1]]
     keys = []
     for name, sub in node.get("properties", {}).items():
         dotted = f"{prefix}{name}"

@@ -7,10 +7,12 @@ from anneuron.data import DataError, chunk_rows, iter_documents, read_shard_rows
 
 BOS = EOS = 0
 DOCS = [[1, 2, 3], [4, 5], [], [6, 7, 8, 9, 10]]
+ALL_TEXTS = dict(text_column="text", split="train", max_docs=None)  # every document's `text`
 
 
-def rows(*args, **kw):
-    return [(r.tokens, r.docs, r.next_after) for r in chunk_rows(DOCS, *args, bos=BOS, eos=EOS, **kw)]
+def rows(*args, max_tokens=None):
+    return [(r.tokens, r.docs, r.next_after)
+            for r in chunk_rows(DOCS, *args, bos=BOS, eos=EOS, max_tokens=max_tokens)]
 
 
 def test_concat_exact_rows():
@@ -53,7 +55,8 @@ def test_shards_lose_no_token(tmp_path, n_shards):
     write_demo_corpus(corpus, n_docs=20, seed=3)
     tok = gpt2_tokenizer()
     paths = [tmp_path / f"shard-{i}.parquet" for i in range(n_shards)]
-    stats = tokenize_dataset(str(corpus), tok, paths, seq_len=32, manifest=tmp_path / "m.json")
+    stats = tokenize_dataset(str(corpus), tok, paths, seq_len=32, chunking="concat", max_tokens=None, **ALL_TEXTS,
+                             manifest=tmp_path / "m.json")
     assert json.loads((tmp_path / "m.json").read_text())["rows"] == stats["rows"]
     got = {}
     for i, p in enumerate(paths):
@@ -64,7 +67,7 @@ def test_shards_lose_no_token(tmp_path, n_shards):
             got[c] = r
     assert sorted(got) == list(range(stats["rows"]))
     stream = [t for c in sorted(got) for t in got[c].tokens[1:]]
-    docs = tok(list(iter_documents(str(corpus))), add_special_tokens=False)["input_ids"]
+    docs = tok(list(iter_documents(str(corpus), **ALL_TEXTS)), add_special_tokens=False)["input_ids"]
     want = [t for i, d in enumerate(docs) for t in ([tok.eos_token_id] if i else []) + d]
     assert stream == want
     assert all(len(r.tokens) <= 32 and r.tokens[0] == tok.bos_token_id for r in got.values())
@@ -73,9 +76,9 @@ def test_shards_lose_no_token(tmp_path, n_shards):
 def test_jsonl_and_missing(tmp_path):
     f = tmp_path / "d.jsonl"
     f.write_text(json.dumps({"text": "a b"}) + "\n" + json.dumps({"text": "c"}) + "\n")
-    assert list(iter_documents(str(f))) == ["a b", "c"]
-    assert list(iter_documents(str(f), max_docs=1)) == ["a b"]
+    assert list(iter_documents(str(f), **ALL_TEXTS)) == ["a b", "c"]
+    assert list(iter_documents(str(f), **dict(ALL_TEXTS, max_docs=1))) == ["a b"]
     with pytest.raises(DataError, match="no key"):
-        list(iter_documents(str(f), text_column="body"))
+        list(iter_documents(str(f), **dict(ALL_TEXTS, text_column="body")))
     with pytest.raises(DataError, match="no such file"):
-        list(iter_documents(str(tmp_path / "nope.parquet")))
+        list(iter_documents(str(tmp_path / "nope.parquet"), **ALL_TEXTS))

@@ -1,6 +1,7 @@
 """`snakemake -n` parses, validates and plans the demo DAG offline; a bad config fails before any job."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,3 +37,11 @@ def test_bad_config_fails_with_one_line():
     assert lines == ["anneuron: config: unknown key bogus_key (known: classes, congruence, curves, data, dataset, "
                      "demo, device, dtype, experiments, experiments_defaults, fetch, gpus, models, patching, record, "
                      "revisions, seed, watch)"]
+
+
+def test_experiments_defaults_false_keeps_the_experiments_the_configfile_names():
+    """rehearsal.yaml (`experiments_defaults: false`) names an_a and tall_short: the Snakefile reads which from
+    Snakemake's overlay, so config.yaml's big_small and huge_tiny get no job."""
+    r = dry_run("--configfile", "workflow/configs/rehearsal.yaml", "--forceall")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert set(re.findall(r"exp=([A-Za-z0-9_.-]+)", r.stdout + r.stderr)) == {"an_a", "tall_short"}

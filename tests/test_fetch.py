@@ -57,7 +57,8 @@ def test_a_fetched_dataset_is_read_file_by_file(tmp_path):
     F.fetch("someone/corpus", "dataset", out, revision="v1", patterns=F.dataset_patterns(None, ["data/train-*"]),
             download=download, resolve_commit=commit)
     assert F.fetched(out)["commit"] == "v1" and not (out / "README.md").exists()
-    assert list(iter_documents(str(out))) == [f"doc {i}-{j}" for i in range(2) for j in range(3)]
+    texts = iter_documents(str(out), text_column="text", split="train", max_docs=None)
+    assert list(texts) == [f"doc {i}-{j}" for i in range(2) for j in range(3)]
 
 
 def test_a_failed_fetch_is_one_line_and_leaves_nothing(tmp_path):

@@ -9,6 +9,7 @@ import os
 import struct
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -191,12 +192,12 @@ def test_dataset_file_named(tmp_path):
     pq.write_table(pa.table({"text": ["a b c"] * 50}), p)
     truncate(p)
     with pytest.raises(UnreadableFileError) as e:
-        list(iter_documents(str(p)))
+        list(iter_documents(str(p), text_column="text", split="train", max_docs=None))
     one_line(e.value, p)
     j = tmp_path / "corpus.jsonl"
     j.write_text('{"text": "a"}\n{"text": "b", "x\n')
     with pytest.raises(DataError, match=r"corpus.jsonl: line 2 is not JSON") as e:
-        list(iter_documents(str(j)))
+        list(iter_documents(str(j), text_column="text", split="train", max_docs=None))
     assert str(e.value).startswith("anneuron: dataset ")
 
 
@@ -328,9 +329,9 @@ def test_the_loaders_name_a_truncated_download(tiny_dir, tmp_path):
     weights = folder / "model.safetensors"
     size = weights.stat().st_size
     truncate(weights)
-    for load in (load_model, load_engine):
+    for load in (load_model, partial(load_engine, engine="auto")):
         with pytest.raises(InputError) as e:
-            load(str(folder), device="cpu")
+            load(str(folder), device="cpu", dtype="float32")
         assert failure_line(e.value, "congruence") == (
             f"anneuron: congruence: {weights} is truncated or corrupted ({size // 2:,} bytes where its header "
             f"describes {size:,}; an interrupted download?): delete {folder} and rerun (or fetch it again)")

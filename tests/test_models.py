@@ -82,8 +82,8 @@ def test_hand_processing_folds_a_square_mlp(tmp_path):
     from conftest import build_random_gpt2
 
     folder = build_random_gpt2(tmp_path / "sq", n_layer=2, d_model=64, d_mlp=64, seed=5)
-    raw = M.load_model(str(folder), device="cpu", processed=False)
-    proc = M.load_model(str(folder), device="cpu")
+    raw = M.load_model(str(folder), device="cpu", dtype="float32", processed=False)
+    proc = M.load_model(str(folder), device="cpu", dtype="float32")
     toks = raw.to_tokens("An apple a day keeps the doctor away.")
     with torch.no_grad():
         (lr, cr), (lp, cp) = (m.run_with_cache(toks, names_filter=lambda n: n.endswith("hook_post"))
@@ -106,23 +106,22 @@ def test_folder_without_tokenizer_is_refused(tiny_dir, tmp_path):
     hf = GPT2LMHeadModel.from_pretrained(tiny_dir)
     hf.save_pretrained(tmp_path / "no-tok")
     with pytest.raises(M.ModelError, match="no tokenizer files"):
-        M.load_model(str(tmp_path / "no-tok"), device="cpu")
+        M.load_model(str(tmp_path / "no-tok"), device="cpu", dtype="float32")
 
 
 def test_missing_folder_and_offline_hub_are_one_line(monkeypatch):
     with pytest.raises(M.ModelError, match="does not exist"):
-        M.load_model("./no/such/folder", device="cpu")
+        M.load_model("./no/such/folder", device="cpu", dtype="float32")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(M.ModelError) as e:
-        M.load_model("gpt2-large", device="cpu")
+        M.load_model("gpt2-large", device="cpu", dtype="float32")
     msg = str(e.value)
     assert "\n" not in msg and "gpt2-large" in msg and "hub" in msg and "folder" in msg
 
 
 def test_device_and_dtype():
-    """float32 unless asked, on every device; no `auto` (it meant bf16 on CUDA)."""
+    """The same dtype on every device; no `auto` (it meant bf16 on CUDA)."""
     assert M.resolve_device("cpu") == "cpu"
-    assert M.resolve_dtype() == torch.float32
     assert [M.resolve_dtype(d) for d in ("float32", "bfloat16", "float16")] == [torch.float32, torch.bfloat16,
                                                                                  torch.float16]
     assert M.resolve_dtype(torch.bfloat16) == torch.bfloat16

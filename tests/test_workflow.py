@@ -171,6 +171,8 @@ def plans(run_dir) -> dict[str, list[dict]]:
         "prompt": {"experiments": {"though_even": {"clean": "He went out in the rain even",
                                                    "corrupted": "He went out in the rain today"}}},
         "model": {"demo": {"seed": 1}},
+        "kurtosis": {"classes": {"kurtosis": 3.0}},
+        "window": {"record": {"window": 12}},
     }
     base = {"configfiles": [RUN_CONFIG], "replace_workflow_config": True}
     spec = {"unchanged": base, "everything": dict(base, forceall=True)}
@@ -257,6 +259,25 @@ def test_standouts_make_the_dataset_pass_wait_for_the_experiments(plans):
                     assert {f"results/{model}/experiments/{e}/{table}" for e in EXPERIMENTS} <= set(j["inputs"])
             if j["rule"] in ("record", "curves") and of_model(j["outputs"], model):
                 assert f"results/{model}/{DATASET}/watched.parquet" in j["inputs"]
+
+
+@pytest.mark.slow
+def test_class_thresholds_rerun_the_classes_and_the_weights_figures(plans):
+    """classes.kurtosis reaches weights_figures through its typed config (the classes figure draws the thresholds)
+    as well as neuron_classes; then what reads neurons.parquet (the pages, the paper check), nothing else."""
+    jobs = plans["kurtosis"]
+    assert rules(jobs) <= {"neuron_classes", "weights_figures", "pages", "paper_check"}, rules(jobs)
+    for model in MODELS:
+        assert {"neuron_classes", "weights_figures"} <= rules(jobs, model), model
+
+
+@pytest.mark.slow
+def test_the_example_window_reruns_the_examples_not_the_recording(plans):
+    """record.window is max_examples' and the example pass's (their typed configs), not record's."""
+    jobs = plans["window"]
+    assert rules(jobs) <= {"max_examples", "example_activations", "pages"}, rules(jobs)
+    for model in MODELS:
+        assert {"max_examples", "example_activations"} <= rules(jobs, model), model
 
 
 @pytest.mark.slow

@@ -104,9 +104,10 @@ def main(argv: list[str]) -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+    from anneuron.contracts import record_schema
     from anneuron.dataset.engines import BridgeEngine, load_engine
     from anneuron.dataset.max_examples import TopKTracker
-    from anneuron.dataset.record import Recorder, _to_table, token_schema, token_writer
+    from anneuron.dataset.record import Recorder, _to_table, token_writer
     from anneuron.models import load_model
 
     d_mlp = args.d_mlp
@@ -124,8 +125,8 @@ def main(argv: list[str]) -> None:
         watched = sorted((int(f) // d_mlp, int(f) % d_mlp) for f in flat)
         rows = corpus_rows((1 + args.rounds) * args.batch, args.seq_len, args.mean_doc)
         batches = [rows[i * args.batch:(i + 1) * args.batch] for i in range(1 + args.rounds)]
-        schema = token_schema(watched)
-        rec = Recorder(engine, watched, args.top_k)
+        schema = record_schema(watched, pred_post=False, pred_topk=0)  # the plain token table, no extra columns
+        rec = Recorder(engine, watched, top_k=args.top_k, pred_post=False, pred_topk=0)
 
         def bare(b, eng=engine) -> float:
             toks = torch.tensor([r.tokens for _, r in b])

@@ -37,7 +37,7 @@ READOUTS = {"logits": "pred", "post": "pred_post"}  # curves.readout -> the toke
 POST_BIN_WIDTH = 0.2  # the post's binning is int(5 · round(a, 1)): width 0.2, fixed
 
 
-def bin_index(values: np.ndarray, bin_width: float, binning: str = "floor") -> np.ndarray:
+def bin_index(values: np.ndarray, bin_width: float, *, binning: str) -> np.ndarray:
     """The bin of each activation: `floor`: k with value in [k·w, (k+1)·w); `post`: int(5 · round(a, 1)).
 
     `post` in float64 equals Python's int(5 * round(float(a), 1)) exactly for float32 activations: a·10 is exact in
@@ -49,7 +49,7 @@ def bin_index(values: np.ndarray, bin_width: float, binning: str = "floor") -> n
     return np.floor(a / bin_width).astype(np.int64)
 
 
-def bin_bounds(k: int, bin_width: float, binning: str = "floor") -> tuple[float, float]:
+def bin_bounds(k: int, bin_width: float, *, binning: str) -> tuple[float, float]:
     """The activation interval of bin k (for `post`, the exact interval that rounds into it; see the docstring)."""
     if binning == "post":
         if k == 0:
@@ -114,16 +114,16 @@ def summarize(token_paths: list[str | Path], watched: list[Watched], bin_width: 
             for w in watched:
                 a = batch.column(w.name).to_numpy(zero_copy_only=False)[curve_rows]
                 ok = np.isfinite(a)
-                bins[w.name].add(bin_index(a[ok], bin_width, binning), (hit_pred == w.token_id)[ok])
+                bins[w.name].add(bin_index(a[ok], bin_width, binning=binning), (hit_pred == w.token_id)[ok])
             bar.update(batch.num_rows)
     bar.close()
     min_count = 0 if binning == "post" else min_count  # the post drew every bin
-    return curves_table(watched, bins, bin_width, min_count, binning), predictions_table(
+    return curves_table(watched, bins, bin_width, min_count, binning=binning), predictions_table(
         predicted, occurred, predicted_post if has_post else None, tokenizer)
 
 
-def curves_table(watched: list[Watched], bins: dict[str, _Bins], bin_width: float, min_count: int,
-                 binning: str = "floor") -> pa.Table:
+def curves_table(watched: list[Watched], bins: dict[str, _Bins], bin_width: float, min_count: int, *,
+                 binning: str) -> pa.Table:
     cols: dict[str, list] = {f.name: [] for f in CURVES_SCHEMA}
     for w in watched:
         b = bins[w.name]
@@ -131,7 +131,7 @@ def curves_table(watched: list[Watched], bins: dict[str, _Bins], bin_width: floa
             continue
         for k in range(min(b.count), max(b.count) + 1):
             count, hits = b.count.get(k, 0), b.hits.get(k, 0)
-            lo, hi = bin_bounds(k, bin_width, binning)
+            lo, hi = bin_bounds(k, bin_width, binning=binning)
             proportion = hits / count if count >= max(min_count, 1) else None
             for name, v in (("layer", w.layer), ("neuron", w.neuron), ("token_id", w.token_id),
                             ("token_str", w.token_str), ("bin_lo", lo), ("bin_hi", hi),

@@ -146,8 +146,7 @@ def as_engine(model) -> Engine:
     return BridgeEngine(model)
 
 
-def load_engine(model: ModelSpec | str, device: str = "auto", dtype: str | torch.dtype = "float32",
-                engine: str = "auto") -> Engine:
+def load_engine(model: ModelSpec | str, *, device: str, dtype: str | torch.dtype, engine: str) -> Engine:
     """`auto`: the Hugging Face engine for the families anneuron.architecture knows (GPT-2, Llama), the bridge
     otherwise. The weights are loaded in float32; `bfloat16` / `float16` then cast the body only
     (anneuron.models.cast_body: the final norm, unembedding and W_E stay float32)."""

@@ -43,7 +43,7 @@ def _neuron(curves: pl.DataFrame, layer: int, neuron: int) -> pl.DataFrame:
 
 
 def curve_figure(c: pl.DataFrame, predicted: int | None, occurred: int | None, min_count: int,
-                 counts_label: str = "predicted", readout: str = "logits", binning: str = "floor"):
+                 counts_label: str = "predicted", *, readout: str, binning: str):
     """One neuron: proportion of top predictions = its token vs activation (top), positions per bin (bottom)."""
     style()
     layer, neuron, token = c["layer"][0], c["neuron"][0], c["token_str"][0]
@@ -80,8 +80,7 @@ def curve_figure(c: pl.DataFrame, predicted: int | None, occurred: int | None, m
     return fig
 
 
-def top_pairs_figure(curves: pl.DataFrame, pairs: pl.DataFrame, n: int = 5, readout: str = "logits",
-                     binning: str = "floor"):
+def top_pairs_figure(curves: pl.DataFrame, pairs: pl.DataFrame, n: int = 5, *, readout: str, binning: str):
     """The top-n watched pairs (by rank) on one axis: each neuron's proportion curve for its paired token."""
     style()
     fig, ax = plt.subplots(figsize=(7.0, 4.4))
@@ -148,9 +147,9 @@ def dataset_figures(curves: pl.DataFrame, predictions: pl.DataFrame, pairs: pl.D
             c = _neuron(curves, layer, neuron)
             r = by_id.get(c["token_id"][0])
             fig = curve_figure(c, r[pcol] if r else None, r["occurred"] if r else None, min_count,
-                               "predicted (pred_post)" if post else "predicted", readout, binning)
+                               "predicted (pred_post)" if post else "predicted", readout=readout, binning=binning)
             save_figure(fig, Path(tmp) / neuron_name(layer, neuron))
         empty = pl.DataFrame(schema={"rank": pl.Int64, "layer": pl.Int64, "neuron": pl.Int64})
-        save_figure(top_pairs_figure(curves, pairs if pairs is not None else empty, top_n, readout, binning),
-                    Path(tmp) / "top_pairs")
+        save_figure(top_pairs_figure(curves, pairs if pairs is not None else empty, top_n, readout=readout,
+                                     binning=binning), Path(tmp) / "top_pairs")
     save_figure(histogram_figure(curves), hist_stem)

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from anneuron.contracts import SHARD
+from anneuron.contracts import SHARD, record_schema
 from anneuron.data import Row
 from anneuron.dataset.engines import as_engine
 from anneuron.dataset.max_examples import BatchIndex, TopKTracker
@@ -39,23 +39,6 @@ from anneuron.dataset.watch import neuron_name
 from anneuron.io import PAGE_CHECKSUMS, atomic_path, iter_parquet, open_parquet, reading
 
 log = logging.getLogger(__name__)
-
-BASE_FIELDS = [
-    ("chunk", pa.int64()), ("pos", pa.int32()), ("doc", pa.int32()), ("token", pa.int32()),
-    ("next_token", pa.int32()), ("pred", pa.int32()), ("pred_prob", pa.float32()),
-]
-
-
-def token_schema(watched: list[tuple[int, int]], pred_post: bool = False, pred_topk: int = 0) -> pa.Schema:
-    """Columns of results/{model}/{dataset}/tokens/shard-{i}.parquet (docs/contracts.md), in a fixed order."""
-    fields = list(BASE_FIELDS)
-    if pred_post:
-        fields.append(("pred_post", pa.int32()))
-    if pred_topk:
-        fields.append(("topk", pa.list_(pa.int32())))
-    fields += [(neuron_name(layer, n), pa.float32()) for layer, n in watched]
-    return pa.schema(fields)
-
 
 def token_writer(path: str | Path, schema: pa.Schema) -> pq.ParquetWriter:
     """A writer of token tables without dictionary encoding: the activation and probability columns are
@@ -97,8 +80,7 @@ class Recorder:
     and, for `pred_post`, the final norm's normalized residual. `model`: a TransformerBridge, a Hugging Face
     GPT-2 or Llama, or an engine (anneuron.dataset.engines). Use as a context manager around the batches."""
 
-    def __init__(self, model, watched: list[tuple[int, int]], top_k: int = 20, pred_post: bool = False,
-                 pred_topk: int = 0):
+    def __init__(self, model, watched: list[tuple[int, int]], *, top_k: int, pred_post: bool, pred_topk: int):
         self.engine = as_engine(model)
         self.n_layers, self.d_mlp = self.engine.n_layers, self.engine.d_mlp
         for layer, n in watched:
@@ -214,7 +196,7 @@ def record_shard(model, shard_path: str | Path, tokens_out: str | Path, topk_out
 
     watched: (layer, neuron) in column order. Returns counts and speed.
     """
-    schema = token_schema(watched, pred_post, pred_topk)
+    schema = record_schema(watched, pred_post=pred_post, pred_topk=pred_topk)
     for p in (tokens_out, topk_out):
         clean_stale_temps(p)
     n_rows, n_tokens = shard_size(shard_path)
@@ -224,7 +206,7 @@ def record_shard(model, shard_path: str | Path, tokens_out: str | Path, topk_out
                mininterval=2, disable=not progress)
     last_chunk = -1
     with atomic_path(tokens_out) as tmp, token_writer(tmp, schema) as writer, \
-            Recorder(model, watched, top_k, pred_post, pred_topk) as rec:
+            Recorder(model, watched, top_k=top_k, pred_post=pred_post, pred_topk=pred_topk) as rec:
         buf: list[tuple[int, Row]] = []
 
         def flush() -> None:

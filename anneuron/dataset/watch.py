@@ -37,8 +37,8 @@ class Watched:
         return neuron_name(self.layer, self.neuron)
 
 
-def watch_list(pairs_path: str | Path | None, entries: list[tuple[int, int, str | None]], top_pairs: int,
-               tokenizer=None, standouts: list[tuple[int, int, str]] = (), n_standouts: int = 0) -> list[Watched]:
+def watch_list(pairs_path: str | Path | None, entries: list[tuple[int, int, str | None]], top_pairs: int, *,
+               n_standouts: int, standouts: list[tuple[int, int, str]] = (), tokenizer=None) -> list[Watched]:
     """The watched neurons, in column order.
 
     `entries` are (layer, neuron, token string or None) from anneuron.config.watch_entries; `standouts` come from

@@ -57,7 +57,7 @@ def top1_agreement(result: TrainResult, full: GPT2LMHeadModel, texts: list[str])
     return float((small_top == full_top).float().mean())
 
 
-def build_emergent_model(train_path: str | Path, out_dir: str | Path, cfg: TrainConfig, probe_seed: int = 10_000,
+def build_emergent_model(train_path: str | Path, out_dir: str | Path, cfg: TrainConfig, *, probe_seed: int,
                          n_probes: int = 400, progress: bool = True) -> dict:
     """Train on the corpus at `train_path` (Parquet, `text`), check the article rule, save model + tokenizer +
     training.json into `out_dir`; returns the record."""

@@ -118,19 +118,19 @@ def document(r: random.Random, sentences: tuple[int, int] = (4, 9), predictable:
     return " ".join(out)
 
 
-def documents(n_docs: int, seed: int = 0) -> list[str]:
+def documents(n_docs: int, *, seed: int) -> list[str]:
     r = random.Random(seed)
     return [document(r) for _ in range(n_docs)]
 
 
-def probes(n: int, seed: int = 0) -> list[Probe]:
+def probes(n: int, *, seed: int) -> list[Probe]:
     """Prefixes ending right before a predictable article (what the model must get right)."""
     r = random.Random(seed)
     return [_predictable(r)[1] for _ in range(n)]
 
 
-def write_corpus(path: str | Path, n_docs: int, seed: int = 0) -> None:
+def write_corpus(path: str | Path, *, n_docs: int, seed: int) -> None:
     """A Parquet file with one `text` column, written atomically; identical bytes for the same seed."""
-    table = pa.table({"text": documents(n_docs, seed)})
+    table = pa.table({"text": documents(n_docs, seed=seed)})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)

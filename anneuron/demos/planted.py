@@ -108,7 +108,7 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def build_planted_model(seed: int = 0) -> tuple[GPT2LMHeadModel, GroundTruth]:
+def build_planted_model(*, seed: int) -> tuple[GPT2LMHeadModel, GroundTruth]:
     """Random GPT-2 (tied embeddings, randomised LayerNorms so folding matters) with the planted neurons."""
     tok = gpt2_tokenizer()
     cfg = GPT2Config(
@@ -185,9 +185,9 @@ def _calibrate_inputs(model: GPT2LMHeadModel, planted: list[tuple[TokenNeuron, l
             block.mlp.c_fc.bias[tn.neuron] = -a * float(w_in @ base) - THRESHOLD
 
 
-def write_planted_model(out_dir: str | Path, seed: int = 0) -> GroundTruth:
+def write_planted_model(out_dir: str | Path, *, seed: int) -> GroundTruth:
     """Build and save model, tokenizer and ground_truth.json atomically; identical bytes for the same seed."""
-    model, truth = build_planted_model(seed)
+    model, truth = build_planted_model(seed=seed)
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         gpt2_tokenizer().save_pretrained(tmp)
@@ -235,16 +235,16 @@ def _sentence(r: random.Random) -> str:
     return f"{n} and {m} walked to the {r.choice(_PLACES)} to see the {r.choice(_ANIMALS)}."
 
 
-def demo_documents(n_docs: int, seed: int = 0, sentences: tuple[int, int] = (8, 20)) -> list[str]:
+def demo_documents(n_docs: int, *, seed: int, sentences: tuple[int, int] = (8, 20)) -> list[str]:
     r = random.Random(seed)
     return [" ".join(_sentence(r) for _ in range(r.randint(*sentences))) for _ in range(n_docs)]
 
 
-def write_demo_corpus(path: str | Path, n_docs: int = 1500, seed: int = 0) -> None:
+def write_demo_corpus(path: str | Path, *, n_docs: int, seed: int) -> None:
     """A Parquet file with a `text` column (~14 sentences x ~13 tokens per document)."""
     from anneuron.io import atomic_path
 
-    table = pa.table({"text": demo_documents(n_docs, seed)})
+    table = pa.table({"text": demo_documents(n_docs, seed=seed)})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 

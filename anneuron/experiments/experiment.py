@@ -84,7 +84,7 @@ def joint_rows(model: P.SuffixModel, runs: P.PairRuns, layer: int, exact: torch.
     for side, order in (("answer", torch.argsort(exact, descending=True, stable=True)),
                         ("wrong", torch.argsort(exact, stable=True))):
         groups = [order[:k].tolist() for k in ks]
-        scores = P.joint_scores(model, runs, layer, groups, batch_size)
+        scores = P.joint_scores(model, runs, layer, groups, batch_size=batch_size)
         rows += [dict(layer=layer, side=side, k=k, score=float(s)) for k, s in zip(ks, scores)]
     return rows
 
@@ -92,7 +92,7 @@ def joint_rows(model: P.SuffixModel, runs: P.PairRuns, layer: int, exact: torch.
 def run_experiment(bridge, exp: ExperimentConfig) -> ExperimentResult:
     """Everything of one experiment."""
     t0 = time.perf_counter()
-    cfg = exp.patching_config
+    cfg = exp.patching
     pair = make_pair(bridge, exp.clean, exp.corrupted, exp.answer, exp.wrong)
     runs = P.run_pair(bridge, pair)
     gap = runs.ld_clean - runs.ld_corrupted
@@ -124,7 +124,7 @@ def run_experiment(bridge, exp: ExperimentConfig) -> ExperimentResult:
 
     layer_rows, by_component = [], {}
     for component in P.COMPONENTS:
-        scores = P.layer_position_scores(model, runs, component, cfg.batch_size)
+        scores = P.layer_position_scores(model, runs, component, batch_size=cfg.batch_size)
         by_component[component] = scores
         layer_rows += [dict(component=component, layer=l, pos=p, token_str=clean_str[p], score=float(scores[l, p]))
                        for l in range(n_layers) for p in range(pair.n_pos)]
@@ -140,7 +140,7 @@ def run_experiment(bridge, exp: ExperimentConfig) -> ExperimentResult:
     extra = [int(i) for i in top if int(i) // d_mlp not in chosen]
     for layer in sorted({i // d_mlp for i in extra}):
         neurons = [i % d_mlp for i in extra if i // d_mlp == layer]
-        exact[layer, neurons] = P.neuron_scores(model, runs, layer, neurons, cfg.batch_size)
+        exact[layer, neurons] = P.neuron_scores(model, runs, layer, neurons, batch_size=cfg.batch_size)
     t_neurons = time.perf_counter()
 
     score = torch.where(exact.isnan(), attribution, exact)

@@ -384,7 +384,8 @@ def patched_logit_diff(
     point: Point,
     n: int,
     delta: Callable[[slice], Float[Tensor, "b S d_model"]],
-    batch_size: int = 64,
+    *,
+    batch_size: int,
     desc: str | None = None,
 ) -> Float[Tensor, "n"]:
     """THE engine: LD of n patched copies of the corrupted prompt, copy i having `delta(slice)[i]` added to its
@@ -401,7 +402,7 @@ def patched_logit_diff(
 # --- what to add: the named patching methods ----------------------------------------------------------------------
 
 def layer_position_scores(
-    model: SuffixModel, runs: PairRuns, component: str, batch_size: int = 64
+    model: SuffixModel, runs: PairRuns, component: str, *, batch_size: int
 ) -> Float[Tensor, "L T"]:
     """Patch `component` (resid_pre/attn_out/mlp_out) at each (layer, position) with its clean value. Positions
     before the first difference are identical in both runs and score 0."""
@@ -416,7 +417,7 @@ def layer_position_scores(
             d[torch.arange(len(pos), device=diff.device), pos] = diff[layer, pos]
             return d
 
-        ld = patched_logit_diff(model, layer, COMPONENTS[component], s, delta, batch_size)
+        ld = patched_logit_diff(model, layer, COMPONENTS[component], s, delta, batch_size=batch_size)
         scores[layer, start:] = runs.score(ld).cpu()
     return scores
 
@@ -437,7 +438,8 @@ def neuron_scores(
     runs: PairRuns,
     layer: int,
     neurons: Sequence[int] | Tensor | None = None,
-    batch_size: int = 64,
+    *,
+    batch_size: int,
 ) -> Float[Tensor, "n"]:
     """Exact patch score of each neuron (default: all of the layer): its hook_post at every position set to its
     clean value. Neurons whose clean and corrupted activations are equal score exactly 0 and are not run."""
@@ -449,13 +451,13 @@ def neuron_scores(
     w_out = model.w_out(layer)
 
     ld = patched_logit_diff(model, layer, "post", len(todo), lambda sl: _neuron_deltas(d_act, w_out, todo[sl]),
-                            batch_size, desc=f"neurons L{layer}")
+                            batch_size=batch_size, desc=f"neurons L{layer}")
     scores[moved] = runs.score(ld).cpu()
     return scores
 
 
 def joint_scores(
-    model: SuffixModel, runs: PairRuns, layer: int, groups: Sequence[Sequence[int]], batch_size: int = 64
+    model: SuffixModel, runs: PairRuns, layer: int, groups: Sequence[Sequence[int]], *, batch_size: int
 ) -> Float[Tensor, "n_groups"]:
     """Patch score of each group of neurons of one layer patched together (every position, clean values)."""
     d_act = neuron_delta(runs, layer, model.start)
@@ -468,7 +470,7 @@ def joint_scores(
             out.append(d_act[:, idx] @ w_out[idx])  # [S, d_model]
         return torch.stack(out)
 
-    return runs.score(patched_logit_diff(model, layer, "post", len(groups), delta, batch_size)).cpu()
+    return runs.score(patched_logit_diff(model, layer, "post", len(groups), delta, batch_size=batch_size)).cpu()
 
 
 def attribution_scores(runs: PairRuns) -> Float[Tensor, "L d_mlp"]:
@@ -522,7 +524,8 @@ def check_engine(bridge, model: SuffixModel, runs: PairRuns, layer: int, neuron:
     base = float(model.logit_diff(model.base["pre"][0][None], 0, "pre")[0])
     d_act, w_out = neuron_delta(runs, layer, model.start), model.w_out(layer)
     idx = torch.tensor([neuron], device=d_act.device)
-    fast = float(patched_logit_diff(model, layer, "post", 1, lambda sl: _neuron_deltas(d_act, w_out, idx[sl]))[0])
+    fast = float(patched_logit_diff(model, layer, "post", 1, lambda sl: _neuron_deltas(d_act, w_out, idx[sl]),
+                                    batch_size=1)[0])
     hook = set_neurons_hook(runs.clean.acts["post"][layer], [neuron])
     slow = hooked_logit_diff(bridge, pair.corrupted, pair.answer, pair.wrong, [(HOOKS["post"].format(l=layer), hook)])
     return max(abs(base - runs.ld_corrupted), abs(fast - slow)) / runs.ld_scale

@@ -64,6 +64,11 @@ def stable_experiments(summary_files: dict[str, str | Path]) -> list[str]:
     return out
 
 
+def experiment_answers(summary_files: dict[str, str | Path]) -> dict[str, str]:
+    """Experiment name -> the answer token it ran with (name -> summary.json)."""
+    return {exp: json.loads(Path(path).read_text())["answer"] for exp, path in summary_files.items()}
+
+
 def summarize_experiments(neuron_files: dict[str, str | Path]) -> pa.Table:
     """Neurons standing out in at least two experiments (experiment name -> its neurons.parquet; pass only the
     stable_experiments), most experiments first, then highest mean z."""

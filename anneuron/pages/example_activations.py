@@ -130,9 +130,8 @@ def vocabulary(tokenizer) -> pa.Array:
 
 
 @torch.no_grad()
-def example_activations(model, examples: Examples, token_paths: list[str | Path], tokenizer, window: int,
-                        batch_size: int = 8, window_batches: int = 16, progress: bool = True
-                        ) -> tuple[pa.Table, dict]:
+def example_activations(model, examples: Examples, token_paths: list[str | Path], tokenizer, *, window: int,
+                        batch_size: int, window_batches: int = 16, progress: bool = True) -> tuple[pa.Table, dict]:
     """The pass: returns the EXAMPLE_ACTIVATIONS table (max_examples order) and stats (rows run, tokens run,
     seconds, `max_value_diff`: the largest |activation at pos − value|)."""
     engine = as_engine(model)
@@ -220,10 +219,10 @@ def write_example_activations(table: pa.Table, path: str | Path) -> None:
             w.write_table(EXAMPLE_ACTIVATIONS.empty_table())
 
 
-def run_pass(model, examples_path: str | Path, token_paths: list[str | Path], out: str | Path, tokenizer,
-             window: int, batch_size: int = 8, progress: bool = True) -> dict:
+def run_pass(model, examples_path: str | Path, token_paths: list[str | Path], out: str | Path, tokenizer, *,
+             window: int, batch_size: int, progress: bool = True) -> dict:
     """The `example_activations` job: max_examples.parquet + token shards -> example_activations.parquet."""
-    table, stats = example_activations(model, Examples.read(examples_path), token_paths, tokenizer, window,
+    table, stats = example_activations(model, Examples.read(examples_path), token_paths, tokenizer, window=window,
                                        batch_size=batch_size, progress=progress)
     write_example_activations(table, out)
     log.info("example activations %s: %s", out, stats)

@@ -24,6 +24,7 @@ import pyarrow as pa
 from anneuron import contracts as K
 from anneuron.io import read_parquet
 from anneuron.report.render import render
+from anneuron.stage_config import PaperCheckConfig
 
 REFERENCE_MODEL = "gpt2-large"
 # The post's settings (docs/paper.md): its numbers are comparable to a run with these (workflow/configs/paper.yaml).
@@ -482,15 +483,10 @@ def paper_check(results: str | Path, model_id: str, dataset: str, settings: dict
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
-def run_settings(config: dict, seq_len: int) -> dict:
-    """A run's values of PAPER_SETTINGS, from the validated config (an experiment not configured: None)."""
-    out = dict(chunking=config["data"]["chunking"], seq_len=seq_len, pred_post=config["record"]["pred_post"],
-               basis=config["congruence"]["basis"], dtype=config["dtype"], readout=config["curves"]["readout"],
-               binning=config["curves"]["binning"], standout_min_score=config["patching"]["standout_min_score"])
-    for exp in PAPER_EXPERIMENTS:
-        e = config["experiments"].get(exp)
-        out[f"layers.{exp}"] = None if e is None else e.get("neuron_layers", "auto")
-    return out
+def run_settings(cfg: PaperCheckConfig) -> dict:
+    """A run's values of PAPER_SETTINGS (an experiment not configured: None)."""
+    out = {k: v for k, v in cfg.to_dict().items() if k != "neuron_layers"}
+    return out | {f"layers.{exp}": cfg.neuron_layers.get(exp) for exp in PAPER_EXPERIMENTS}
 
 
 def settings_mismatch(settings: dict, keys: tuple[str, ...] | None = None) -> list[str]:

@@ -19,6 +19,8 @@ BASIS_LABEL = {"we": "w_out · W_E[t]", "wu": "w_out · W_U[:, t]", "cosine": "c
 CLASS_COLOURS = {"prediction": "C2", "suppression": "C3", "partition": "C0"}
 N_LABELS = 5  # points named on a "vs all" figure
 N_TOP = 10  # points named on a top-2 difference figure
+TOP_PAIR_FIGURES = 5  # the best pairs whose neuron gets a "vs all tokens" figure
+TOP_PAIRS_SHOWN = 20  # pairs on the top_pairs figure
 
 
 def _tok(s: str) -> str:
@@ -372,9 +374,16 @@ def classes_by_layer(neurons: pl.DataFrame, kurtosis: float, partition_var: floa
 # --- all of a model's weights figures ------------------------------------------------------------------------------
 
 
+def neurons_to_draw(pairs: pl.DataFrame, listed: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+    """The neurons drawn against all tokens: those listed (watch.neurons), then those of the TOP_PAIR_FIGURES best
+    pairs, each once."""
+    top = pairs.head(TOP_PAIR_FIGURES).select("layer", "neuron").rows()
+    return list(dict.fromkeys([(layer, neuron) for layer, neuron in listed] + top))
+
+
 def draw_weights_figures(out_dir: str | Path, weights, tokens: pl.DataFrame, neurons: pl.DataFrame, pairs: pl.DataFrame,
                          neurons_to_draw: Sequence[tuple[int, int]], token_ids: Sequence[int], basis: str,
-                         kurtosis: float, partition_var: float, top_pairs_shown: int = 20) -> list[Path]:
+                         kurtosis: float, partition_var: float) -> list[Path]:
     """Every weights figure of docs/paper.md into out_dir (PNG + SVG). The "vs all" figures compute their one row or
     column of the congruence matrix directly from `weights` (anneuron.weights.congruence.Weights): the pass keeps
     none."""
@@ -397,6 +406,6 @@ def draw_weights_figures(out_dir: str | Path, weights, tokens: pl.DataFrame, neu
         written += save_figure(fig, out_dir / f"token_{t}_vs_neurons")
     written += save_figure(top2_diff_per_token(tokens, d_mlp, basis), out_dir / "top2_diff_per_token")
     written += save_figure(top2_diff_per_neuron(neurons, strs, basis), out_dir / "top2_diff_per_neuron")
-    written += save_figure(top_pairs(pairs, top_pairs_shown, basis), out_dir / "top_pairs")
+    written += save_figure(top_pairs(pairs, TOP_PAIRS_SHOWN, basis), out_dir / "top_pairs")
     written += save_figure(classes_by_layer(neurons, kurtosis, partition_var), out_dir / "classes_by_layer")
     return written

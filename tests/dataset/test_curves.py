@@ -137,7 +137,7 @@ def test_post_readout_and_binning_equal_the_posts_formulas(tiny_dir, tiny_bridge
              "I climbed up the apple tree and picked an apple. Then I walked home through the rain."] * 2
     shards = write_token_shards(texts, tmp_path, 1, seq_len=48)
     watched = [(1, 7), (2, 100)]
-    engine = load_engine(str(tiny_dir), device="cpu", dtype="float32")
+    engine = load_engine(str(tiny_dir), device="cpu", dtype="float32", engine="auto")
     tokens = tmp_path / "tokens.parquet"
     record_shard(engine, shards[0], tokens, tmp_path / "topk.parquet", watched, batch_size=4, top_k=3,
                  pred_post=True, pred_topk=0, progress=False)
@@ -187,8 +187,8 @@ def test_post_binning_matches_python_round_on_ties():
     a = np.concatenate([rng.normal(0, 2, 20000), np.arange(-40, 41) / 20, np.arange(-40, 41) / 20 + 1e-7])
     a = a.astype(np.float32)
     want = np.array([int(5 * round(float(x), 1)) for x in a])
-    got = bin_index(a, 0.2, "post")
+    got = bin_index(a, 0.2, binning="post")
     assert (got == want).all()
     for x, k in zip(a.tolist(), got.tolist()):
-        lo, hi = bin_bounds(k, 0.2, "post")
+        lo, hi = bin_bounds(k, 0.2, binning="post")
         assert lo - 1e-6 <= x <= hi + 1e-6

@@ -35,7 +35,7 @@ def shards(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def hf_engine(llama_dir):
-    engine = load_engine(str(llama_dir), device="cpu", dtype="float32")
+    engine = load_engine(str(llama_dir), device="cpu", dtype="float32", engine="auto")
     assert isinstance(engine, HFEngine) and engine.family.name == "llama"
     return engine
 

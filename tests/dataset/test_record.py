@@ -39,7 +39,7 @@ def tiny_hf(tiny_dir):
     """The tiny model through the default engine for GPT-2: Hugging Face, SDPA attention, fused gelu_new."""
     from anneuron.dataset.engines import HFGPT2Engine, load_engine
 
-    engine = load_engine(str(tiny_dir), device="cpu", dtype="float32")
+    engine = load_engine(str(tiny_dir), device="cpu", dtype="float32", engine="auto")
     assert isinstance(engine, HFGPT2Engine)
     return engine
 
@@ -142,7 +142,7 @@ def run_batch(self, *a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
     return orig(self, *a, **k)
 R.Recorder.run_batch = run_batch
-br = load_engine(sys.argv[1], device="cpu", dtype="float32")
+br = load_engine(sys.argv[1], device="cpu", dtype="float32", engine="auto")
 R.record_shard(br, sys.argv[2], sys.argv[3], sys.argv[4], [(0, 5), (2, 200), (1, 17)], batch_size=2, top_k=3,
                pred_post=False, pred_topk=0, window_batches=1, progress=False)
 """
@@ -208,7 +208,7 @@ def realistic(tmp_path_factory) -> dict:
                          ln_noise=0.2, bias_noise=0.05, tied=False, logit_std=3.0, logit_offset=-64.0,
                          logit_prior=1.0)
     shard = write_token_shards(demo_documents(130, seed=11, sentences=(3, 8)), base, 1, seq_len=64)[0]
-    engine = load_engine(str(folder), device="cpu", dtype="float32")
+    engine = load_engine(str(folder), device="cpu", dtype="float32", engine="auto")
     (base / "fp32").mkdir()
     tok, _ = run(engine, shard, base / "fp32", batch_size=8, top_k=2, pred_post=True, pred_topk=2)
     gaps, spread = [], []
@@ -244,8 +244,8 @@ def test_low_precision_record_agrees_with_float32(realistic, tmp_path, dtype):
     from anneuron.dataset.engines import load_engine
 
     ref = realistic["tok"]
-    tok, _ = run(load_engine(str(realistic["folder"]), device="cpu", dtype=dtype), realistic["shard"], tmp_path,
-                 batch_size=8, top_k=2, pred_post=True, pred_topk=2)
+    tok, _ = run(load_engine(str(realistic["folder"]), device="cpu", dtype=dtype, engine="auto"), realistic["shard"],
+                 tmp_path, batch_size=8, top_k=2, pred_post=True, pred_topk=2)
     assert tok.schema == ref.schema and tok.select(["chunk", "pos"]).equals(ref.select(["chunk", "pos"]))
     same = (tok["pred"] == ref["pred"]).to_numpy()
     gap = realistic["gap"]

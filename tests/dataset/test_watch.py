@@ -28,7 +28,7 @@ def weights(tmp_path):
 def test_order_and_tokens(weights):
     tok = gpt2_tokenizer()
     entries = [(2, 892, " a"), (3, 500, None), (1, 421, None)]
-    w = watch_list(weights / "pairs.parquet", entries, top_pairs=2, tokenizer=tok)
+    w = watch_list(weights / "pairs.parquet", entries, top_pairs=2, tokenizer=tok, n_standouts=0)
     assert [x.name for x in w] == ["L2N892", "L1N421", "L3N500"]
     assert (w[0].token_id, w[0].token_str, w[0].token_source) == (257, " a", "config")  # config wins
     assert (w[1].token_id, w[1].token_source, w[1].pair_rank) == (996, "pair", 2)
@@ -38,12 +38,13 @@ def test_order_and_tokens(weights):
 
 
 def test_no_pairs_and_errors(weights):
-    assert [x.name for x in watch_list(weights / "pairs.parquet", [], top_pairs=0)] == []
-    assert len(watch_list(weights / "pairs.parquet", [], top_pairs=10)) == 3
+    assert [x.name for x in watch_list(weights / "pairs.parquet", [], top_pairs=0, n_standouts=0)] == []
+    assert len(watch_list(weights / "pairs.parquet", [], top_pairs=10, n_standouts=0)) == 3
     with pytest.raises(ValueError, match="is 3 tokens, must be one"):
-        watch_list(None, [(0, 1, " anneuron")], 0, tokenizer=gpt2_tokenizer())
+        watch_list(None, [(0, 1, " anneuron")], 0, tokenizer=gpt2_tokenizer(), n_standouts=0)
     with pytest.raises(ValueError, match="L0N9 is not in"):
-        resolve_tokens(watch_list(None, [(0, 9, None)], 0), weights / "neurons.parquet", gpt2_tokenizer())
+        resolve_tokens(watch_list(None, [(0, 9, None)], 0, n_standouts=0), weights / "neurons.parquet",
+                       gpt2_tokenizer())
 
 
 def _neurons(path, rows):
@@ -91,17 +92,18 @@ def test_watch_rule_script_writes_who_is_watched_and_why(weights, tmp_path):
     import runpy
     from types import SimpleNamespace
 
-    experiments = {"an_a": {"answer": " an", "wrong": " a"}, "noise": {"answer": " big", "wrong": " small"}}
+    answers = {"an_a": " an", "noise": " big"}  # each experiment's summary.json says what it ran with
     inputs = SimpleNamespace(pairs=str(weights / "pairs.parquet"), stats=str(weights / "neurons.parquet"),
                              standouts=[], standout_checks=[])
     for name, rows, gap in (("an_a", [(1, 37, 0.4, True)], 9.0), ("noise", [(1, 124, 3.2, True)], 0.0003)):
         inputs.standouts.append(_neurons(tmp_path / f"{name}.parquet", rows))
         inputs.standout_checks.append(tmp_path / f"{name}.json")
-        inputs.standout_checks[-1].write_text(json.dumps({"ld_clean": gap, "ld_corrupted": 0.0}))
+        inputs.standout_checks[-1].write_text(json.dumps({"ld_clean": gap, "ld_corrupted": 0.0,
+                                                          "answer": answers[name]}))
     cfg = dict(top_pairs=1, standouts=5, neurons=[[3, 500, None]])
     out = SimpleNamespace(table=str(tmp_path / "watched.parquet"), config=str(tmp_path / "watch.config.json"))
     fake = SimpleNamespace(input=inputs, output=out, log=[], params=SimpleNamespace(
-        model="gpt2", cfg=cfg, experiments=experiments))
+        model="gpt2", cfg=cfg, experiments=list(answers)))
     scripts = Path(__file__).resolve().parents[2] / "scripts"
     runpy.run_path(str(scripts / "watch.py"), init_globals={"snakemake": fake})
     rows = pq.read_table(out.table).to_pylist()
@@ -109,11 +111,13 @@ def test_watch_rule_script_writes_who_is_watched_and_why(weights, tmp_path):
         (1, 2, 892, "pair", " an", "pair"), (2, 3, 500, "config", " cat", "congruence"),
         (3, 1, 37, "standout", " an", "experiment")]
     assert [w.name for w in read_watched(out.table)] == ["L2N892", "L3N500", "L1N37"]
-    assert json.loads(Path(out.config).read_text())["config"]["top_pairs"] == 1
+    written = json.loads(Path(out.config).read_text())
+    assert written["config"]["top_pairs"] == 1 and written["experiments"] == answers
 
 
 def test_watched_table_round_trips(weights):
-    w = watch_list(weights / "pairs.parquet", [(0, 1, " an")], top_pairs=2, tokenizer=gpt2_tokenizer())
+    w = watch_list(weights / "pairs.parquet", [(0, 1, " an")], top_pairs=2, tokenizer=gpt2_tokenizer(),
+                   n_standouts=0)
     assert read_watched_table(watched_table(w)) == w
 
 

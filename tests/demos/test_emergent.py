@@ -2,13 +2,11 @@
 into the full GPT-2 vocabulary unchanged, and the pipeline can load it processed."""
 
 import re
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from anneuron.demos import emergent_corpus as E
 from anneuron.demos.training import (
@@ -23,7 +21,6 @@ from anneuron.demos.training import (
 )
 from anneuron.tokenizer import EOS_ID, GPT2_VOCAB_SIZE, gpt2_tokenizer
 
-REPO = Path(__file__).resolve().parents[2]
 TINY = TrainConfig(n_layer=1, d_model=32, d_mlp=32, n_head=2, n_ctx=32, tied=True, steps=80, batch_size=8, lr=3e-3,
                    weight_decay=0.1, warmup=5, eval_every=20, patience=100, val_tolerance=0.005, seed=0, threads=1,
                    eval_windows=16)
@@ -163,14 +160,9 @@ def test_saved_model_loads_processed(trained, tmp_path):
 
 
 def test_demo_config_is_valid_and_prompts_pair_up():
-    from snakemake.utils import update_config
+    from configs import checked, merged
 
-    from anneuron.config import check, load_schema
-    from anneuron.demos.specs import DATA_FILES, produced_models
-
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    update_config(cfg, yaml.safe_load((REPO / "workflow/configs/demo-emergent.yaml").read_text()))
-    cfg = check(cfg, load_schema(REPO / "workflow/schemas/config.schema.yaml"), produced_models, DATA_FILES)
+    cfg = checked(merged("workflow/configs/demo-emergent.yaml"))
     assert cfg["demo"]["emergent"]["d_mlp"] == 128 and cfg["demo"]["emergent"]["tied"] is True
     tok = gpt2_tokenizer()
     vocab = set(token_stream(E.documents(300, seed=0)).tolist())

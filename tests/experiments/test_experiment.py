@@ -187,13 +187,13 @@ def test_joint_k_is_capped_at_d_mlp(demo_bridge, ground_truth):
 
 def test_choose_layers():
     exp = dict(clean="a", corrupted="b", answer="c", wrong="d")
-    cfg = experiment_config(exp, auto_threshold=0.2, max_auto_layers=2).patching_config
+    cfg = experiment_config(exp, auto_threshold=0.2, max_auto_layers=2).patching
     mlp = np.array([0.1, 0.5, 0.3, 0.9])
     assert E.choose_layers("auto", cfg, mlp, np.zeros(4))[0] == [3, 1]
     assert E.choose_layers((2, 0, 2), cfg, mlp, np.zeros(4))[0] == [0, 2]
     layers, how = E.choose_layers("auto", cfg, np.array([0.01, 0.05, np.nan]), np.zeros(3))
     assert layers == [1] and "no layer reached" in how
-    lens_cfg = experiment_config(exp, auto_method="logit_lens", max_auto_layers=1).patching_config
+    lens_cfg = experiment_config(exp, auto_method="logit_lens", max_auto_layers=1).patching
     assert E.choose_layers("auto", lens_cfg, mlp, np.array([0.0, 0.1, 0.7, 0.3]))[0] == [2]
     with pytest.raises(ValueError, match="out of range"):
         E.choose_layers((7,), cfg, mlp, np.zeros(4))

@@ -55,7 +55,8 @@ def test_prefix_cache_equals_recomputing_every_position(llama_bridge, runs):
     pair = runs.pair
     full = P.SuffixModel(llama_bridge, runs.corrupted, 0, pair.answer, pair.wrong)
     short = P.SuffixModel(llama_bridge, runs.corrupted, pair.start, pair.answer, pair.wrong)
-    assert_same_ld(P.neuron_scores(full, runs, 0, range(40)), P.neuron_scores(short, runs, 0, range(40)), runs)
+    assert_same_ld(P.neuron_scores(full, runs, 0, range(40), batch_size=64),
+                   P.neuron_scores(short, runs, 0, range(40), batch_size=64), runs)
 
 
 @pytest.mark.parametrize("component", ["resid_pre", "attn_out", "mlp_out"])
@@ -90,14 +91,14 @@ def test_batched_neuron_patching_equals_one_full_forward_per_neuron(llama_bridge
 
 
 def test_neuron_subsets(runs, suffix):
-    full = P.neuron_scores(suffix, runs, 1)
+    full = P.neuron_scores(suffix, runs, 1, batch_size=64)
     subset = [100, 3, 77]
     torch.testing.assert_close(P.neuron_scores(suffix, runs, 1, subset, batch_size=2), full[subset])
 
 
 def test_joint_scores_equal_a_hook_loop(llama_bridge, runs, suffix):
     layer = 1
-    single = P.neuron_scores(suffix, runs, layer)
+    single = P.neuron_scores(suffix, runs, layer, batch_size=64)
     order = torch.argsort(single, descending=True).tolist()
     groups = [order[:1], order[:2], order[:5], order[:50], order[::-1][:3]]
     joint = P.joint_scores(suffix, runs, layer, groups, batch_size=2)
@@ -197,7 +198,7 @@ def test_planted_neuron_is_the_top_exact_patching_neuron(planted_llama_bridge, p
     assert runs.ld_clean > 1 and runs.ld_corrupted < 0, (runs.ld_clean, runs.ld_corrupted)
     model = P.SuffixModel(br, runs.corrupted, pair.start, pair.answer, pair.wrong)
     layer, neuron = truth["layer"], truth["neuron"]
-    scores = P.neuron_scores(model, runs, layer)
+    scores = P.neuron_scores(model, runs, layer, batch_size=64)
     top = torch.argsort(scores, descending=True)
     print(f"planted: LD {runs.ld_clean:.3g} / {runs.ld_corrupted:.3g}; top neurons {top[:3].tolist()} "
           f"scores {[round(float(x), 3) for x in scores[top[:3]]]}")

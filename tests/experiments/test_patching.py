@@ -59,8 +59,8 @@ def test_prefix_keys_values_equal_recomputing_every_position(tiny_bridge, tiny_r
     pair = tiny_runs.pair
     full = P.SuffixModel(tiny_bridge, tiny_runs.corrupted, 0, pair.answer, pair.wrong)
     short = P.SuffixModel(tiny_bridge, tiny_runs.corrupted, pair.start, pair.answer, pair.wrong)
-    assert_same_ld(P.neuron_scores(full, tiny_runs, 0, range(40)), P.neuron_scores(short, tiny_runs, 0, range(40)),
-                   tiny_runs)
+    assert_same_ld(P.neuron_scores(full, tiny_runs, 0, range(40), batch_size=64),
+                   P.neuron_scores(short, tiny_runs, 0, range(40), batch_size=64), tiny_runs)
 
 
 @pytest.mark.parametrize("component", ["resid_pre", "attn_out", "mlp_out"])
@@ -92,7 +92,7 @@ def test_batched_neuron_patching_equals_one_full_forward_per_neuron(tiny_bridge,
 
 
 def test_neuron_subsets_and_unmoved_neurons(tiny_runs, suffix):
-    full = P.neuron_scores(suffix, tiny_runs, 1)
+    full = P.neuron_scores(suffix, tiny_runs, 1, batch_size=64)
     subset = [200, 3, 77]
     torch.testing.assert_close(P.neuron_scores(suffix, tiny_runs, 1, subset, batch_size=2), full[subset])
     d = P.neuron_delta(tiny_runs, 1, suffix.start)
@@ -101,7 +101,7 @@ def test_neuron_subsets_and_unmoved_neurons(tiny_runs, suffix):
 
 def test_joint_k1_equals_single_neuron_and_k_gt_1_equals_a_hook_loop(tiny_bridge, tiny_runs, suffix):
     layer = 1
-    single = P.neuron_scores(suffix, tiny_runs, layer)
+    single = P.neuron_scores(suffix, tiny_runs, layer, batch_size=64)
     order = torch.argsort(single, descending=True).tolist()
     groups = [order[:1], order[:2], order[:5], order[:50], order[::-1][:3]]
     joint = P.joint_scores(suffix, tiny_runs, layer, groups, batch_size=2)

@@ -57,10 +57,10 @@ def test_low_precision_body_keeps_the_float32_head(low_demo, demo_bridge):
 def _pieces(bridge, pair: P.PromptPair, layer: int) -> dict:
     runs = P.run_pair(bridge, pair)
     model = P.SuffixModel(bridge, runs.corrupted, pair.start, pair.answer, pair.wrong)
-    neurons = P.neuron_scores(model, runs, layer)
+    neurons = P.neuron_scores(model, runs, layer, batch_size=64)
     best = int(neurons.argmax())
     return dict(runs=runs, lens=logit_lens(bridge, runs.clean.cache, pair.answer, pair.wrong),
-                mlp_out=P.layer_position_scores(model, runs, "mlp_out"), neurons=neurons, best=best,
+                mlp_out=P.layer_position_scores(model, runs, "mlp_out", batch_size=64), neurons=neurons, best=best,
                 attribution=P.attribution_scores(runs)[layer], check=P.check_engine(bridge, model, runs, layer, best))
 
 
@@ -115,8 +115,8 @@ def test_processing_drift_is_far_below_the_tolerance(tiny_dir, demo_dir):
     ~1e-7..1e-6 of max |logit|; DRIFT_TOLERANCE leaves ~100x headroom for deeper, wider real models."""
     probe = "The quick brown fox jumps over the lazy dog, and then an apple."
     for folder in (tiny_dir, demo_dir):
-        raw = M.load_model(str(folder), device="cpu", processed=False)
-        proc = M.load_model(str(folder), device="cpu")
+        raw = M.load_model(str(folder), device="cpu", dtype="float32", processed=False)
+        proc = M.load_model(str(folder), device="cpu", dtype="float32")
         toks = raw.to_tokens(probe)
         with torch.no_grad():
             drift, scale = M.processing_drift(raw(toks), proc(toks), centres=True)
@@ -155,10 +155,10 @@ def test_low_precision_llama_keeps_rotary_frequencies_and_head_float32(tmp_path)
     folder = random_llama(tmp_path / "llama", n_layer=2, d_model=64, d_mlp=128, n_head=4, n_kv_head=2, seed=7,
                           tied=True, act="silu", norm_noise=0.1, weight_scale=1.0)
     toks = torch.tensor([[50256, 464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13]])
-    ref = load_engine(str(folder), device="cpu", dtype="float32")
+    ref = load_engine(str(folder), device="cpu", dtype="float32", engine="auto")
     with torch.no_grad():
         want = ref.logits(toks)
-    for engine in (load_engine(str(folder), device="cpu", dtype="bfloat16"),
+    for engine in (load_engine(str(folder), device="cpu", dtype="bfloat16", engine="auto"),
                    load_engine(str(folder), device="cpu", dtype="bfloat16", engine="bridge")):
         model = getattr(engine, "model", None) or engine.bridge
         freqs = [b for n, b in model.named_buffers() if n.endswith("inv_freq")]

@@ -27,7 +27,7 @@ def demo_examples(demo_recorded, tmp_path_factory):
 @pytest.fixture(scope="module")
 def demo_windows(demo_dir, demo_examples, demo_recorded, tmp_path_factory):
     out = tmp_path_factory.mktemp("ea") / "example_activations.parquet"
-    engine = load_engine(str(demo_dir), device="cpu", dtype="float32")
+    engine = load_engine(str(demo_dir), device="cpu", dtype="float32", engine="auto")
     stats = run_pass(engine, demo_examples, demo_recorded["shards"], out, gpt2_tokenizer(), window=WINDOW,
                      batch_size=4, progress=False)
     return pq.read_table(out), stats
@@ -76,9 +76,9 @@ def test_maximum_sits_at_the_example(demo_windows, demo_examples, ground_truth):
 def test_runs_only_rows_with_examples_up_to_their_last_window(demo_dir, demo_examples, demo_recorded):
     ex = pq.read_table(demo_examples)
     sub = ex.filter((pc.field("layer") == 2) & (pc.field("neuron") == 892))
-    engine = load_engine(str(demo_dir), device="cpu", dtype="float32")
-    table, stats = example_activations(engine, Examples(sub), demo_recorded["shards"], gpt2_tokenizer(), WINDOW,
-                                       batch_size=2, progress=False)
+    engine = load_engine(str(demo_dir), device="cpu", dtype="float32", engine="auto")
+    table, stats = example_activations(engine, Examples(sub), demo_recorded["shards"], gpt2_tokenizer(),
+                                       window=WINDOW, batch_size=2, progress=False)
     rows = RowTokens(demo_recorded["shards"])
     assert stats["rows"] == len(set(sub.column("chunk").to_pylist())) < stats["rows_total"]
     ends = {}
@@ -92,7 +92,7 @@ def test_bridge_engine_agrees(demo_bridge, demo_examples, demo_recorded, demo_wi
     """The same pass through the TransformerLens bridge (processed weights: hook_post is unchanged)."""
     ex = pq.read_table(demo_examples).slice(0, 40)
     table, _ = example_activations(BridgeEngine(demo_bridge), Examples(ex), demo_recorded["shards"],
-                                   gpt2_tokenizer(), WINDOW, batch_size=3, progress=False)
+                                   gpt2_tokenizer(), window=WINDOW, batch_size=3, progress=False)
     want = demo_windows[0].slice(0, 40)
     assert table.column("tokens").equals(want.column("tokens"))
     for a, b in zip(table.column("activations").to_pylist(), want.column("activations").to_pylist()):
@@ -109,7 +109,7 @@ def test_bounds_are_window_bounds():
 
 def test_missing_row_is_an_error(demo_dir, demo_examples, demo_recorded):
     ex = pq.read_table(demo_examples).slice(0, 5)
-    engine = load_engine(str(demo_dir), device="cpu", dtype="float32")
+    engine = load_engine(str(demo_dir), device="cpu", dtype="float32", engine="auto")
     with pytest.raises(ValueError, match="in none of the token shards"):
-        example_activations(engine, Examples(ex), demo_recorded["shards"][:0], gpt2_tokenizer(), WINDOW,
-                            progress=False)
+        example_activations(engine, Examples(ex), demo_recorded["shards"][:0], gpt2_tokenizer(), window=WINDOW,
+                            batch_size=8, progress=False)

@@ -138,7 +138,8 @@ def test_an_a_best_neurons_restore_what_the_readme_says(smollm2_bridge):
     """The numbers the README reports for the post's pair (exact scores, by the engine checked above)."""
     runs = P.run_pair(smollm2_bridge, _pair(smollm2_bridge, "an_a"), grad=False)
     model = P.SuffixModel(smollm2_bridge, runs.corrupted, runs.pair.start, runs.pair.answer, runs.pair.wrong)
-    scores = {f"L{layer}N{n}": float(P.neuron_scores(model, runs, layer, [n])[0]) for layer, n in AN_A_BEST}
+    scores = {f"L{layer}N{n}": float(P.neuron_scores(model, runs, layer, [n], batch_size=64)[0])
+              for layer, n in AN_A_BEST}
     print(f"an_a: LD {runs.ld_clean:.3f} / {runs.ld_corrupted:.3f}; {scores}")
     assert scores["L25N1527"] > 0.5 and scores["L23N1468"] > 0.3 and scores["L19N28"] > 0.15
 

@@ -236,20 +236,18 @@ def test_an_attribution_score_is_never_reported_as_the_exact_one(tmp_path):
 
 
 def test_run_settings_read_the_config():
-    import yaml
-    from snakemake.utils import update_config
+    from configs import merged, validated
 
-    from anneuron.config import load_schema, validate_schema
     from anneuron.report.paper_check import run_settings, settings_mismatch
+    from anneuron.stage_config import PaperCheckConfig
 
-    repo = Path(__file__).resolve().parents[2]
-    cfg = yaml.safe_load((repo / "config.yaml").read_text())
-    update_config(cfg, yaml.safe_load((repo / "workflow/configs/paper.yaml").read_text()))
-    cfg = validate_schema(cfg, load_schema(repo / "workflow/schemas/config.schema.yaml"))
-    assert settings_mismatch(run_settings(cfg, 1024)) == []  # paper.yaml pins every setting the post used
-    default = validate_schema(yaml.safe_load((repo / "config.yaml").read_text()),
-                              load_schema(repo / "workflow/schemas/config.schema.yaml"))
-    assert "chunking = 'concat' (the post: 'truncate')" in settings_mismatch(run_settings(default, 1024))
+    def settings(config: dict) -> dict:  # through the params, as the rule passes them
+        return run_settings(PaperCheckConfig.from_dict(PaperCheckConfig.of(validated(config), 1024).to_dict()))
+
+    assert settings_mismatch(settings(merged("workflow/configs/paper.yaml"))) == []  # it pins every post setting
+    default = settings(merged())
+    assert "chunking = 'concat' (the post: 'truncate')" in settings_mismatch(default)
+    assert default["layers.an_a"] == "auto" and settings(dict(merged(), experiments={}))["layers.an_a"] is None
 
 
 def test_an_experiment_left_out_of_the_standout_count_is_named(post_outputs):

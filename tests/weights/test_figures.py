@@ -74,3 +74,11 @@ def test_every_figure_draws(tables):
         for ax in fig.axes:
             assert _overlaps(ax) == []
         plt.close(fig)
+
+
+def test_the_listed_neurons_are_drawn_first_then_the_best_pairs_each_once():
+    pairs = pl.DataFrame({"rank": list(range(1, 9)), "layer": [0, 1, 2, 0, 1, 2, 0, 1],
+                      "neuron": [3, 10, 30, 4, 5, 6, 7, 8]})
+    assert pw.TOP_PAIR_FIGURES == 5
+    assert pw.neurons_to_draw(pairs, ((2, 30), (1, 1))) == [(2, 30), (1, 1), (0, 3), (1, 10), (0, 4), (1, 5)]
+    assert pw.neurons_to_draw(pairs.head(0), ()) == []

@@ -83,11 +83,9 @@ wildcard_constraints:
 
 
 def standout_experiments():
-    """Answer and wrong token per experiment when the dataset pass watches experiment standouts (watch.standouts),
-    else nothing: then the dataset pass neither waits for the experiments nor reruns when a prompt changes."""
-    if not config["watch"]["standouts"]:
-        return {}
-    return {n: {"answer": e["answer"], "wrong": e["wrong"]} for n, e in config["experiments"].items()}
+    """Every experiment when the dataset pass watches experiment standouts (watch.standouts), else none: then the
+    dataset pass neither waits for the experiments nor reruns when a prompt changes."""
+    return list(config["experiments"]) if config["watch"]["standouts"] else []
 
 
 def standout_files(key):

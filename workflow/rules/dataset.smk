@@ -82,8 +82,7 @@ rule max_examples:
         dataset=DATASET_RE,
     params:
         model=lambda wc: model_name(wc.model),
-        top_k=config["record"]["top_k_examples"],
-        window=config["record"]["window"],
+        cfg=S.MaxExamplesConfig.of(config).to_dict(),
     log:
         "logs/max_examples/{model}/{dataset}.log",
     benchmark:
@@ -151,9 +150,7 @@ rule dataset_figures:
     wildcard_constraints:
         dataset=DATASET_RE,
     params:
-        min_count=config["curves"]["min_count"],
-        readout=config["curves"]["readout"],
-        binning=config["curves"]["binning"],
+        cfg=S.DatasetFiguresConfig.of(config).to_dict(),
     log:
         "logs/dataset_figures/{model}/{dataset}.log",
     benchmark:

@@ -6,7 +6,7 @@ rule demo_model:
     output:
         directory(K.PATHS["demo_model"]),
     params:
-        seed=config["demo"]["seed"],
+        cfg=S.DemoModelConfig.of(config).to_dict(),
     log:
         "logs/demo_model/demo-planted.log",
     benchmark:
@@ -45,8 +45,7 @@ rule demo_corpus:
     output:
         K.PATHS["demo_corpus"],
     params:
-        seed=config["demo"]["seed"],
-        docs=config["demo"]["docs"],
+        cfg=S.CorpusConfig.of(config).to_dict(),
     log:
         "logs/demo_corpus/demo-planted.log",
     benchmark:

@@ -1,13 +1,9 @@
 # demo-emergent (docs/demos.md): a generated a/an corpus, and a small GPT-2 trained on it offline, on CPU.
 # Seeds: the training corpus, the held-out corpus (the dataset pass reads it) and the probes that check the learned
-# rule are all derived from demo.seed, so that changing it gives an independent replicate.
+# rule are all derived from demo.seed (anneuron.stage_config.emergent_seed), so that changing it gives an
+# independent replicate.
 
 from anneuron.demos.specs import EMERGENT_N_CTX
-
-EMERGENT = config["demo"]["emergent"]
-EMERGENT_SEED = {"train": 1, "heldout": 2, "probes": 3}
-# The keys that shape the model (the corpus sizes are not among them: a bigger held-out corpus must not retrain it).
-EMERGENT_RECIPE = {k: v for k, v in EMERGENT.items() if not k.endswith("_docs")}
 
 
 rule emergent_corpus:
@@ -16,8 +12,7 @@ rule emergent_corpus:
     wildcard_constraints:
         split="train|heldout",
     params:
-        seed=lambda wc: 1000 * config["demo"]["seed"] + EMERGENT_SEED[wc.split],
-        docs=lambda wc: EMERGENT[f"{wc.split}_docs"],
+        cfg=lambda wc: S.CorpusConfig.of_emergent(config, wc.split).to_dict(),
     log:
         "logs/emergent_corpus/{split}.log",
     benchmark:
@@ -38,15 +33,13 @@ rule emergent_model:
     output:
         directory(K.PATHS["emergent_model"]),
     params:
-        seed=config["demo"]["seed"],
-        probe_seed=1000 * config["demo"]["seed"] + EMERGENT_SEED["probes"],
+        cfg=S.EmergentModelConfig.of(config).to_dict(),
         n_ctx=EMERGENT_N_CTX,
-        recipe=EMERGENT_RECIPE,
     log:
         "logs/emergent_model/demo-emergent.log",
     benchmark:
         "benchmarks/emergent_model/demo-emergent.tsv"
-    threads: EMERGENT["threads"]
+    threads: config["demo"]["emergent"]["threads"]
     resources:
         mem_mb=4000,
         runtime=30,

@@ -12,9 +12,7 @@ rule fetch_model:
     output:
         directory(K.PATHS["hub_model"]),
     params:
-        repo=lambda wc: SPECS[wc.model].hub,
-        revision=lambda wc: SPECS[wc.model].revision,
-        patterns=F.MODEL_PATTERNS,
+        cfg=lambda wc: S.FetchConfig.of_model(SPECS[wc.model]).to_dict(),
     log:
         "logs/fetch_model/{model}.log",
     benchmark:
@@ -33,10 +31,7 @@ rule fetch_dataset:
     output:
         directory(K.PATHS["hub_dataset"]),
     params:
-        repo=config["dataset"],
-        revision=lambda wc: config["revisions"].get(wc.dataset),
-        patterns=F.dataset_patterns(config["data"]["config_name"], config["data"]["data_files"]),
-        repo_type="dataset",
+        cfg=S.FetchConfig.of_dataset(config).to_dict(),
     log:
         "logs/fetch_dataset/{dataset}.log",
     benchmark:

@@ -21,13 +21,7 @@ rule example_activations:
         dataset=DATASET_RE,
     params:
         model=lambda wc: model_name(wc.model),
-        run=dict(
-            device=config["device"],
-            dtype=config["dtype"],
-            batch_size=config["record"]["batch_size"],
-            engine=config["record"]["engine"],
-        ),
-        window=config["record"]["window"],
+        cfg=S.ExampleActivationsConfig.of(config).to_dict(),
     log:
         "logs/example_activations/{model}/{dataset}.log",
     benchmark:
@@ -70,7 +64,7 @@ rule pages:
         model=lambda wc: wc.model,
         dataset=DATASET_ID,
         experiments=list(config["experiments"]),
-        # the neurons the report's caption links to: those named in watch.neurons
+        # only for the report's caption, which links to them: the neurons named in watch.neurons
         highlights=lambda wc: [K.neuron_name(layer, n) for layer, n, _ in watch_entries(config, wc.model)],
     log:
         "logs/pages/{model}.log",

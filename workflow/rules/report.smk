@@ -20,7 +20,7 @@ rule paper_check:
         model=lambda wc: wc.model,
         dataset=DATASET_ID,
         # the settings the post's numbers depend on (rows say "not comparable" where they differ from the post's)
-        settings=lambda wc: PC.run_settings(config, seq_len(tokenizer_id(wc.model))),
+        cfg=lambda wc: S.PaperCheckConfig.of(config, seq_len(tokenizer_id(wc.model))).to_dict(),
     log:
         "logs/paper_check/{model}.log",
     benchmark:

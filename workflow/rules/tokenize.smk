@@ -12,7 +12,7 @@ rule tokenize:
     params:
         dataset=lambda wc, input: input.dataset[0] if len(input.dataset) else DATASET,  # local file, else hub name
         model=lambda wc: TOKENIZERS[wc.tokenizer][0].name,
-        data=lambda wc: S.DataConfig.of(config, seq_len(wc.tokenizer)).to_dict(),
+        cfg=lambda wc: S.DataConfig.of(config, seq_len(wc.tokenizer)).to_dict(),
     log:
         "logs/tokenize/{dataset}/{tokenizer}.log",
     benchmark:

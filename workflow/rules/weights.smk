@@ -4,16 +4,12 @@
 # (its neuron figures depend on the pairs found, so the folder is the output).
 from anneuron.config import watch_entries
 
-CONGRUENCE = config["congruence"]
-TOP_PAIR_FIGURES = 5  # the best pairs whose neuron gets a "vs all tokens" figure
-TOP_PAIRS_SHOWN = 20  # pairs on the top_pairs figure
-
 
 rule congruence:
     input:
         model_input,
     output:
-        **({"matrix": directory(K.PATHS["weights_matrix"])} if CONGRUENCE["save_matrix"] else {}),
+        **({"matrix": directory(K.PATHS["weights_matrix"])} if config["congruence"]["save_matrix"] else {}),
         tokens=K.PATHS["weights_tokens"],
         stats=K.PATHS["weights_stats"],
         summary=K.PATHS["weights_summary"],
@@ -97,13 +93,7 @@ rule weights_figures:
         ),
     params:
         model=lambda wc: model_name(wc.model),
-        basis=CONGRUENCE["basis"],
-        tokens=CONGRUENCE["tokens"],
-        watch=lambda wc: [[layer, neuron] for layer, neuron, _ in watch_entries(config, wc.model)],
-        top_pair_figures=TOP_PAIR_FIGURES,
-        top_pairs_shown=TOP_PAIRS_SHOWN,
-        kurtosis=config["classes"]["kurtosis"],
-        partition_var=config["classes"]["partition_var"],
+        cfg=lambda wc: S.WeightsFiguresConfig.of(config, watch_entries(config, wc.model)).to_dict(),
     log:
         "logs/weights_figures/{model}.log",
     benchmark:
