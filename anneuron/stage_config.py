@@ -133,17 +133,15 @@ class CorpusConfig(StageConfig):
 
 
 @dataclass(frozen=True)
-class EmergentModelConfig(StageConfig):
-    """demo-emergent's training (emergent_model): demo.seed, the probes' seed and the `demo.emergent` keys that shape
-    the model. Not the corpus sizes: a bigger held-out corpus must not retrain it (a bigger training corpus does,
-    through the rule's input)."""
+class TrainConfig(StageConfig):
+    """How a demo model is trained (anneuron.demos.training): the `demo.emergent` keys that shape it (their defaults,
+    the recipe that grows one dominant an neuron, live in the schema only), its context and its seed."""
 
-    seed: int
-    probe_seed: int
     n_layer: int
     d_model: int
     d_mlp: int
     n_head: int
+    n_ctx: int
     tied: bool
     steps: int
     batch_size: int
@@ -151,18 +149,27 @@ class EmergentModelConfig(StageConfig):
     weight_decay: float
     warmup: int
     eval_every: int
-    patience: int
-    val_tolerance: float
+    patience: int  # evaluations in a row with validation loss above min + val_tolerance before stopping
+    val_tolerance: float  # nats: validation differences below this are noise, not a rise
+    seed: int
     threads: int
 
-    @classmethod
-    def of(cls, config: dict) -> "EmergentModelConfig":
-        return cls.from_dict({**config["demo"]["emergent"], "seed": config["demo"]["seed"],
-                              "probe_seed": emergent_seed(config, "probes")})
 
-    def recipe(self) -> dict:
-        """The training's settings (anneuron.demos.training.TrainConfig, but for the context): all but probe_seed."""
-        return {k: v for k, v in self.to_dict().items() if k != "probe_seed"}
+@dataclass(frozen=True)
+class EmergentModelConfig(StageConfig):
+    """demo-emergent's training (emergent_model): the probes' seed and how the model is trained. Not the corpus
+    sizes: a bigger held-out corpus must not retrain it (a bigger training corpus does, through the rule's input)."""
+
+    probe_seed: int
+    train: TrainConfig
+
+    @classmethod
+    def of(cls, config: dict, n_ctx: int) -> "EmergentModelConfig":
+        """`n_ctx`: the demo model's context (anneuron.demos.specs, which the core does not import)."""
+        keys = {f.name for f in fields(TrainConfig)} - {"n_ctx", "seed"}
+        train = {k: config["demo"]["emergent"][k] for k in keys}
+        return cls.from_dict({"probe_seed": emergent_seed(config, "probes"),
+                              "train": {**train, "n_ctx": n_ctx, "seed": config["demo"]["seed"]}})
 
 
 # --- the stages ---------------------------------------------------------------------------------------------------

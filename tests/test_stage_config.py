@@ -29,7 +29,7 @@ def every_object(config: dict) -> dict[str, S.StageConfig]:
         "fetch_dataset": S.FetchConfig.of_dataset(config),
         "demo_model": S.DemoModelConfig.of(config), "demo_corpus": S.CorpusConfig.of(config),
         "emergent_corpus": S.CorpusConfig.of_emergent(config, "heldout"),
-        "emergent_model": S.EmergentModelConfig.of(config), "tokenize": S.DataConfig.of(config, 128),
+        "emergent_model": S.EmergentModelConfig.of(config, 64), "tokenize": S.DataConfig.of(config, 128),
         "congruence": S.CongruenceConfig.of(config), "neuron_classes": S.ClassesConfig.of(config),
         "weights_figures": S.WeightsFiguresConfig.of(config, entries), "watch": S.WatchConfig.of(config, entries),
         "record": S.RecordConfig.of(config), "max_examples": S.MaxExamplesConfig.of(config),

@@ -15,8 +15,9 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from anneuron.demos.emergent_corpus import Probe, probes
-from anneuron.demos.training import TrainConfig, TrainResult, deterministic, expand_vocab, save_trained, train
+from anneuron.demos.training import TrainResult, deterministic, expand_vocab, save_trained, train
 from anneuron.io import read_parquet
+from anneuron.stage_config import TrainConfig
 from anneuron.tokenizer import gpt2_tokenizer, single_token
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import copy
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -31,34 +31,15 @@ from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from anneuron.io import atomic_dir, write_json
+from anneuron.stage_config import TrainConfig
 from anneuron.tokenizer import EOS_ID, GPT2_VOCAB_SIZE, gpt2_tokenizer
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Architecture and optimisation of a demo model: the `demo.emergent` keys (their defaults, the recipe that grows
-    one dominant an neuron, live in the schema only), the context and the seed."""
-
-    n_layer: int
-    d_model: int
-    d_mlp: int
-    n_head: int
-    n_ctx: int
-    tied: bool
-    steps: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    warmup: int
-    eval_every: int
-    patience: int  # evaluations in a row with validation loss above min + val_tolerance before stopping
-    val_tolerance: float  # nats: validation differences below this are noise, not a rise
-    seed: int
-    threads: int
-    val_fraction: float = 0.05  # fixed parts of the method, not configuration
-    eval_windows: int = 256
+# fixed parts of the method, not configuration (written into training.json beside the configured ones)
+VAL_FRACTION = 0.05  # of the training texts, held out for validation
+EVAL_WINDOWS = 256
 
 
 @dataclass
@@ -164,13 +145,14 @@ def deterministic(threads: int) -> Iterator[None]:
         torch.set_num_threads(prev_threads)
 
 
-def train(train_texts: Sequence[str], cfg: TrainConfig, progress: bool = True) -> TrainResult:
+def train(train_texts: Sequence[str], cfg: TrainConfig, progress: bool = True,
+          n_eval: int = EVAL_WINDOWS) -> TrainResult:
     """AdamW with linear warm-up, evaluated every `eval_every` steps on held-back documents.
 
     Keeps the LATEST checkpoint whose validation loss is within `val_tolerance` of the lowest so far, and stops
     once validation loss has stayed above that band for `patience` evaluations: the model is taken before
     validation loss rises, and a flat (noisy) plateau does not cut training short."""
-    n_val = max(1, int(len(train_texts) * cfg.val_fraction))
+    n_val = max(1, int(len(train_texts) * VAL_FRACTION))
     train_stream = token_stream(train_texts[:-n_val])
     val_stream = token_stream(train_texts[-n_val:])
     vocab = vocabulary(train_stream, val_stream)
@@ -184,8 +166,8 @@ def train(train_texts: Sequence[str], cfg: TrainConfig, progress: bool = True) -
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
         gen = torch.Generator().manual_seed(cfg.seed)
-        xv, yv = eval_windows(va, cfg.eval_windows, seq, bos)
-        xt, yt = eval_windows(tr, cfg.eval_windows, seq, bos)
+        xv, yv = eval_windows(va, n_eval, seq, bos)
+        xt, yt = eval_windows(tr, n_eval, seq, bos)
         best = dict(step=0, val=math.inf, train=math.inf)
         best_state, curve, above, min_val = None, [], 0, math.inf
         bar = tqdm(range(1, cfg.steps + 1), desc="train", disable=not progress, mininterval=5)
@@ -216,7 +198,8 @@ def train(train_texts: Sequence[str], cfg: TrainConfig, progress: bool = True) -
         model.load_state_dict(best_state)
         model.eval()
     record = dict(
-        config=asdict(cfg), vocab_size=len(vocab), train_tokens=int(len(tr)), val_tokens=int(len(va)),
+        config={**cfg.to_dict(), "val_fraction": VAL_FRACTION, "eval_windows": n_eval},
+        vocab_size=len(vocab), train_tokens=int(len(tr)), val_tokens=int(len(va)),
         steps_run=curve[-1]["step"], step_chosen=best["step"], train_loss=best["train"], val_loss=best["val"],
         min_val_loss=min_val,
         train_seconds=round(time.perf_counter() - t0, 1), curve=curve, torch_version=torch.__version__,

@@ -177,6 +177,14 @@ def _layer_colours(layers: list[int]) -> np.ndarray:
     return plt.get_cmap("viridis")(np.linspace(0, 0.85, max(2, len(layers))))
 
 
+def _scatter_by_layer(ax, t: pl.DataFrame, layers: list[int], x: str, y: str) -> None:
+    """One colour per layer, each labelled with its neuron count."""
+    colours = _layer_colours(layers)
+    for i, layer in enumerate(layers):
+        s = t.filter(pl.col("layer") == layer)
+        ax.scatter(s[x].to_numpy(), s[y].to_numpy(), s=10, color=colours[i], lw=0, label=f"layer {layer} ({s.height})")
+
+
 def _exact_only(neurons: pl.DataFrame) -> tuple[pl.DataFrame, list[int]]:
     """The neurons patched exactly, and their layers in order."""
     t = neurons.filter(pl.col("exact").is_not_null())
@@ -188,11 +196,7 @@ def attribution_figure(neurons: pl.DataFrame, summary: dict, exp: str):
     style()
     t, layers = _exact_only(neurons)
     fig, ax = plt.subplots(figsize=(5.6, 5))
-    colours = _layer_colours(layers)
-    for i, layer in enumerate(layers):
-        s = t.filter(pl.col("layer") == layer)
-        ax.scatter(s["exact"].to_numpy(), s["attribution"].to_numpy(), s=10, color=colours[i], lw=0,
-                   label=f"layer {layer} ({s.height})")
+    _scatter_by_layer(ax, t, layers, "exact", "attribution")
     values = np.append(t.select("exact", "attribution").to_numpy().ravel(), 0.0)  # the diagonal spans 0 too
     lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
     pad = 0.05 * (hi - lo or 1.0)
@@ -267,11 +271,7 @@ def contrast_figure(contrast: pl.DataFrame, neurons: pl.DataFrame, summary: dict
     t, layers = _exact_only(neurons)
     t = t.join(contrast.rename({"score": "contrast"}), on=["layer", "neuron"], maintain_order="left")
     fig, ax = plt.subplots(figsize=(6, 4.6))
-    colours = _layer_colours(layers)
-    for i, layer in enumerate(layers):
-        s = t.filter(pl.col("layer") == layer)
-        ax.scatter(s["contrast"].to_numpy(), s["exact"].to_numpy(), s=10, color=colours[i], lw=0,
-                   label=f"layer {layer} ({s.height})")
+    _scatter_by_layer(ax, t, layers, "contrast", "exact")
     top = pl.concat([_by_exact(t).head(4), t.sort("rank", maintain_order=True).head(1)])
     for r in top.unique(["layer", "neuron"], keep="first", maintain_order=True).iter_rows(named=True):
         ax.annotate(f"{neuron_name(r['layer'], r['neuron'])} (contrast rank {r['rank']})", (r["contrast"], r["exact"]),

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from anneuron.demos import emergent_corpus as E
 from anneuron.demos.training import (
-    TrainConfig,
     eval_windows,
     expand_vocab,
     full_vocab_loss,
@@ -19,11 +18,12 @@ from anneuron.demos.training import (
     token_stream,
     train,
 )
+from anneuron.stage_config import TrainConfig
 from anneuron.tokenizer import EOS_ID, GPT2_VOCAB_SIZE, gpt2_tokenizer
 
 TINY = TrainConfig(n_layer=1, d_model=32, d_mlp=32, n_head=2, n_ctx=32, tied=True, steps=80, batch_size=8, lr=3e-3,
-                   weight_decay=0.1, warmup=5, eval_every=20, patience=100, val_tolerance=0.005, seed=0, threads=1,
-                   eval_windows=16)
+                   weight_decay=0.1, warmup=5, eval_every=20, patience=100, val_tolerance=0.005, seed=0, threads=1)
+N_EVAL = 16  # evaluation windows: fewer than the demo's, for speed
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def texts():
 
 @pytest.fixture(scope="module")
 def trained(texts):
-    return train(texts, TINY, progress=False)
+    return train(texts, TINY, progress=False, n_eval=N_EVAL)
 
 
 # --- corpus --------------------------------------------------------------------------------------------------------
@@ -96,12 +96,12 @@ def test_tiny_training_lowers_the_loss(trained):
 
 def test_training_is_deterministic(texts):
     cfg = TrainConfig(**{**TINY.__dict__, "steps": 15, "eval_every": 5})
-    a, b = train(texts, cfg, progress=False), train(texts, cfg, progress=False)
+    a, b = (train(texts, cfg, progress=False, n_eval=N_EVAL) for _ in range(2))
     sa, sb = a.model.state_dict(), b.model.state_dict()
     assert sa.keys() == sb.keys()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert a.record["curve"] == b.record["curve"]
-    c = train(texts, TrainConfig(**{**cfg.__dict__, "seed": 1}), progress=False)
+    c = train(texts, TrainConfig(**{**cfg.__dict__, "seed": 1}), progress=False, n_eval=N_EVAL)
     key = "transformer.h.0.mlp.c_fc.weight"
     assert not torch.equal(c.model.state_dict()[key], sa[key])
 

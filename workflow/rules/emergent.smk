@@ -33,8 +33,7 @@ rule emergent_model:
     output:
         directory(K.PATHS["emergent_model"]),
     params:
-        cfg=S.EmergentModelConfig.of(config).to_dict(),
-        n_ctx=EMERGENT_N_CTX,
+        cfg=S.EmergentModelConfig.of(config, EMERGENT_N_CTX).to_dict(),
     log:
         "logs/emergent_model/demo-emergent.log",
     benchmark:
