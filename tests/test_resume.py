@@ -34,7 +34,7 @@ from configs import write_complete_config
 
 import psutil
 import pytest
-from test_workflow import DEMO, ENV, SNAKEMAKE, copy_repo, write_yaml
+from test_workflow import DEMO, ENV, SNAKEMAKE, TEST_RUN, copy_repo, write_yaml
 
 SEED = int(os.environ.get("ANNEURON_RESUME_SEED", "1202"))
 CONFIG = "tests/resume.yaml"
@@ -43,9 +43,8 @@ OVERLAY = {"data": {"max_docs": 24, "shards": 2}, "demo": {"docs": 40}, "record"
            "congruence": {"tokens": [" an"]},
            "watch": {"top_pairs": 2, "neurons": {"demo-planted": [{"L2N892": " an"}]}}}
 EXPERIMENTS = ["an_picked"]
-# the same --cores for both runs: a job's thread count (hence its float sums) must not differ
-RUN = ("--workflow-profile", "workflow/profiles/default", "--cores", "2", "--replace-workflow-config",
-       "--configfile", CONFIG)
+# the same job slots and threads for both runs: a job's thread count (hence its float sums) must not differ
+RUN = (*TEST_RUN, "--replace-workflow-config", "--configfile", CONFIG)
 FAST = 1.0  # s of CPU: below this a rule's script is mostly Python starting; killed as soon as it appears
 POLL, POLL_NEAR = 0.25, 0.05  # s between looks at the jobs; the second when a kill is due within NEAR s of CPU
 POLL_NEW = 0.005  # s between looks while a job's script file exists but its process is not seen yet

@@ -26,6 +26,12 @@ DEMO = "workflow/configs/demo-planted.yaml"
 DATASET = "demo-planted"  # the demo corpus' dataset id
 MODELS = ("demo-planted", "tiny-random")
 RUN_TIMEOUT = 900
+# How the tests run the workflow: one thread per job, three job slots on this 2-core machine, memory for all of them.
+# The tiny models' jobs are mostly Python starting (imports), and a rule's declared threads and memory (sized for
+# GPT-2 Large) would run them one or two at a time. Measured on the run_dir run, quiet machine: 261 s with the
+# profile's 2 cores, 222 s with these slots, 235 s adding the critical-path priorities (common.smk; noise ±15 s).
+TEST_RUN = ("--workflow-profile", "workflow/profiles/default", "--cores", "3", "--max-threads", "1",
+            "--resources", "mem_mb=64000", "gpu=1")
 # The end-to-end run: the demo config with two models and few documents, two experiments only (tests/configs.py).
 RUN_CONFIG = "tests/run.yaml"
 CONFIG_ARGS = ("--replace-workflow-config", "--configfile", RUN_CONFIG)
@@ -153,7 +159,7 @@ def run_dir(tmp_path_factory) -> Path:
         "data": {"max_docs": 60, "shards": 2},
     })
     write_complete_config(work / RUN_CONFIG, [DEMO, overlay], list(EXPERIMENTS), repo=work)
-    r = snakemake("--workflow-profile", "workflow/profiles/default", "--cores", "2", *CONFIG_ARGS, cwd=work,
+    r = snakemake(*TEST_RUN, *CONFIG_ARGS, cwd=work,
                   timeout=RUN_TIMEOUT)
     assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
     return work

@@ -8,6 +8,10 @@ from anneuron import stage_config as S
 
 # Stage files register the final outputs of one model here; `all` requests them for every model.
 TARGETS = []
+# The priority of the rules on a run's longest chain (model and corpus → tokens → weights pass → watch list → dataset
+# pass → example windows → pages): the scheduler starts them before the experiments and figures, which then fill
+# the free cores beside them instead of holding the chain up.
+CRITICAL_PATH = 1
 
 # With `fetch: true` (the default) a hub model or dataset is downloaded once by a local rule (fetch.smk) into a
 # folder under resources/hub/, and every other job is only ever given that folder: compute nodes need no network.

@@ -29,6 +29,7 @@ rule watch:
         "logs/watch/{model}/{dataset}.log",
     benchmark:
         "benchmarks/watch/{model}/{dataset}.tsv"
+    priority: CRITICAL_PATH
     localrule: True  # tiny: on the submit host, not a cluster job
     threads: 1
     resources:
@@ -59,6 +60,7 @@ rule record:
         "logs/record/{model}/{dataset}/shard-{i}.log",
     benchmark:
         "benchmarks/record/{model}/{dataset}/shard-{i}.tsv"
+    priority: CRITICAL_PATH
     retries: 1  # preemption, out of memory (each attempt gets more memory and time); deterministic errors fail once
     threads: 2
     resources:
@@ -87,6 +89,7 @@ rule max_examples:
         "logs/max_examples/{model}/{dataset}.log",
     benchmark:
         "benchmarks/max_examples/{model}/{dataset}.tsv"
+    priority: CRITICAL_PATH
     threads: 1
     resources:
         mem_mb=16000,

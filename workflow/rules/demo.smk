@@ -11,6 +11,7 @@ rule demo_model:
         "logs/demo_model/demo-planted.log",
     benchmark:
         "benchmarks/demo_model/demo-planted.tsv"
+    priority: CRITICAL_PATH
     threads: 1
     resources:
         mem_mb=2000,
@@ -31,6 +32,7 @@ rule rehearsal_model:
         "logs/rehearsal_model/rehearsal.log",
     benchmark:
         "benchmarks/rehearsal_model/rehearsal-gpt2-large.tsv"
+    priority: CRITICAL_PATH
     threads: 2
     resources:
         mem_mb=8000,
@@ -50,6 +52,7 @@ rule demo_corpus:
         "logs/demo_corpus/demo-planted.log",
     benchmark:
         "benchmarks/demo_corpus/demo-planted.tsv"
+    priority: CRITICAL_PATH
     threads: 1
     resources:
         mem_mb=1000,

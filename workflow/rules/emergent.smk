@@ -17,6 +17,7 @@ rule emergent_corpus:
         "logs/emergent_corpus/{split}.log",
     benchmark:
         "benchmarks/emergent_corpus/{split}.tsv"
+    priority: CRITICAL_PATH
     threads: 1
     resources:
         mem_mb=2000,
@@ -38,6 +39,7 @@ rule emergent_model:
         "logs/emergent_model/demo-emergent.log",
     benchmark:
         "benchmarks/emergent_model/demo-emergent.tsv"
+    priority: CRITICAL_PATH
     threads: config["demo"]["emergent"]["threads"]
     resources:
         mem_mb=4000,

@@ -26,6 +26,7 @@ rule example_activations:
         "logs/example_activations/{model}/{dataset}.log",
     benchmark:
         "benchmarks/example_activations/{model}/{dataset}.tsv"
+    priority: CRITICAL_PATH
     retries: 1  # preemption, out of memory (each attempt gets more memory and time); deterministic errors fail once
     threads: 2
     resources:

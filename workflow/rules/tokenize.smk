@@ -17,6 +17,7 @@ rule tokenize:
         "logs/tokenize/{dataset}/{tokenizer}.log",
     benchmark:
         "benchmarks/tokenize/{dataset}/{tokenizer}.tsv"
+    priority: CRITICAL_PATH
     threads: 1
     resources:
         mem_mb=4000,

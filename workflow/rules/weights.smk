@@ -21,6 +21,7 @@ rule congruence:
         "logs/congruence/{model}.log",
     benchmark:
         "benchmarks/congruence/{model}.tsv"
+    priority: CRITICAL_PATH
     retries: 1
     threads: 8
     resources:
@@ -43,6 +44,7 @@ rule pairs:
         "logs/pairs/{model}.log",
     benchmark:
         "benchmarks/pairs/{model}.tsv"
+    priority: CRITICAL_PATH
     localrule: True  # tiny: on the submit host, not a cluster job
     threads: 1
     resources:
