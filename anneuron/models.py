@@ -161,6 +161,11 @@ def cast_body(model, dtype: str | torch.dtype):
 
 # --- loading ------------------------------------------------------------------------------------------------------
 
+def _source(spec: ModelSpec) -> str:
+    """What Hugging Face loads a model from: its folder, or its hub name."""
+    return str(spec.folder) if spec.local else spec.name
+
+
 def load_hf(model: ModelSpec | str, device: str, dtype: str | torch.dtype, attn_implementation: str,
             prepare: Callable[[ModelSpec, PreTrainedModel], nn.Module] | None = None) -> nn.Module:
     """THE loader of every stage and engine: a model (a ModelSpec from anneuron.resolve, or a name to resolve) as
@@ -175,8 +180,7 @@ def load_hf(model: ModelSpec | str, device: str, dtype: str | torch.dtype, attn_
     from transformers import AutoModelForCausalLM
 
     try:
-        hf = AutoModelForCausalLM.from_pretrained(str(spec.folder) if spec.local else spec.name,
-                                                  revision=spec.revision, dtype=torch.float32,
+        hf = AutoModelForCausalLM.from_pretrained(_source(spec), revision=spec.revision, dtype=torch.float32,
                                                   attn_implementation=attn_implementation)
     except OSError:
         raise ModelError(f"model {spec.name}: its weights are neither in a folder nor in the local Hugging Face hub "
@@ -216,9 +220,8 @@ def _bridge(spec: ModelSpec, hf: PreTrainedModel, processed: bool) -> Transforme
     tokenizer = folder_tokenizer(spec.folder) if spec.local else spec.tokenizer()
     from transformer_lens.model_bridge import TransformerBridge
 
-    bridge = TransformerBridge.boot_transformers(str(spec.folder) if spec.local else spec.name, hf_model=hf,
-                                                 device=next(hf.parameters()).device, dtype=torch.float32,
-                                                 tokenizer=tokenizer)
+    bridge = TransformerBridge.boot_transformers(_source(spec), hf_model=hf, device=next(hf.parameters()).device,
+                                                 dtype=torch.float32, tokenizer=tokenizer)
     bridge.eval()
     if not processed:
         bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
