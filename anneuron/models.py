@@ -16,15 +16,18 @@ import copy
 import logging
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
 
 from anneuron.resolve import ModelError, ModelSpec, check_model_files, folder_tokenizer, resolve
 
-if TYPE_CHECKING:  # imported where a model boots: the Snakefile imports this module, and every job parses it
+# TransformerLens is imported only where a bridge boots: its import takes seconds, and the dataset pass's Hugging
+# Face engine never needs it.
+if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,7 @@ class Head:
     `unembed(norm(resid))` computed in float32 from the residual before the final norm (upcast).
 
     For a float32 model these ARE its modules (no copy); for a model whose body runs in bfloat16/float16 they are
-    float32 copies taken before the cast (load_model, load_engine), or, for a model given already cast, upcast
+    float32 copies taken before the cast (load_hf), or, for a model given already cast, upcast
     copies of its low-precision weights (float32 arithmetic on bf16-rounded weights)."""
 
     norm: nn.Module  # the final LayerNorm / RMSNorm (processed models: gain folded into the unembedding)
@@ -158,10 +161,44 @@ def cast_body(model, dtype: str | torch.dtype):
 
 # --- loading ------------------------------------------------------------------------------------------------------
 
+def _source(spec: ModelSpec) -> str:
+    """What Hugging Face loads a model from: its folder, or its hub name."""
+    return str(spec.folder) if spec.local else spec.name
+
+
+def load_hf(model: ModelSpec | str, device: str, dtype: str | torch.dtype, attn_implementation: str,
+            prepare: Callable[[ModelSpec, PreTrainedModel], nn.Module] | None = None) -> nn.Module:
+    """THE loader of every stage and engine: a model (a ModelSpec from anneuron.resolve, or a name to resolve) as
+    its Hugging Face causal LM, read from its folder or from the local hub cache at its revision, in float32, in
+    eval mode, on `device` (resolve_device); then `prepare(spec, model)` (in float32: booting the bridge, weight
+    processing and its check, see load_model) and the body cast to `dtype` (cast_body: the float32 head kept).
+
+    attn_implementation: `eager` for the bridge (its hooks read every attention pattern), `sdpa` for the dataset
+    pass's engine (anneuron.dataset.engines). Weights missing offline are one ModelError line; a folder's damaged
+    file (a truncated download) one InputError line naming it (check_model_files)."""
+    check_model_files(model)
+    spec = model if isinstance(model, ModelSpec) else resolve(model)
+    device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    from transformers import AutoModelForCausalLM
+
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(_source(spec), revision=spec.revision, dtype=torch.float32,
+                                                  attn_implementation=attn_implementation)
+    except OSError:
+        raise ModelError(f"model {spec.name}: its weights are neither in a folder nor in the local Hugging Face hub "
+                         "cache (offline or unreachable); fetch them once on a networked machine or give a folder "
+                         "saved with save_pretrained") from None
+    loaded = hf.to(device).eval()
+    if prepare is not None:
+        loaded = prepare(spec, loaded)
+    return cast_body(loaded, torch_dtype)
+
+
 def load_model(
     model: ModelSpec | str, *, device: str, dtype: str | torch.dtype, processed: bool = True
 ) -> TransformerBridge:
-    """Boot a model (a ModelSpec from anneuron.resolve, or a name to resolve) through TransformerBridge.
+    """Boot a model (a ModelSpec from anneuron.resolve, or a name to resolve) through TransformerBridge, loaded by
+    load_hf (eager attention).
 
     processed=True puts it in the post's coordinates (docs/science.md), per family (anneuron.architecture):
     LayerNorm models (GPT-2) get TransformerLens' fold_ln, center_writing_weights, center_unembed and
@@ -176,31 +213,27 @@ def load_model(
     dtype: DRIFT_TOLERANCE); `bfloat16` / `float16` then cast its body (cast_body), keeping a float32 copy of the
     final norm, unembedding and embedding (float32_head) from which every logit must be read.
     """
-    check_model_files(model)
-    spec = model if isinstance(model, ModelSpec) else resolve(model)
-    name_or_dir = spec.name
-    device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype)
+    return load_hf(model, device, dtype, "eager", lambda spec, hf: _bridge(spec, hf, processed))
+
+
+def _bridge(spec: ModelSpec, hf: PreTrainedModel, processed: bool) -> TransformerBridge:
+    """A float32 Hugging Face model booted through TransformerBridge (which wraps the model itself: no second
+    copy), processed and checked as load_model says."""
     tokenizer = folder_tokenizer(spec.folder) if spec.local else spec.tokenizer()
-    target = str(spec.folder) if spec.local else spec.name
     from transformer_lens.model_bridge import TransformerBridge
 
-    try:
-        bridge = TransformerBridge.boot_transformers(target, device=device, dtype=torch.float32, tokenizer=tokenizer)
-    except OSError:
-        raise ModelError(f"model {name_or_dir}: its weights are neither in a folder nor in the local Hugging Face "
-                         "hub cache (offline or unreachable); fetch them once on a networked machine or give a "
-                         "folder saved with save_pretrained") from None
+    bridge = TransformerBridge.boot_transformers(_source(spec), hf_model=hf, device=next(hf.parameters()).device,
+                                                 dtype=torch.float32, tokenizer=tokenizer)
     bridge.eval()
     if not processed:
         bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
-        return cast_body(bridge, torch_dtype)
+        return bridge
     from anneuron import architecture as A
 
     try:
         family = A.family_of(bridge, "weight processing")
     except A.ArchitectureError as e:
-        raise ModelError(f"model {name_or_dir}: {e}; load it with processed=False") from None
+        raise ModelError(f"model {spec.name}: {e}; load it with processed=False") from None
     probe = bridge.to_tokens("The quick brown fox jumps over the lazy dog, and then an apple.")
     with torch.no_grad():
         raw = bridge(probe).float()
@@ -211,12 +244,12 @@ def load_model(
     if drift > DRIFT_TOLERANCE * max(1.0, scale):
         what = "beyond a per-position constant" if family.centres else "folding its RMSNorm gains"
         raise ModelError(
-            f"model {name_or_dir}: weight processing changed its logits by {drift:.3g} ({what}; float32, "
+            f"model {spec.name}: weight processing changed its logits by {drift:.3g} ({what}; float32, "
             f"tolerance {DRIFT_TOLERANCE:g} x max(1, max |logit| = {scale:.3g})); refusing to analyse a changed model"
         )
-    log.info("model %s: processing drift %.3g (%.2g of max |logit| %.3g)", name_or_dir, drift,
+    log.info("model %s: processing drift %.3g (%.2g of max |logit| %.3g)", spec.name, drift,
              drift / max(1.0, scale), scale)
-    return cast_body(bridge, torch_dtype)
+    return bridge
 
 
 def processing_drift(raw: torch.Tensor, proc: torch.Tensor, centres: bool) -> tuple[float, float]:

@@ -117,6 +117,11 @@ def test_missing_folder_and_offline_hub_are_one_line(monkeypatch):
         M.load_model("gpt2-large", device="cpu", dtype="float32")
     msg = str(e.value)
     assert "\n" not in msg and "gpt2-large" in msg and "hub" in msg and "folder" in msg
+    from anneuron.dataset.engines import load_engine
+
+    with pytest.raises(M.ModelError) as e:  # the dataset pass's engine loads through the same loader
+        load_engine("gpt2-large", device="cpu", dtype="float32", engine="auto")
+    assert str(e.value) == msg
 
 
 def test_device_and_dtype():

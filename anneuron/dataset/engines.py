@@ -32,7 +32,7 @@ from torch import nn
 
 from anneuron import architecture as A
 from anneuron import models as M
-from anneuron.resolve import ModelError, ModelSpec, check_model_files, resolve
+from anneuron.resolve import ModelError, ModelSpec, resolve
 
 PostHook = Callable[[torch.Tensor, int], None]  # (activation (B, T, d_mlp), layer)
 NormHook = Callable[[torch.Tensor], None]  # normalized residual (B, T, d_model), float32
@@ -131,7 +131,6 @@ class HFEngine:
         return self.head.logits(final[-1])
 
 
-HFGPT2Engine = HFEngine  # its name when it ran GPT-2 only
 Engine = BridgeEngine | HFEngine
 
 
@@ -148,11 +147,9 @@ def as_engine(model) -> Engine:
 
 def load_engine(model: ModelSpec | str, *, device: str, dtype: str | torch.dtype, engine: str) -> Engine:
     """`auto`: the Hugging Face engine for the families anneuron.architecture knows (GPT-2, Llama), the bridge
-    otherwise. The weights are loaded in float32; `bfloat16` / `float16` then cast the body only
+    otherwise. Both load through anneuron.models.load_hf: in float32, then `bfloat16` / `float16` cast the body only
     (anneuron.models.cast_body: the final norm, unembedding and W_E stay float32)."""
-    check_model_files(model)
     spec = model if isinstance(model, ModelSpec) else resolve(model)
-    torch_dtype = M.resolve_dtype(dtype)
     try:
         A.family_of(spec.model_type, "record.engine hf")
         unsupported = None
@@ -161,18 +158,9 @@ def load_engine(model: ModelSpec | str, *, device: str, dtype: str | torch.dtype
     if engine == "auto":
         engine = "bridge" if unsupported else "hf"
     if engine == "bridge":
-        return BridgeEngine(M.load_model(spec, device=device, dtype=torch_dtype))
+        return BridgeEngine(M.load_model(spec, device=device, dtype=dtype))
     if engine != "hf":
         raise ValueError(f"record.engine must be auto, hf or bridge, got {engine!r}")
     if unsupported:
         raise ModelError(f"model {spec.id}: {unsupported}; use record.engine: bridge")
-    from transformers import AutoModelForCausalLM
-
-    device = M.resolve_device(device)
-    target = str(spec.folder) if spec.local else spec.name
-    try:
-        hf = AutoModelForCausalLM.from_pretrained(target, revision=spec.revision, dtype=torch.float32,
-                                                  attn_implementation="sdpa")
-    except OSError as e:
-        raise ModelError(f"model {spec.name}: cannot load its weights offline ({e})") from None
-    return HFEngine(M.cast_body(hf.to(device), torch_dtype))
+    return HFEngine(M.load_hf(spec, device, dtype, "sdpa"))

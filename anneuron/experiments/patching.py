@@ -9,9 +9,9 @@ copies of the corrupted prompt on the batch dimension, from that point of layer 
 positions from the first clean/corrupted difference on (earlier positions are the same in both runs: their keys
 and values are taken from the cached corrupted run), and reads only the two logits LD needs. TransformerBridge
 has no real `start_at_layer` (it still runs the blocks before), so `SuffixModel` runs the blocks itself with the
-bridge's own submodules (the very nn.Linear / Conv1D / LayerNorm objects its forward calls; for Llama-family models
-the model's own attention modules, with RoPE and grouped-query heads, fed a cache of the prefix) and is tested
-against a full hooked forward on GPT-2 and Llama models. The wrappers below only say which differences to add.
+model's own modules (its norms and MLP projections, and, in every family, its own attention modules fed a cache of
+the prefix) and is tested against a full hooked forward on GPT-2 and Llama models. The wrappers below only say
+which differences to add.
 
 Precision (docs/science.md "Precision"): float32 by default. A bridge whose body was cast to bfloat16/float16
 (anneuron.models.load_model with that dtype) runs every forward pass (the cached runs, the backward of attribution,
@@ -220,102 +220,62 @@ def run_pair(bridge, pair: PromptPair, grad: bool = True) -> PairRuns:
 
 # --- the engine ---------------------------------------------------------------------------------------------------
 
-class _AbsoluteAttention:
-    """GPT-2 attention (learned absolute positions, one key/value head per query head) computed from the bridge's
-    q/k/v/o projections, with the prefix keys and values held once and broadcast over the batch of copies."""
-
-    def __init__(self, bridge):
-        cfg, hf_cfg = bridge.cfg, bridge.original_model.config
-        self.n_heads, self.d_head = cfg.n_heads, cfg.d_head
-        self.blocks = list(bridge.blocks)
-        self.scales = [
-            (self.d_head**-0.5 if getattr(hf_cfg, "scale_attn_weights", True) else 1.0)
-            / (l + 1 if getattr(hf_cfg, "scale_attn_by_inverse_layer_idx", False) else 1)
-            for l in range(cfg.n_layers)
-        ]
-
-    def _heads(self, x: Tensor) -> Tensor:
-        b, s, _ = x.shape
-        return x.view(b, s, self.n_heads, self.d_head).transpose(1, 2)  # [B, H, S, d_head]
-
-    def prefix(self, l: int, resid: Float[Tensor, "1 P d_model"]) -> tuple[Tensor, Tensor]:
-        """Keys and values of the prefix positions, [1, H, P, d_head] each."""
-        blk = self.blocks[l]
-        h = blk.ln1.original_component(resid)
-        return self._heads(blk.attn.k.original_component(h)), self._heads(blk.attn.v.original_component(h))
-
-    def __call__(self, l: int, x: Float[Tensor, "B S d_model"], prefix: tuple[Tensor, Tensor],
-                 last_only: bool) -> Float[Tensor, "B Q d_model"]:
-        blk = self.blocks[l]
-        h = blk.ln1.original_component(x)
-        hq = h[:, -1:] if last_only else h
-        q = self._heads(blk.attn.q.original_component(hq))
-        k = self._heads(blk.attn.k.original_component(h))
-        v = self._heads(blk.attn.v.original_component(h))
-        kp, vp = prefix  # [1, H, P, d_head], shared by every copy
-        n_prefix, s, nq = kp.shape[2], k.shape[2], q.shape[2]
-        scores = torch.cat([q @ kp.transpose(-1, -2), q @ k.transpose(-1, -2)], dim=-1) * self.scales[l]
-        if nq > 1:  # causal within the suffix; the prefix is visible to every suffix position
-            future = torch.ones(nq, s, dtype=torch.bool, device=x.device).triu(1 + s - nq)
-            scores[..., n_prefix:] = scores[..., n_prefix:].masked_fill(future, float("-inf"))
-        pattern = scores.float().softmax(-1).to(v.dtype)
-        z = pattern[..., :n_prefix] @ vp + pattern[..., n_prefix:] @ v  # [B, H, Q, d_head]
-        z = z.transpose(1, 2).reshape(x.shape[0], nq, self.n_heads * self.d_head)
-        return blk.attn.o.original_component(z)
-
-
 class _PrefixCache:
-    """The cache protocol Hugging Face attention modules call (`update(k, v, layer_idx)` -> all keys and values):
-    holds one layer's prefix keys/values (rotated) once and puts them before each copy's suffix keys/values. With
-    `record=True` it keeps what it is given instead (to compute the prefix)."""
+    """The cache protocol Hugging Face attention modules call (`update(k, v, layer_idx)` -> every key and value),
+    for one layer: the keys/values of the prefix positions (after RoPE, for rotary models), [1, H_kv, P, d_head]
+    each, held once and put before each patched copy's suffix keys/values. While `recording`, it keeps what it is
+    given instead (computing the prefix); with no prefix (start = 0) it adds nothing."""
 
-    def __init__(self, prefix: tuple[Tensor, Tensor] | None = None, record: bool = False):
-        self.kv, self.record = prefix, record
+    def __init__(self):
+        self.kv: tuple[Tensor, Tensor] | None = None
+        self.recording = False
 
     def update(self, k: Tensor, v: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
-        if self.record:
+        if self.recording:
             self.kv = (k, v)
+        if self.recording or self.kv is None:
             return k, v
-        kp, vp = self.kv  # [1, H_kv, P, d_head]
+        kp, vp = self.kv
         b = k.shape[0]
         return (torch.cat([kp.expand(b, -1, -1, -1), k], dim=2), torch.cat([vp.expand(b, -1, -1, -1), v], dim=2))
 
 
-class _RotaryAttention:
-    """Llama-family attention through the model's own attention modules (RoPE, grouped-query heads, whatever
-    else they do), run on the suffix positions with position ids start..T−1, a causal mask over prefix + suffix
-    keys, and a cache whose keys/values of the prefix positions were computed once from the corrupted run."""
+class _CachedAttention:
+    """Every family's attention, through the model's own attention modules (the Hugging Face modules the bridge
+    wraps, GPT2Attention, LlamaAttention, ..., with whatever they do: scaling, RoPE, grouped-query heads), run on
+    the S suffix positions with a causal mask over prefix + suffix keys and a cache holding the prefix keys/values,
+    computed once from the corrupted run. Rotary models get the position ids start..T−1; absolute positions
+    (GPT-2) are already in the residual."""
 
-    def __init__(self, bridge, start: int):
+    def __init__(self, bridge, start: int, n_suffix: int):
         self.start = start
         self.ln1 = [blk.ln1.original_component for blk in bridge.blocks]
         self.attn = [blk.attn.original_component for blk in bridge.blocks]
-        self.rotary = bridge.rotary_emb.original_component
+        rotary = getattr(bridge.cfg, "positional_embedding_type", "standard") == "rotary"
+        self.rotary = bridge.rotary_emb.original_component if rotary else None
+        dtype, device = M.body_dtype(bridge), next(bridge.parameters()).device
+        future = torch.ones(n_suffix, n_suffix, dtype=torch.bool, device=device).triu(1)
+        self.mask = torch.zeros(1, 1, n_suffix, start + n_suffix, dtype=dtype, device=device)  # additive
+        self.mask[..., start:] = self.mask[..., start:].masked_fill(future, torch.finfo(dtype).min)
 
     def _run(self, l: int, x: Tensor, first: int, cache: _PrefixCache, mask: Tensor | None) -> Tensor:
-        pos = torch.arange(first, first + x.shape[1], device=x.device)[None]
-        out, _ = self.attn[l](self.ln1[l](x), position_embeddings=self.rotary(x, pos), attention_mask=mask,
-                              past_key_values=cache)
-        return out
+        kwargs = {}
+        if self.rotary is not None:
+            pos = torch.arange(first, first + x.shape[1], device=x.device)[None]
+            kwargs["position_embeddings"] = self.rotary(x, pos)
+        return self.attn[l](self.ln1[l](x), attention_mask=mask, past_key_values=cache, **kwargs)[0]
 
-    def prefix(self, l: int, resid: Float[Tensor, "1 P d_model"]) -> tuple[Tensor, Tensor]:
-        """Keys (rotated) and values of the prefix positions, [1, H_kv, P, d_head] each."""
-        if resid.shape[1] == 0:  # start = 0: nothing before the suffix
-            attn = self.attn[l]
-            empty = resid.new_zeros(1, A.module(attn, "k_proj").out_features // attn.head_dim, 0, attn.head_dim)
-            return empty, empty
-        cache = _PrefixCache(record=True)
-        self._run(l, resid, 0, cache, None)  # (its output is not needed: only what reaches the cache)
-        return cache.kv
+    def cache(self, l: int, resid: Float[Tensor, "1 P d_model"]) -> _PrefixCache:
+        """Layer l's cache of the prefix positions, whose residual before block l is `resid`."""
+        cache = _PrefixCache()
+        if resid.shape[1]:
+            cache.recording = True
+            self._run(l, resid, 0, cache, None)  # (its output is not needed: only what reaches the cache)
+            cache.recording = False
+        return cache
 
-    def __call__(self, l: int, x: Float[Tensor, "B S d_model"], prefix: tuple[Tensor, Tensor],
-                 last_only: bool) -> Float[Tensor, "B Q d_model"]:
-        n_prefix, s = prefix[0].shape[2], x.shape[1]
-        future = torch.ones(s, s, dtype=torch.bool, device=x.device).triu(1)
-        mask = torch.zeros(1, 1, s, n_prefix + s, dtype=x.dtype, device=x.device)
-        mask[..., n_prefix:] = mask[..., n_prefix:].masked_fill(future, torch.finfo(x.dtype).min)
-        out = self._run(l, x, self.start, _PrefixCache(prefix), mask)
-        return out[:, -1:] if last_only else out
+    def __call__(self, l: int, x: Float[Tensor, "B S d_model"], cache: _PrefixCache) -> Float[Tensor, "B S d_model"]:
+        return self._run(l, x, self.start, cache, self.mask)
 
 
 class SuffixModel:
@@ -323,24 +283,23 @@ class SuffixModel:
     prompt, ending in the two unembedding columns of LD.
 
     Keys and values of the earlier positions come from the cached corrupted residual (they are the same in every
-    patched copy); the last block runs its MLP (GPT-2: also its queries) at the last position only, and LD is read
-    in float32 (the final residual upcast, the float32 final norm and unembedding direction). The blocks are
-    pre-norm in both families anneuron.architecture knows: GPT-2 (attention computed here from the bridge's
-    projections) and Llama (the model's own attention modules with RoPE and grouped-query heads; the MLP gated).
-    Any other architecture is refused in one line rather than computed wrongly.
+    patched copy); the last block runs its MLP at the last position only, and LD is read in float32 (the final
+    residual upcast, the float32 final norm and unembedding direction). The blocks are pre-norm in both families
+    anneuron.architecture knows, GPT-2 and Llama (gated MLP); attention is the model's own module in both
+    (_CachedAttention). Any other architecture is refused in one line rather than computed wrongly.
     """
 
     def __init__(self, bridge, corrupted: Run, start: int, answer: int, wrong: int):
-        family = A.family_of(bridge, "exact patching (SuffixModel: pre-norm blocks, attention, MLP)")
+        A.family_of(bridge, "exact patching (SuffixModel: pre-norm blocks, attention, MLP)")
         self.n_layers = bridge.cfg.n_layers
         self.start = start
         self.blocks = list(bridge.blocks)
-        self.attention = _AbsoluteAttention(bridge) if family.name == "gpt2" else _RotaryAttention(bridge, start)
+        self.attention = _CachedAttention(bridge, start, corrupted.acts["resid_pre"].shape[1] - start)
         self.mlps = [A.bridge_mlp(blk) for blk in self.blocks]
         self.ln_final = M.float32_head(bridge).norm  # float32
         self.direction, self.bias = unembed_direction(bridge, answer, wrong)
         with torch.no_grad():
-            self.prefix = [self.attention.prefix(l, corrupted.acts["resid_pre"][l, :start][None])
+            self.caches = [self.attention.cache(l, corrupted.acts["resid_pre"][l, :start][None])
                            for l in range(self.n_layers)]
         self.base = {  # the corrupted residual on the suffix at each point of each layer
             "pre": corrupted.acts["resid_pre"][:, start:],
@@ -359,11 +318,9 @@ class SuffixModel:
 
     def _block(self, l: int, x: Tensor, point: Point) -> Tensor:
         """Residual at `point` of block l (suffix positions) -> residual after block l."""
-        last_only = l == self.n_layers - 1
         if point == "pre":
-            attn = self.attention(l, x, self.prefix[l], last_only)
-            x = (x[:, -1:] if last_only else x) + attn
-        elif last_only:
+            x = x + self.attention(l, x, self.caches[l])
+        if l == self.n_layers - 1:  # only the last position reaches LD
             x = x[:, -1:]
         if point in ("pre", "mid"):
             x = x + self._mlp(l, x)

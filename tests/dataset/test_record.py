@@ -37,10 +37,10 @@ def corpus(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def tiny_hf(tiny_dir):
     """The tiny model through the default engine for GPT-2: Hugging Face, SDPA attention, fused gelu_new."""
-    from anneuron.dataset.engines import HFGPT2Engine, load_engine
+    from anneuron.dataset.engines import HFEngine, load_engine
 
     engine = load_engine(str(tiny_dir), device="cpu", dtype="float32", engine="auto")
-    assert isinstance(engine, HFGPT2Engine)
+    assert isinstance(engine, HFEngine)
     return engine
 
 

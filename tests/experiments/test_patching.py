@@ -159,3 +159,30 @@ def test_identical_prompts_are_refused(tiny_bridge):
     t = tiny_bridge.to_tokens(CLEAN)
     with pytest.raises(ValueError, match="same tokens"):
         P.PromptPair(t, t.clone(), 1, 2)
+
+
+def test_attention_options_of_the_model_s_own_module(tiny_dir, tmp_path):
+    """The engine runs GPT-2's own attention module, so the options that module implements (attention scaled by
+    1/(layer+1), scores upcast and reordered) hold in the engine as in the full hooked forward."""
+    import json
+    import shutil
+
+    from anneuron.models import load_model
+
+    folder = tmp_path / "options"
+    shutil.copytree(tiny_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | dict(scale_attn_by_inverse_layer_idx=True,
+                                                                 reorder_and_upcast_attn=True)))
+    bridge = load_model(str(folder), device="cpu", dtype="float32")
+    assert bridge.original_model.transformer.h[2].attn.scaling == 16**-0.5 / 3  # d_head = 64 / 4 heads
+    tok = bridge.tokenizer
+    pair = P.PromptPair(bridge.to_tokens(CLEAN), bridge.to_tokens(CORRUPTED), single_token(tok, ANSWER),
+                        single_token(tok, WRONG))
+    runs = P.run_pair(bridge, pair, grad=False)
+    model = P.SuffixModel(bridge, runs.corrupted, pair.start, pair.answer, pair.wrong)
+    neurons = range(0, 256, 8)
+    assert_same_ld(P.neuron_scores(model, runs, 0, neurons, batch_size=64), P.naive_neuron_scores(bridge, runs, 0, neurons), runs)
+    for layer in range(3):
+        ld = model.logit_diff(model.base["pre"][layer][None], layer, "pre")
+        assert abs(float(ld[0]) - runs.ld_corrupted) < TOL
