@@ -182,8 +182,8 @@ def test_attention_options_of_the_model_s_own_module(tiny_dir, tmp_path):
     runs = P.run_pair(bridge, pair, grad=False)
     model = P.SuffixModel(bridge, runs.corrupted, pair.start, pair.answer, pair.wrong)
     neurons = range(0, 256, 8)
-    assert_same_ld(P.neuron_scores(model, runs, 0, neurons, batch_size=64), P.naive_neuron_scores(bridge, runs, 0, neurons),
-                   runs)
+    ours = P.neuron_scores(model, runs, 0, neurons, batch_size=64)
+    assert_same_ld(ours, P.naive_neuron_scores(bridge, runs, 0, neurons), runs)
     for layer in range(3):
         ld = model.logit_diff(model.base["pre"][layer][None], layer, "pre")
         assert abs(float(ld[0]) - runs.ld_corrupted) < TOL
