@@ -84,7 +84,11 @@ def _column_difference(name: str, ca, cb) -> str | None:
     if rows.is_empty():  # values polars calls equal but arrow does not (e.g. -0.0 and 0.0)
         return f"{name}: values differ"
     i = rows[0]
-    return f"{name}: {len(rows):,} rows differ, first row {i}: {sa[i]!r} vs {sb[i]!r}"
+    size = ""
+    if sa.dtype.is_numeric() and sb.dtype.is_numeric():  # how far apart, where both hold a number
+        delta = (sa.cast(pl.Float64) - sb.cast(pl.Float64)).abs().fill_nan(None).max()
+        size = f", max |Δ| {delta:.3g}" if delta is not None else ""
+    return f"{name}: {len(rows):,} rows differ{size}, first row {i}: {sa[i]!r} vs {sb[i]!r}"
 
 
 def compare_parquet(a: Path, b: Path) -> tuple[str, str]:

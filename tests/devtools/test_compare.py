@@ -68,7 +68,7 @@ def test_a_changed_parquet_value_names_its_column_and_row(tree, capsys):
                    b / "table.parquet")
     code, summary, out = _run(capsys, tree, b, "--pixels")
     assert code == 1 and not summary["ok"] and summary["not_identical"] == {"table.parquet": "different"}
-    assert "score: 1 rows differ, first row 2: -1.0 vs -1.5" in out
+    assert "score: 1 rows differ, max |Δ| 0.5, first row 2: -1.0 vs -1.5" in out
     assert "layer:" not in out and "tokens:" not in out  # NaN equals NaN; only the changed column is named
 
 
