@@ -199,7 +199,7 @@ def _raw_weights(hf, rows: dict[int, list[int]]):
 @pytest.fixture(scope="module")
 def sampled_weights(smollm2_bridge, smollm2_hf):
     """8 neurons of every layer (240, seeded): the pass's processed weights and the dense float64 reference."""
-    from test_congruence import dense_reference
+    from weights.test_congruence import dense_reference  # tests/weights/
 
     from anneuron.weights.congruence import Weights, weights_of
 
@@ -219,7 +219,7 @@ def test_congruence_of_sampled_neurons_equals_a_dense_product(sampled_weights, b
     Tolerance: an fp32 dot product over d_model = 576 carries an absolute error of ~1e-6 of the values' scale
     (max |C| is ~15 in the `we` basis, ~1 for cosine), so values and their top-2 differences get atol = 2e-6·max|C|
     (the toy tests' atol of 1e-6 assumes values of order 1 and d_model 64); the moments rtol 1e-4."""
-    from test_congruence import K, check
+    from weights.test_congruence import K, check
 
     from anneuron.weights.congruence import congruence_pass
 
