@@ -15,6 +15,7 @@ from typing import Callable, Collection
 import jsonschema
 import yaml
 
+from anneuron.contracts import POST_BIN_WIDTH
 from anneuron.contracts import parse_neuron as _parse_neuron
 from anneuron.io import InputError
 from anneuron.resolve import ModelError, ModelSpec, Produced, is_local, model_id, resolve, seq_len
@@ -175,9 +176,9 @@ def check(config: dict, schema_path: str | Path, validate: SchemaValidator, prod
     if curves["readout"] == "post" and not config["record"]["pred_post"]:
         raise ConfigError("config: curves.readout: post counts the post's readout, which record only writes with "
                           "record.pred_post: true")
-    if curves["binning"] == "post" and curves["bin_width"] != 0.2:
-        raise ConfigError(f"config: curves.binning: post bins by int(5 * round(a, 1)), width 0.2; curves.bin_width "
-                          f"is {curves['bin_width']}")
+    if curves["binning"] == "post" and curves["bin_width"] != POST_BIN_WIDTH:
+        raise ConfigError(f"config: curves.binning: post bins by int(5 * round(a, 1)), width {POST_BIN_WIDTH}; "
+                          f"curves.bin_width is {curves['bin_width']}")
     for spec in specs.values():
         for stage in ("weights", "dataset", "experiments"):
             try:

@@ -19,6 +19,7 @@ import pyarrow as pa
 # Logits. Below this |LD_clean − LD_corrupted| a patch score divides by almost nothing: such an experiment's
 # standouts are not counted across experiments (the cross-experiment summary and watch.standouts).
 MIN_LD_GAP = 0.5
+POST_BIN_WIDTH = 0.2  # the post's binning, int(5 · round(a, 1)): its bins are 0.2 wide, whatever bin_width says
 
 # --- neuron names -------------------------------------------------------------------------------------------------
 
@@ -162,7 +163,6 @@ WATCHED = pa.schema([("rank", pa.int32()), ("layer", pa.int32()), ("neuron", pa.
                      ("token_str", pa.string()), ("source", pa.string()), ("token_source", pa.string()),
                      ("pair_rank", pa.int32())])
 WATCH_SOURCES = ("pair", "config", "standout")  # why a neuron is watched, in the order the list is built
-TOKEN_SOURCES = ("config", "pair", "experiment", "congruence")  # where its curve's token came from
 
 # The dataset pass's per-position table; `pred_post`, `topk` and one float32 `L{l}N{n}` column per watched neuron
 # are appended as configured (`record_schema`).
@@ -224,7 +224,6 @@ PAPER_CHECK = pa.schema([
     ("published", pa.float64()), ("our_item", pa.string()), ("ours", pa.float64()), ("difference", pa.float64()),
     ("same_item", pa.bool_()), ("status", pa.string()), ("source", pa.string()), ("note", pa.string()),
 ])
-PAPER_CHECK_STATUS = ("ok", "missing", "n/a", "not comparable")  # "not comparable: <why>" carries the reason
 
 # Every table and the PATHS key it is written to (a schema that depends on the config is listed by its fixed part).
 TABLES: dict[str, pa.Schema] = {

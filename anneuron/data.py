@@ -61,12 +61,12 @@ def _local_texts(path: Path, column: str) -> Iterator[str]:
             for batch in iter_parquet(f, columns=[column], batch_size=1024):
                 yield from (t or "" for t in batch.column(0).to_pylist())
         else:
-            with open(f) as fh:
+            with open(f, "rb") as fh:  # bytes: a corrupted byte is a bad line, not an undecodable file
                 for n, line in enumerate(fh, 1):
                     if line.strip():
                         try:
                             obj = json.loads(line)
-                        except json.JSONDecodeError as e:
+                        except ValueError as e:  # JSONDecodeError, or UnicodeDecodeError for bytes that are not UTF-8
                             raise DataError(f"dataset {f}: line {n} is not JSON (truncated or corrupted): {e}") from e
                         if column not in obj:
                             raise DataError(f"dataset {f}: line {n} has no key {column!r}")

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Callable, Sequence
 
-from anneuron.io import atomic_dir
+from anneuron.io import OneLineError, atomic_dir, read_json
 
 HUB_ROOT = "resources/hub"
 RECORD = "fetched.json"
@@ -21,7 +21,7 @@ RECORD = "fetched.json"
 MODEL_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*", "merges.txt", "vocab.*"]
 
 
-class FetchError(RuntimeError):
+class FetchError(OneLineError, RuntimeError):
     """A download that cannot be done; one line naming the repository."""
 
 
@@ -78,4 +78,4 @@ def fetch(repo_id: str, repo_type: str, out_dir: str | Path, revision: str | Non
 def fetched(folder: str | Path) -> dict | None:
     """The fetch record of a snapshot folder, or None for a folder that was not fetched."""
     p = Path(folder) / RECORD
-    return json.loads(p.read_text()) if p.exists() else None
+    return read_json(p, "delete the folder it describes and fetch again") if p.exists() else None

@@ -20,14 +20,23 @@ from typing import Iterator
 PAGE_CHECKSUMS = dict(write_page_checksum=True)
 
 
-class InputError(ValueError):
+class OneLineError(Exception):
+    """A failure the user can act on, said in one line (what is wrong, what to do): a job that raises it ends its log
+    with that line, naming the rule, instead of a traceback (anneuron.jobs). `detail` is the line without a leading
+    `anneuron: `."""
+
+    @property
+    def detail(self) -> str:
+        return " ".join(str(self).split()).removeprefix("anneuron: ")
+
+
+class InputError(OneLineError, ValueError):
     """A stage input that cannot be used. Its str is the whole message, one line that names the file and what to do
     (`anneuron: <file>: <what is wrong>: <what to do>`); `detail` is that line without its `anneuron: `, for a caller
     that names its context (a rule script's log ends with `anneuron: <rule>: <detail>`: anneuron.jobs)."""
 
     def __init__(self, message: str):
-        self.detail = " ".join(message.split()).removeprefix("anneuron: ")  # one line, whatever an error printed
-        super().__init__(f"anneuron: {self.detail}")
+        super().__init__("anneuron: " + " ".join(message.split()).removeprefix("anneuron: "))  # one line
 
 
 # A Parquet table a stage reads is written by an earlier rule (or fetched, or yours): what to do about a bad one.

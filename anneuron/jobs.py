@@ -1,8 +1,9 @@
 """The rule scripts' shared glue, each script's first import (`from anneuron.jobs import setup_logging`): every job
-but a fetch is offline; a job's logging, warnings and tracebacks go to its `log:` file; a failure on a file it reads
-(anneuron.io.InputError) ends that log with ONE line naming the rule, the file and what to do. It never imports
-Snakemake: a script passes its `snakemake` object in. Jobs import this checkout's library because the Snakefile puts
-the checkout first on PYTHONPATH (docs/architecture.md).
+but a fetch is offline; a job's logging, warnings and tracebacks go to its `log:` file; a failure the user can act
+on (anneuron.io.OneLineError: an unusable input file, a model missing offline, ...) ends that log with ONE line
+naming the rule, the culprit and what to do. It never imports Snakemake: a script passes its `snakemake` object in.
+Jobs import this checkout's library because the Snakefile puts the checkout first on PYTHONPATH
+(docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -44,11 +45,12 @@ def failure_line(err: Exception, rule: str | None) -> str:
 
 
 def _excepthook(kind, err, tb) -> None:
-    """An input the job cannot use (anneuron.io.InputError: a truncated or corrupted file, a bad dataset) ends the log
-    with its one line, also shown on the terminal; anything else gets the usual traceback."""
-    from anneuron.io import InputError
+    """A failure said in one line (anneuron.io.OneLineError: an input the job cannot use, a model missing offline, no
+    GPU where one was asked for, a package that cannot be fetched) ends the log with that line, also shown on the
+    terminal; anything else gets the usual traceback."""
+    from anneuron.io import OneLineError
 
-    if not isinstance(err, InputError):
+    if not isinstance(err, OneLineError):
         return sys.__excepthook__(kind, err, tb)
     sys.stderr.flush()
     log = _JOB["log"]
@@ -65,7 +67,7 @@ def _excepthook(kind, err, tb) -> None:
 
 def setup_logging(snakemake) -> None:
     """Route this job's logging, warnings and tracebacks to its `log:` file (progress bars too); an input error
-    (anneuron.io.InputError) ends the log with its one line, naming the rule, instead of a traceback."""
+    (anneuron.io.OneLineError) ends the log with its one line, naming the rule, instead of a traceback."""
     sys.excepthook = _excepthook
     _JOB["rule"] = getattr(snakemake, "rule", None)
     if snakemake.log:

@@ -10,12 +10,13 @@ from importlib import metadata
 from pathlib import Path
 
 from anneuron.fetch import fetched
+from anneuron.io import OneLineError
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "transformer-lens", "transformers", "huggingface-hub", "datasets", "snakemake")
 
 
-class DeviceError(RuntimeError):
+class DeviceError(OneLineError, RuntimeError):
     """A GPU job that cannot see its GPU; one line."""
 
 

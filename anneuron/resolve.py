@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from anneuron.architecture import FAMILIES as ARCHITECTURES
-from anneuron.io import check_model_config, check_model_weights
+from anneuron.io import OneLineError, check_model_config, check_model_weights
 
 # Hub names whose tokenizer is GPT-2's (the offline tokenizer serves them; their token shards are shared under id
 # `gpt2`), with their shapes: (n_layers, d_model, d_mlp).
@@ -37,7 +37,7 @@ TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
 _PATH_PREFIXES = ("/", "./", "../", "~", "resources/", "results/")
 
 
-class ModelError(ValueError):
+class ModelError(OneLineError, ValueError):
     """A model name cannot be used; the message is one line saying which and what to do."""
 
 

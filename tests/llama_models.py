@@ -1,4 +1,4 @@
-"""Session fixtures of tiny Llama-architecture models, for the tests/test_llama_*.py files (`from llama_models import
+"""Session fixtures of tiny Llama-architecture models, for the tests/*/test_llama_*.py files (`from llama_models import
 *`): built once per test process (a module-level cache, since a fixture imported into several modules is a
 separate fixture in each), offline, with the GPT-2 tokenizer.
 

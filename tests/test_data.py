@@ -82,3 +82,6 @@ def test_jsonl_and_missing(tmp_path):
         list(iter_documents(str(f), **dict(ALL_TEXTS, text_column="body")))
     with pytest.raises(DataError, match="no such file"):
         list(iter_documents(str(tmp_path / "nope.parquet"), **ALL_TEXTS))
+    f.write_bytes(json.dumps({"text": "a b"}).encode() + b"\n" + b'{"text": "\xff\xfe"}\n')  # a byte not UTF-8
+    with pytest.raises(DataError, match=r"line 2 is not JSON"):
+        list(iter_documents(str(f), **ALL_TEXTS))

@@ -70,3 +70,25 @@ def test_the_checkout_goes_first_on_pythonpath(monkeypatch):
     monkeypatch.delenv("PYTHONPATH")
     export_library("/repo")
     assert os.environ["PYTHONPATH"] == "/repo"
+
+
+@pytest.mark.parametrize("error", ["ModelError", "DeviceError", "FetchError", "InputError"])
+def test_every_one_line_failure_ends_the_log_with_its_line(tmp_path, error):
+    """A model missing offline, no GPU where one was asked for, a package that cannot be fetched and an unusable
+    input all end a job's log with one line naming the rule, never a traceback (anneuron.io.OneLineError)."""
+    log = tmp_path / "job.log"
+    code = f"""
+import types
+from anneuron.jobs import setup_logging
+from anneuron.resolve import ModelError
+from anneuron.provenance import DeviceError
+from anneuron.demos.real import FetchError
+from anneuron.io import InputError
+setup_logging(types.SimpleNamespace(log=[{str(log)!r}], rule="congruence"))
+raise {error}("something the user can fix:\\n what to do")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 1
+    lines = log.read_text().splitlines()
+    assert lines[-1] == "anneuron: congruence: something the user can fix: what to do"
+    assert "Traceback" not in log.read_text()

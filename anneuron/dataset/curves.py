@@ -34,7 +34,6 @@ CURVES_SCHEMA = CURVES
 
 
 READOUTS = {"logits": "pred", "post": "pred_post"}  # curves.readout -> the token-table column it counts
-POST_BIN_WIDTH = 0.2  # the post's binning is int(5 · round(a, 1)): width 0.2, fixed
 
 
 def bin_index(values: np.ndarray, bin_width: float, *, binning: str) -> np.ndarray:

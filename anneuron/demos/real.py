@@ -35,12 +35,12 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from anneuron.io import atomic_dir, atomic_path, write_json
+from anneuron.io import OneLineError, atomic_dir, atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
 
-class FetchError(RuntimeError):
+class FetchError(OneLineError, RuntimeError):
     """A pinned package could not be fetched or is not the pinned file; one line saying what to install."""
 
 

@@ -3,7 +3,6 @@ layer × position patching heatmaps, each chosen layer's neuron scores, attribut
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from matplotlib.colors import TwoSlopeNorm
 
 from anneuron.contracts import MIN_LD_GAP, experiment_files, neuron_name
 from anneuron.figures import style
-from anneuron.io import read_parquet, save_figure
+from anneuron.io import REBUILD, read_json, read_parquet, save_figure
 
 COMPONENT_TITLES = {"resid_pre": "residual stream (resid_pre)", "attn_out": "attention output (attn_out)",
                     "mlp_out": "MLP output (mlp_out)"}
@@ -242,7 +241,7 @@ def joint_figure(joint: pl.DataFrame, summary: dict, exp: str):
 def experiment_figures(exp_dir: str | Path, fig_dir: str | Path, exp: str) -> list[Path]:
     """Every figure of one experiment from its tables; returns the PNG paths."""
     files, out = experiment_files(exp_dir), Path(fig_dir)
-    summary = json.loads(files["summary"].read_text())
+    summary = read_json(files["summary"], REBUILD)
     read = lambda name: _read(files[name])  # noqa: E731
     layers, neurons = read("layers"), read("neurons")
     figs = {"logit_lens": logit_lens_figure(read("logit_lens"), summary, exp)}

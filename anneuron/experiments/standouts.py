@@ -9,7 +9,6 @@ otherwise contributes scores of ±3 out of noise). The dataset pass imports this
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -19,7 +18,7 @@ import pyarrow as pa
 import torch
 
 from anneuron.contracts import EXPERIMENTS_OVERVIEW, EXPERIMENTS_SUMMARY, MIN_LD_GAP
-from anneuron.io import read_parquet, write_parquet
+from anneuron.io import REBUILD, read_json, read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ def stable_experiments(summary_files: dict[str, str | Path]) -> list[str]:
     across experiments."""
     out = []
     for exp, path in summary_files.items():
-        s = json.loads(Path(path).read_text())
+        s = read_json(path, REBUILD)
         gap = s["ld_clean"] - s["ld_corrupted"]
         if math.isfinite(gap) and abs(gap) >= MIN_LD_GAP:
             out.append(exp)
@@ -66,7 +65,7 @@ def stable_experiments(summary_files: dict[str, str | Path]) -> list[str]:
 
 def experiment_answers(summary_files: dict[str, str | Path]) -> dict[str, str]:
     """Experiment name -> the answer token it ran with (name -> summary.json)."""
-    return {exp: json.loads(Path(path).read_text())["answer"] for exp, path in summary_files.items()}
+    return {exp: read_json(path, REBUILD)["answer"] for exp, path in summary_files.items()}
 
 
 def summarize_experiments(neuron_files: dict[str, str | Path]) -> pa.Table:
@@ -100,7 +99,7 @@ def overview_table(summary_files: dict[str, str | Path], stable: list[str]) -> p
     best exact neuron)."""
     rows = []
     for exp, path in summary_files.items():
-        s = json.loads(Path(path).read_text())
+        s = read_json(path, REBUILD)
         best = s.get("top_neurons") or [{}]
         rows.append(dict(experiment=exp, ld_clean=s["ld_clean"], ld_corrupted=s["ld_corrupted"],
                          counted=exp in stable, prompt_check=s["prompt_check"], neuron_layers=s["neuron_layers"],

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
 from anneuron import contracts as K
-from anneuron.io import atomic_dir, atomic_path, read_parquet, reading
+from anneuron.io import REBUILD, atomic_dir, atomic_path, open_parquet, read_json, read_parquet, reading
 
 SHARD_NEURONS = 64  # neurons per neuron-view data file (GPT-2 Large: 80 files per layer, ~0.4 MB each)
 TOKEN_SHARD = 1024  # token ids per token data file
@@ -160,7 +160,7 @@ def read_experiment(name: str, folder: Path, n: int, d_mlp: int) -> Experiment |
     files = K.experiment_files(folder)
     if not files["summary"].exists():
         return None
-    summary = json.loads(files["summary"].read_text())
+    summary = read_json(files["summary"], REBUILD)
     gap = abs(float(summary.get("ld_clean", 0.0)) - float(summary.get("ld_corrupted", 0.0)))
     exp = Experiment(name, summary, counted=bool(math.isfinite(gap) and gap >= K.MIN_LD_GAP))
     if files["neurons"].exists():
@@ -214,10 +214,17 @@ def _invert(flat: np.ndarray, token_ids: np.ndarray, values: np.ndarray, descend
 
 
 def _examples_by_layer(path: Path | None, layer: int) -> pa.Table | None:
+    """One layer's example windows, reading only the row groups that hold it: one layer in memory. Which groups
+    those are comes from their `layer` values, not from the footer's statistics (a corrupted statistic would
+    silently drop rows: anneuron.io.read_parquet)."""
     if path is None or not Path(path).exists():
         return None
-    with reading(path):  # row groups of other layers skipped through the footer's statistics: one layer in memory
-        return pq.read_table(path, filters=[("layer", "=", layer)], page_checksum_verification=True)
+    pf = open_parquet(path, K.EXAMPLE_ACTIVATIONS)
+    with reading(path):
+        groups = [g for g in range(pf.num_row_groups)
+                  if pc.any(pc.equal(pf.read_row_group(g, columns=["layer"]).column(0), layer)).as_py()]
+        table = pf.read_row_groups(groups) if groups else pf.schema_arrow.empty_table()
+    return table.filter(pc.equal(table.column("layer"), layer))
 
 
 def encode_examples(t: pa.Table) -> dict[int, dict]:
@@ -270,7 +277,7 @@ class _Builder:
         self.vocab = tokens.column("token_str").to_pylist()
         self.tokens = tokens
         self.pairs = read_parquet(src.pairs)
-        self.congruence = json.loads(Path(src.congruence).read_text()) if _exists(src.congruence) else {}
+        self.congruence = read_json(src.congruence, REBUILD) if _exists(src.congruence) else {}
         self.experiments = [e for name, folder in src.experiments.items()
                             if (e := read_experiment(name, Path(folder), self.n, self.d_mlp)) is not None]
         self.watched = read_parquet(src.watched).to_pylist() if _exists(src.watched) else []

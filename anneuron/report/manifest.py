@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from anneuron.io import REBUILD, read_json
 from anneuron.report.render import render
 
 
 def manifest(config_files: list[str | Path]) -> dict:
     """Every stage config file of a model, keyed by its path: what the report's manifest page shows."""
-    return {str(f): json.loads(Path(f).read_text()) for f in config_files}
+    return {str(f): read_json(f, REBUILD) for f in config_files}
 
 
 def _at_commit(origin: dict) -> str:

@@ -13,7 +13,6 @@ empty check. Every path comes from anneuron.contracts.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Callable
 import pyarrow as pa
 
 from anneuron import contracts as K
-from anneuron.io import read_parquet
+from anneuron.io import REBUILD, read_json, read_parquet
 from anneuron.report.render import render
 from anneuron.stage_config import PaperCheckConfig
 
@@ -90,7 +89,7 @@ class Outputs:
     def json(self, path: str) -> dict | None:
         if path not in self._cache:
             p = self.root / path
-            self._cache[path] = json.loads(p.read_text()) if p.exists() else None
+            self._cache[path] = read_json(p, REBUILD) if p.exists() else None
         return self._cache[path]  # type: ignore[return-value]
 
 

@@ -1,8 +1,8 @@
-// anneuron neuron pages: the live half (`make serve`, anneuron/serve.py). On a neuron view served by the anneuron
+// anneuron neuron pages: the live half (`make serve`, anneuron/pages/serve.py). On a neuron view served by the anneuron
 // server, a text box: the typed text goes through the model, every token is shaded by this neuron's activation
 // (the same rendering as the max-activating examples) and shows the model's top-1 next-token prediction on hover.
 // A second box compares two texts (the post's clean/corrupted habit). Opened from disk (file://) or from a plain
-// static server the page does not load this file at all: anneuron.serve adds it to the index it serves.
+// static server the page does not load this file at all: anneuron.pages.serve adds it to the index it serves.
 (function () {
   "use strict";
   var STATE = window.ANNEURON;
