@@ -27,7 +27,7 @@ def build_random_gpt2(folder: Path, n_layer: int = 3, d_model: int = 64, d_mlp: 
                       n_ctx: int = 64, seed: int = 0, tied: bool = True) -> Path:
     """A tiny random GPT-2 with the real tokenizer, RANDOMISED LayerNorms (so folding matters), random biases and
     weights ×5 (so activations, LN and attention are far from trivial)."""
-    from anneuron.bench.common import random_gpt2
+    from anneuron.demos.gpt2 import random_gpt2
 
     return random_gpt2(folder, n_layer=n_layer, d_model=d_model, d_mlp=d_mlp, n_head=n_head, n_ctx=n_ctx, seed=seed,
                        ln_noise=0.2, bias_noise=0.05, weight_scale=5.0, tied=tied)

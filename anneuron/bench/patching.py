@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from anneuron.bench.common import emit, peak_rss_gb, random_gpt2
+from anneuron.bench.common import emit, peak_rss_gb
+from anneuron.demos.gpt2 import random_gpt2
 from anneuron.experiments import patching as P
 
 CLEAN = "I climbed up the pear tree and picked a pear. I climbed up the apple tree and picked"

@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anneuron.bench.common import emit, peak_rss_gb, random_gpt2
+from anneuron.bench.common import emit, peak_rss_gb
 from anneuron.data import Row
+from anneuron.demos.gpt2 import random_gpt2
 
 
 def corpus_rows(n_rows: int, seq_len: int, mean_doc: int, seed: int = 0) -> list[tuple[int, Row]]:

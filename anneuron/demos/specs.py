@@ -17,7 +17,7 @@ EMERGENT_N_CTX = 128
 SMOLLM2_MODEL = PATHS["real_model"]
 SMOLLM2 = Produced(n_layers=30, d_model=576, d_mlp=1536, n_ctx=8192, tokenizer="smollm2-135m", model_type="llama",
                    d_vocab=49152)
-# `make rehearsal`: a random-weight model of GPT-2 Large's exact shape (anneuron.bench.common.random_gpt2)
+# `make rehearsal`: a random-weight model of GPT-2 Large's exact shape (anneuron.demos.gpt2.random_gpt2)
 REHEARSAL_MODEL = PATHS["rehearsal_model"]
 REHEARSAL = Produced(n_layers=36, d_model=1280, d_mlp=5120, n_ctx=1024)
 REHEARSAL_HEADS = 20

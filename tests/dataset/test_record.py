@@ -189,7 +189,7 @@ def test_demo_max_examples_sit_on_triggers(demo_recorded, ground_truth, tmp_path
 
 
 # --- low precision ---------------------------------------------------------------------------------------------
-# A GPT-2 with a real model's logit scale (anneuron.bench.common.random_gpt2): centred logits of std ~3.2 spanning
+# A GPT-2 with a real model's logit scale (anneuron.demos.gpt2.random_gpt2): centred logits of std ~3.2 spanning
 # ~[-15, 17] over a Zipf-like unigram prior, raw logits near -74 (GPT-2's sit near -60..-130, where bf16 represents
 # only multiples of 0.25-0.5), and a few % of positions with a top-2 gap below 0.1 (PREMISE). 4 layers x 128.
 
@@ -200,8 +200,8 @@ NEAR_TIE = 0.1  # logits: below this fp32 top-2 gap a position counts as a near 
 def realistic(tmp_path_factory) -> dict:
     """The model, one token shard (7,384 positions of demo text), its float32 record and each position's float32
     top-2 gap."""
-    from anneuron.bench.common import random_gpt2
     from anneuron.dataset.engines import load_engine
+    from anneuron.demos.gpt2 import random_gpt2
 
     base = tmp_path_factory.mktemp("realistic")
     folder = random_gpt2(base / "model", n_layer=4, d_model=128, d_mlp=512, n_head=4, n_ctx=128, seed=2,
