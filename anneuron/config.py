@@ -154,9 +154,9 @@ def drop_default_experiments(config: dict, named: Collection[str]) -> dict:
     """With `experiments_defaults: false`, only the experiments a configfile or `--config` names (`named`) are
     kept: a study's configfile can switch off config.yaml's own, which Snakemake merges into every configfile (on
     SLURM too), while a default it changes (e.g. paper.yaml's patched layers) stays."""
-    if config.get("experiments_defaults", True):
+    if config["experiments_defaults"]:
         return config
-    kept = {k: v for k, v in config.get("experiments", {}).items() if k in named}
+    kept = {k: v for k, v in config["experiments"].items() if k in named}
     return {**config, "experiments": kept}
 
 
@@ -164,7 +164,7 @@ def check(config: dict, schema_path: str | Path, validate: SchemaValidator, prod
           produced_data: tuple[str, ...] = (), named_experiments: Collection[str] = ()) -> dict:
     """The whole pre-flight check; returns the config with the schema's defaults filled (and, with
     `experiments_defaults: false`, only the experiments in `named_experiments`: those a configfile names)."""
-    config = validate_schema(drop_default_experiments(config, named_experiments), schema_path, validate)
+    config = drop_default_experiments(validate_schema(config, schema_path, validate), named_experiments)
     specs = resolve_models(config, produced)
     ds = config["dataset"]
     produced_data = {str(Path(d)) for d in produced_data}
@@ -207,7 +207,7 @@ def _check_model(config: dict, spec: ModelSpec) -> None:
         if lc != lr:
             raise ConfigError(f"config: experiments.{exp}: clean is {lc} tokens and corrupted {lr} for {mid}; "
                               "they must be the same length")
-        layers = e.get("neuron_layers", "auto")
+        layers = e["neuron_layers"]
         bad = [] if layers == "auto" else [layer for layer in layers if layer >= spec.n_layers]
         if bad:
             raise ConfigError(f"config: experiments.{exp}.neuron_layers: layer {bad[0]} is out of range for {mid} "
