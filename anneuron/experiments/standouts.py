@@ -49,14 +49,21 @@ def standout_rule(standout_z: float, min_score: float) -> str:
     return rule + (f" and |score| >= {min_score:g}" if min_score > 0 else "")
 
 
+def counted(summary: dict) -> bool:
+    """Whether an experiment (its summary.json) counts across experiments: its LD gap is at least MIN_LD_GAP, so its
+    LD-normalised scores are not a small difference blown up."""
+    gap = summary["ld_clean"] - summary["ld_corrupted"]
+    return bool(math.isfinite(gap) and abs(gap) >= MIN_LD_GAP)
+
+
 def stable_experiments(summary_files: dict[str, str | Path]) -> list[str]:
-    """The experiments (name -> summary.json) whose LD gap is at least MIN_LD_GAP: only they may nominate neurons
-    across experiments."""
+    """The experiments (name -> summary.json) that count (`counted`): only they may nominate neurons across
+    experiments."""
     out = []
     for exp, path in summary_files.items():
         s = read_json(path, REBUILD)
         gap = s["ld_clean"] - s["ld_corrupted"]
-        if math.isfinite(gap) and abs(gap) >= MIN_LD_GAP:
+        if counted(s):
             out.append(exp)
         else:
             log.info("%s: LD gap %.3g is not at least %g: its standouts are not counted", exp, gap, MIN_LD_GAP)

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from anneuron import contracts as K
+from anneuron.experiments.standouts import counted
 from anneuron.io import REBUILD, atomic_dir, atomic_path, open_parquet, read_json, read_parquet, reading
 
 SHARD_NEURONS = 64  # neurons per neuron-view data file (GPT-2 Large: 80 files per layer, ~0.4 MB each)
@@ -161,8 +162,7 @@ def read_experiment(name: str, folder: Path, n: int, d_mlp: int) -> Experiment |
     if not files["summary"].exists():
         return None
     summary = read_json(files["summary"], REBUILD)
-    gap = abs(float(summary.get("ld_clean", 0.0)) - float(summary.get("ld_corrupted", 0.0)))
-    exp = Experiment(name, summary, counted=bool(math.isfinite(gap) and gap >= K.MIN_LD_GAP))
+    exp = Experiment(name, summary, counted=counted(summary))
     if files["neurons"].exists():
         t = read_parquet(files["neurons"])
         if t.num_rows:
