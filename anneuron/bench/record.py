@@ -4,8 +4,7 @@ random model (12 layers, d_model 768, d_mlp 3072, the real 50,257-token vocabula
 key/value heads, RoPE, RMSNorm; GPT-2's vocabulary).
 
 The bare forward and the recording pass use the same engine (anneuron.dataset.engines; default: the Hugging Face model
-with
-SDPA attention, GPT-2's gelu_new fused); --compare-bridge also times the TransformerBridge's bare forward.
+with SDPA attention, GPT-2's gelu_new fused); --compare-bridge also times the TransformerBridge's bare forward.
 The recording pass = forward with hooks on every layer's hook_post, the top-1 prediction and its probability,
 a default-sized watch set, the running top-k examples of all 36,864 neurons, and the Parquet write.
 Bare and recording runs are interleaved batch by batch on the same batches, so drift of a shared machine cancels.

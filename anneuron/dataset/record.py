@@ -4,8 +4,7 @@ the activations of the watched neurons, and the running top-k max-activating exa
 (anneuron.dataset.max_examples). docs/science.md, docs/contracts.md "Top prediction".
 
 The model runs through an engine (anneuron.dataset.engines): by default, for GPT-2 and Llama, the Hugging Face model
-with
-SDPA attention (GPT-2's gelu_new fused); otherwise the TransformerBridge. A neuron's activation is the input of its
+with SDPA attention (GPT-2's gelu_new fused); otherwise the TransformerBridge. A neuron's activation is the input of its
 MLP's output projection (for a gated MLP the product act(gate)·up). Memory is bounded by the batch (and a window
 of `window_batches` batches whose rows are sorted by length to cut padding, then written back in chunk order).
 Rows are right-padded without an attention mask: attention is causal and every row has positions 0, 1, … (absolute

@@ -2,8 +2,8 @@
 (docs/demos.md), so the pipeline has to find what it learned instead of what we planted.
 
 Built from `anneuron.demos.emergent_corpus` (data) and `anneuron.demos.training` (the fast remapped-vocabulary
-training); this
-module adds the checks that the rule was learned and writes the artifact with `training.json` beside the model.
+training); this module adds the checks that the rule was learned and writes the artifact with `training.json` beside
+the model.
 """
 
 from __future__ import annotations

@@ -48,9 +48,8 @@ HOOKS = {"resid_pre": "blocks.{l}.hook_resid_pre", "attn_out": "blocks.{l}.hook_
 # check_engine's tolerance per dtype of the bridge's body: the largest |fast − full hooked forward| in LD, relative
 # to PairRuns.ld_scale (rounding noise in LD scales with the logits, not with LD). Both sides compute the same LD in
 # a different order, so they differ by rounding only. Measured (tests/experiments/test_precision.py; 4-layer demo and
-# random
-# models with a real model's logit scale): float32 <= 1.8e-7 (the bound: ~500x, still ~1e-4 x 20 = 2e-3 logits for
-# GPT-2 Large, far below any wrong block); bfloat16 <= 2.9e-3 = 0.74u and float16 <= 3.8e-4 = 0.78u (u: unit
+# random models with a real model's logit scale): float32 <= 1.8e-7 (the bound: ~500x, still ~1e-4 x 20 = 2e-3 logits
+# for GPT-2 Large, far below any wrong block); bfloat16 <= 2.9e-3 = 0.74u and float16 <= 3.8e-4 = 0.78u (u: unit
 # roundoff, 2^-8 / 2^-11); a 36-layer model accumulates ~sqrt(36/4) = 3x that, and the bounds (5u, 10u) cover it
 # twice.
 ENGINE_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 5e-3}

@@ -1,7 +1,7 @@
 """Patching and the logit lens on tiny random Llamas (tests/llama_models.py: RoPE, GQA, gated MLPs, random RMSNorm
 gains, tied and untied) against the same slow references as the GPT-2 tests (tests/experiments/test_patching.py):
-TransformerLens'
-own patching helpers, one full hooked forward per neuron, autograd and finite differences; the logit lens against
+TransformerLens' own patching helpers, one full hooked forward per neuron, autograd and finite differences; the logit
+lens against
 a hand computation from the raw Hugging Face weights. Then the planted Llama: exact patching finds its neuron."""
 
 from __future__ import annotations

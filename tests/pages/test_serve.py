@@ -1,6 +1,5 @@
 """The interactive neuron server (anneuron/pages/serve.py): its API against a direct hooked forward, and every bad
-input a
-4xx with a one-line JSON error (never a 500)."""
+input a 4xx with a one-line JSON error (never a 500)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`make serve` in a real browser: the planted demo's pages served by anneuron.pages.serve (with the model loaded
-once) on
-127.0.0.1; on L2N892's view, typing "The walk ended. Then he picked an apple" shades " picked" darkest, every token
+once) on 127.0.0.1; on L2N892's view, typing "The walk ended. Then he picked an apple" shades " picked" darkest, every
+token
 carries the model's top-1 prediction, a second text is drawn on the same scale, and the console stays clean. Skipped,
 with the reason, only where no Chromium can be found (.ci/run installs it)."""
 
