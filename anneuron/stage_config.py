@@ -175,11 +175,16 @@ class EmergentModelConfig(StageConfig):
 # --- the stages ---------------------------------------------------------------------------------------------------
 
 
+def n_shards(config: dict) -> int:
+    """`data.shards`, resolved: `auto` = one record shard (one GPU job) per GPU the study says it has (`gpus`)."""
+    return config["gpus"] if config["data"]["shards"] == "auto" else config["data"]["shards"]
+
+
 @dataclass(frozen=True)
 class DataConfig(StageConfig):
     chunking: str
     seq_len: int  # resolved (the `auto` of the config is the models' context, capped)
-    shards: int
+    shards: int  # resolved (n_shards)
     max_docs: int | None
     max_tokens: int | None
     text_column: str
@@ -187,7 +192,7 @@ class DataConfig(StageConfig):
 
     @classmethod
     def of(cls, config: dict, seq_len: int) -> "DataConfig":
-        return cls.from_dict({**config["data"], "seq_len": seq_len})
+        return cls.from_dict({**config["data"], "seq_len": seq_len, "shards": n_shards(config)})
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,7 @@ if config["fetch"]:
 DATASET_ID = C.dataset_id(config["dataset"])
 HUB_DATASET = config["fetch"] and not C.is_local_dataset(config["dataset"])
 DATASET = F.dataset_folder(DATASET_ID) if HUB_DATASET else config["dataset"]
-# `data.shards: auto` = one record shard (one GPU job) per GPU the study says it has (`gpus`)
-N_SHARDS = config["gpus"] if config["data"]["shards"] == "auto" else config["data"]["shards"]
+N_SHARDS = S.n_shards(config)  # `data.shards: auto` = one record shard per GPU the study says it has (`gpus`)
 # GPU rules ask the scheduler for a GPU only when their device can be one (`device: auto` or `cuda`)
 GPU = int(config["device"] != "cpu")
 # On a cluster, a model's prompt experiments (seconds of GPU work each, after loading the model) share group jobs:
