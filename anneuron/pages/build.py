@@ -213,18 +213,24 @@ def _invert(flat: np.ndarray, token_ids: np.ndarray, values: np.ndarray, descend
     return out
 
 
-def _examples_by_layer(path: Path | None, layer: int) -> pa.Table | None:
-    """One layer's example windows, reading only the row groups that hold it: one layer in memory. Which groups
-    those are comes from their `layer` values, not from the footer's statistics (a corrupted statistic would
-    silently drop rows: anneuron.io.read_parquet)."""
-    if path is None or not Path(path).exists():
-        return None
-    pf = open_parquet(path, K.EXAMPLE_ACTIVATIONS)
-    with reading(path):
-        groups = [g for g in range(pf.num_row_groups)
-                  if pc.any(pc.equal(pf.read_row_group(g, columns=["layer"]).column(0), layer)).as_py()]
-        table = pf.read_row_groups(groups) if groups else pf.schema_arrow.empty_table()
-    return table.filter(pc.equal(table.column("layer"), layer))
+class ExamplesByLayer:
+    """The example windows one layer at a time, reading only the row groups that hold it: one layer in memory.
+    Which groups those are comes from their `layer` values, read once for the whole file, not from the footer's
+    statistics (a corrupted statistic would silently drop rows: anneuron.io.read_parquet)."""
+
+    def __init__(self, path: str | Path):
+        self.path, self.pf = path, open_parquet(path, K.EXAMPLE_ACTIVATIONS)
+        self.groups: dict[int, list[int]] = {}
+        with reading(path):
+            for g in range(self.pf.num_row_groups):
+                for layer in pc.unique(self.pf.read_row_group(g, columns=["layer"]).column(0)).to_pylist():
+                    self.groups.setdefault(layer, []).append(g)
+
+    def __call__(self, layer: int) -> pa.Table:
+        groups = self.groups.get(layer, [])
+        with reading(self.path):
+            table = self.pf.read_row_groups(groups) if groups else self.pf.schema_arrow.empty_table()
+        return table.filter(pc.equal(table.column("layer"), layer))
 
 
 def encode_examples(t: pa.Table) -> dict[int, dict]:
@@ -285,6 +291,7 @@ class _Builder:
         self.predictions = read_parquet(src.predictions) if _exists(src.predictions) else None
         self.summary = read_parquet(src.experiments_summary).to_pylist() if _exists(src.experiments_summary) else []
         self.has_examples = _exists(src.examples)
+        self.examples_of = ExamplesByLayer(src.examples) if self.has_examples else None
         self.sizes: dict[str, int] = {}
 
     def tok(self, tid: int) -> str:
@@ -359,7 +366,7 @@ class _Builder:
         counts = {c: 0 for c in CLASSES}
         n_examples = 0
         for layer in range(self.n_layers):
-            examples = encode_examples(_examples_by_layer(self.src.examples, layer)) if self.has_examples else {}
+            examples = encode_examples(self.examples_of(layer)) if self.has_examples else {}
             index = {"c": [], "d": [], "t": [], "tv": [], "k": [], "s": [], "p": [], "ps": [], "a": [], "so": {},
                      "w": []}
             parts: dict[int, dict] = {}
