@@ -17,7 +17,7 @@ import pytest
 from anneuron.bench import BENCHES
 from anneuron.devtools.browser import missing
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 TIMEOUT = 300
 
