@@ -127,3 +127,42 @@ def test_runs_as_a_module_and_a_missing_tree_is_exit_code_2(tree):
     r = subprocess.run([sys.executable, "-m", "anneuron.devtools.compare", str(tree), str(tree.with_name("none"))],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "is not a folder" in r.stderr
+
+
+def test_tolerance_accepts_rounding_and_timings_but_not_a_changed_result(tree, capsys):
+    """Two runs that round differently (another thread count) pass with --tolerance; a real change never does."""
+    b = _copy(tree)
+    pq.write_table(pa.table({"layer": [0, 1, 2], "score": [0.5 + 1e-9, NAN, -1.0], "tokens": [["a"], [], ["b", "c"]]}),
+                   b / "table.parquet")
+    (b / "summary.json").write_text(json.dumps({"ld": 1.5 * (1 + 1e-7), "commit": "abc", "seconds": 9.0}, indent=2))
+    (tree / "summary.json").write_text(json.dumps({"ld": 1.5, "commit": "abc", "seconds": 3.0}, indent=2))
+    (b / "figures/fig.svg").write_text("<svg>\n<path d='M 0.12341 0'/>\n</svg>\n")
+    (tree / "figures/fig.svg").write_text("<svg>\n<path d='M 0.12339 0'/>\n</svg>\n")
+    code, summary, _ = _run(capsys, tree, b)
+    assert code == 1 and summary["different"] == 3
+    code, summary, _ = _run(capsys, tree, b, "--tolerance")
+    assert code == 0 and summary["within_tolerance"] == 3 and summary["identical"] == 1
+
+    for changed in ({"ld": 1.5001, "commit": "abc", "seconds": 9.0}, {"ld": 1.5, "commit": "abd", "seconds": 3.0},
+                    {"ld": 1.5, "commit": "abc"}):
+        (b / "summary.json").write_text(json.dumps(changed))
+        code, summary, _ = _run(capsys, tree, b, "--tolerance")
+        assert code == 1 and summary["not_identical"]["summary.json"] == "different", changed
+    (b / "summary.json").write_text((tree / "summary.json").read_text())
+    pq.write_table(pa.table({"layer": [0, 1, 3], "score": [0.5, NAN, -1.0], "tokens": [["a"], [], ["b", "c"]]}),
+                   b / "table.parquet")  # an integer never passes by tolerance
+    code, summary, out = _run(capsys, tree, b, "--tolerance")
+    assert code == 1 and summary["not_identical"]["table.parquet"] == "different" and "layer: values differ" in out
+
+
+def test_tolerance_on_pixels_is_a_share_of_places(tree, capsys):
+    b = _copy(tree)
+    pixels = _image()
+    pixels[3, 7, 0] ^= 128  # 1 of 240 pixels: 0.4 %, above the 0.1 % a moved antialiased edge may change
+    _png(b / "figures/fig.png", pixels)
+    code, summary, out = _run(capsys, tree, b, "--tolerance")
+    assert code == 1 and "0.42% of pixels differ" in out
+    from anneuron.devtools.compare import Tolerance, compare_file
+
+    r = compare_file(tree / "figures/fig.png", b / "figures/fig.png", "fig.png", Tolerance(png_fraction=0.005))
+    assert r.status == "within tolerance"

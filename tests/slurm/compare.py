@@ -1,14 +1,8 @@
 """Checks after `make test-slurm` ran the demo locally and through SLURM (tests/slurm/run.sh).
 
-"Equal" here means:
-- the same output files under results/ and resources/ (logs and benchmarks aside);
-- Parquet tables: same schema, same rows in the same order, integers/strings/booleans identical, floats within
-  rtol 1e-5 / atol 1e-6 (a job may run with another thread count on the cluster: float sums may reorder);
-- JSON: same keys and values, floats within the same tolerance, except what a run measures about itself
-  (`seconds`, `gflops`: wall-clock timings differ between any two runs);
-- figures: PNG of the same size whose pixels differ in at most 0.1% of places (each by any amount: a moved
-  antialiased edge), SVG identical after numbers are rounded to 3 significant digits;
-- anything else (model weights, tokenizer files, manifests): identical bytes.
+"Equal" here means the same output files under results/ and resources/ (logs and benchmarks aside; hidden files
+left out), each identical or equal within `anneuron.devtools.compare.Tolerance` (a job may run with another thread
+count on the cluster, so float sums may reorder; its docstring says what each file type may differ by).
 Then, from the queue log (squeue every second) and the Snakemake log: every job of the SLURM run was submitted
 to SLURM; jobs of GPU rules (the slurm profile's set-resources entries on the gpu partition) ran on the gpu
 partition with one GPU; the jobs of grouped rules (the experiments: `group:` in their rule) ran inside group jobs
@@ -20,139 +14,29 @@ Prints what it checked; exits 1 on the first list of failures.
 from __future__ import annotations
 
 import argparse
-import io
-import json
-import math
 import re
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
-import numpy as np
-import pyarrow.parquet as pq
-import pyarrow.types as pt
 import yaml
 
-RTOL, ATOL = 1e-5, 1e-6
-MEASURED_KEYS = {"seconds", "gflops"}  # JSON keys holding a run's own timings (congruence.json, summary.json)
-PNG_MAX_DIFF_FRACTION = 1e-3
+from anneuron.devtools.compare import IDENTICAL, Tolerance, compare_trees, passed
+
 OUTPUT_ROOTS = ("results", "resources")
+HIDDEN = (".*", "*/.*")
 
 
-def output_files(root: Path) -> dict[str, Path]:
-    out = {}
+def compare_runs(local: Path, slurm: Path) -> tuple[list[str], dict[str, int]]:
+    """The failures (one line per file that is not equal within the tolerance) and a count of files by type."""
+    errors, counts = [], Counter()
     for top in OUTPUT_ROOTS:
-        for p in sorted((root / top).rglob("*")):
-            if p.is_file() and not p.name.startswith("."):
-                out[str(p.relative_to(root))] = p
-    return out
-
-
-def close(a: float, b: float) -> bool:
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    return math.isclose(a, b, rel_tol=RTOL, abs_tol=ATOL)
-
-
-def compare_values(a, b, where: str) -> list[str]:
-    """Recursive comparison of JSON-like values with float tolerance."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        if set(a) != set(b):
-            return [f"{where}: keys differ: {sorted(set(a) ^ set(b))}"]
-        return [e for k in a if k not in MEASURED_KEYS for e in compare_values(a[k], b[k], f"{where}.{k}")]
-    if isinstance(a, list) and isinstance(b, list):
-        if len(a) != len(b):
-            return [f"{where}: lengths {len(a)} != {len(b)}"]
-        return [e for i, (x, y) in enumerate(zip(a, b)) for e in compare_values(x, y, f"{where}[{i}]")]
-    if isinstance(a, float) or isinstance(b, float):
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and close(float(a), float(b)):
-            return []
-        return [f"{where}: {a!r} != {b!r}"]
-    return [] if a == b else [f"{where}: {a!r} != {b!r}"]
-
-
-def compare_parquet(a: Path, b: Path, where: str) -> list[str]:
-    ta, tb = pq.read_table(a), pq.read_table(b)
-    if ta.schema.remove_metadata() != tb.schema.remove_metadata():
-        return [f"{where}: schemas differ:\n{ta.schema}\n---\n{tb.schema}"]
-    if ta.num_rows != tb.num_rows:
-        return [f"{where}: {ta.num_rows} rows != {tb.num_rows}"]
-    errors = []
-    for name in ta.column_names:
-        ca, cb = ta.column(name).combine_chunks(), tb.column(name).combine_chunks()
-        if ca.equals(cb):
-            continue
-        flat_type = ca.type
-        while pt.is_list(flat_type) or pt.is_large_list(flat_type) or pt.is_fixed_size_list(flat_type):
-            flat_type = flat_type.value_type
-        if pt.is_floating(flat_type):
-            va, vb = _flat_floats(ca), _flat_floats(cb)
-            if va.shape == vb.shape:
-                if np.allclose(va, vb, rtol=RTOL, atol=ATOL, equal_nan=True):
-                    continue
-                worst = float(np.nanmax(np.abs(va - vb)))
-                errors.append(f"{where}: column {name}: floats differ (max abs diff {worst:.3g})")
-                continue
-        errors.append(f"{where}: column {name} differs")
-    return errors
-
-
-def _flat_floats(col) -> np.ndarray:
-    import pyarrow.compute as pc
-    import pyarrow.types as pt
-
-    while pt.is_list(col.type) or pt.is_large_list(col.type) or pt.is_fixed_size_list(col.type):
-        col = pc.list_flatten(col)
-    if col.null_count:
-        col = pc.fill_null(col, float("nan"))
-    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
-
-
-def compare_png(a: Path, b: Path, where: str) -> list[str]:
-    import matplotlib.image as mpimg
-
-    ia, ib = mpimg.imread(io.BytesIO(a.read_bytes())), mpimg.imread(io.BytesIO(b.read_bytes()))
-    if ia.shape != ib.shape:
-        return [f"{where}: image sizes {ia.shape} != {ib.shape}"]
-    differ = np.any(np.abs(ia - ib) > 1e-6, axis=-1).mean() if ia.ndim == 3 else (np.abs(ia - ib) > 1e-6).mean()
-    return [] if differ <= PNG_MAX_DIFF_FRACTION else [f"{where}: {differ:.2%} of pixels differ"]
-
-
-_NUMBER = re.compile(r"-?\d+\.\d+(?:e-?\d+)?")
-
-
-def compare_svg(a: Path, b: Path, where: str) -> list[str]:
-    def norm(text: str) -> str:
-        return _NUMBER.sub(lambda m: f"{float(m.group()):.3g}", text)
-
-    return [] if norm(a.read_text()) == norm(b.read_text()) else [f"{where}: SVGs differ beyond number rounding"]
-
-
-def compare_trees(local: Path, slurm: Path) -> tuple[list[str], dict[str, int]]:
-    fa, fb = output_files(local), output_files(slurm)
-    errors = []
-    only = sorted(set(fa) ^ set(fb))
-    if only:
-        errors.append("files only in one run: " + ", ".join(f"{f} ({'local' if f in fa else 'slurm'})"
-                                                             for f in only[:20]))
-    counts: dict[str, int] = defaultdict(int)
-    for rel in sorted(set(fa) & set(fb)):
-        a, b = fa[rel], fb[rel]
-        kind = a.suffix.lstrip(".") or "other"
-        counts[kind] += 1
-        if a.read_bytes() == b.read_bytes():
-            counts["identical bytes"] += 1
-            continue
-        if kind == "parquet":
-            errors += compare_parquet(a, b, rel)
-        elif kind == "json":
-            errors += compare_values(json.loads(a.read_text()), json.loads(b.read_text()), rel)
-        elif kind == "png":
-            errors += compare_png(a, b, rel)
-        elif kind == "svg":
-            errors += compare_svg(a, b, rel)
-        else:
-            errors.append(f"{rel}: bytes differ")
+        results = compare_trees(local / top, slurm / top, HIDDEN, Tolerance())
+        for r in results:
+            counts[Path(r.path).suffix.lstrip(".") or "other"] += 1
+            counts["identical bytes"] += r.status == IDENTICAL
+            if not passed([r], tolerance=True):
+                errors.append(f"{top}/{r.path}: {r.status}" + (f": {r.detail}" if r.detail else ""))
     return errors, dict(counts)
 
 
@@ -286,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queue-log", type=Path)
     ap.add_argument("--slurm-log", type=Path)
     args = ap.parse_args(argv)
-    errors, counts = compare_trees(args.local, args.slurm)
+    errors, counts = compare_runs(args.local, args.slurm)
     print(f"compared files by type: {counts}")
     if args.queue_log and args.slurm_log:
         more, notes = check_slurm_usage(args.queue_log, args.slurm_log, args.slurm)
