@@ -32,7 +32,7 @@ MAX_SEQ_LEN = 1024  # `data.seq_len: auto` caps a model's context here
 FAMILIES = {t: f.name for f in ARCHITECTURES for t in f.model_types}
 STAGES = ("weights", "dataset", "experiments")
 # Which stages run on which family. Anything else is refused at config check, naming the model and the stage.
-SUPPORT = {"gpt2": set(STAGES), "llama": set(STAGES)}
+SUPPORT = {f.name: set(STAGES) for f in ARCHITECTURES}
 TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
 _PATH_PREFIXES = ("/", "./", "../", "~", "resources/", "results/")
 

@@ -82,13 +82,22 @@ class Weights:
 
 def weights_of(bridge) -> Weights:
     """The processed weights of a loaded bridge (anneuron.models.load_model), detached views: W_out is the MLP
-    output projection per neuron (GPT-2's c_proj rows, centred; Llama's down_proj columns, raw), W_U has the final
-    norm's gain folded in (GPT-2: also centred; Llama: diag(g)·W_U only, RMSNorm licenses no centring)."""
-    return Weights(
-        w_out=[b.mlp.W_out.detach() for b in bridge.blocks],
-        W_E=bridge.W_E.detach(),
-        W_U=bridge.W_U.detach(),
-    )
+    output projection per neuron (GPT-2's c_proj rows, centred; the other families' raw), W_U has the final norm's
+    gain folded in (GPT-2: also centred; RMSNorm families: diag(g)·W_U only, RMSNorm licenses no centring).
+
+    Where the MLP's write passes a post-norm (Gemma 2/3, OLMo-2: residual += g ⊙ m / rms(m), m = W_out·act), a
+    neuron's write is g ⊙ w_out scaled by 1 / rms(m), a positive factor set by the whole MLP output at that token:
+    W_out here is diag(g)·W_out (a new tensor per layer), the direction the neuron moves the residual in. Its
+    congruence then ranks tokens exactly as the neuron's write does, but its size is a direction's, not a
+    write's: it cannot say how far the neuron moves the logits, which depends on the data (docs/science.md)."""
+    from anneuron import architecture as A
+
+    fam = A.family_of(bridge, "the weights pass")
+    w_out = [b.mlp.W_out.detach() for b in bridge.blocks]
+    if fam.mlp_post_norm is not None:
+        posts = [A.post_norms(layer, fam)[1] for layer in A.layers(bridge, fam)]
+        w_out = [w * A.gain(post, fam).detach().to(w.dtype) for w, post in zip(w_out, posts)]
+    return Weights(w_out=w_out, W_E=bridge.W_E.detach(), W_U=bridge.W_U.detach())
 
 
 @dataclass
