@@ -30,14 +30,14 @@ from anneuron.tokenizer import gpt2_tokenizer
 
 WINDOW = 4  # the sliding window of the families that have one: shorter than any test prompt
 # family -> (seed, config keys beyond the shared shape); seeds chosen so that the IOI-style prompt pair of the
-# patching tests has an LD gap above 0.6
+# patching tests has an LD gap above 0.25 (0.29 to 2.2)
 FAMILY_MODELS: dict[str, tuple[int, dict]] = {
-    "gpt_neox": (0, dict(rotary_pct=0.25, use_parallel_residual=True, tie_word_embeddings=False)),
-    "phi": (0, dict(partial_rotary_factor=0.5, tie_word_embeddings=False)),
+    "gpt_neox": (2, dict(rotary_pct=0.25, use_parallel_residual=True, tie_word_embeddings=False)),
+    "phi": (8, dict(partial_rotary_factor=0.5, tie_word_embeddings=False)),
     "gemma2": (0, dict(head_dim=16, sliding_window=WINDOW, final_logit_softcapping=5.0, attn_logit_softcapping=10.0,
                        query_pre_attn_scalar=16, tie_word_embeddings=True)),
-    "gemma3": (0, dict(head_dim=16, sliding_window=WINDOW, sliding_window_pattern=2, tie_word_embeddings=False)),
-    "qwen3": (0, dict(head_dim=16, use_sliding_window=True, sliding_window=WINDOW, max_window_layers=1,
+    "gemma3": (9, dict(head_dim=16, sliding_window=WINDOW, sliding_window_pattern=2, tie_word_embeddings=False)),
+    "qwen3": (8, dict(head_dim=16, use_sliding_window=True, sliding_window=WINDOW, max_window_layers=1,
                       tie_word_embeddings=False)),
     "olmo2": (0, dict(tie_word_embeddings=False)),
 }
