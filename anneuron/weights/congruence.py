@@ -85,11 +85,12 @@ def weights_of(bridge) -> Weights:
     output projection per neuron (GPT-2's c_proj rows, centred; the other families' raw), W_U has the final norm's
     gain folded in (GPT-2: also centred; RMSNorm families: diag(g)·W_U only, RMSNorm licenses no centring).
 
-    Where the MLP's write passes a post-norm (Gemma 2/3, OLMo-2: residual += g ⊙ m / rms(m), m = W_out·act), a
-    neuron's write is g ⊙ w_out scaled by 1 / rms(m), a positive factor set by the whole MLP output at that token:
-    W_out here is diag(g)·W_out (a new tensor per layer), the direction the neuron moves the residual in. Its
-    congruence then ranks tokens exactly as the neuron's write does, but its size is a direction's, not a
-    write's: it cannot say how far the neuron moves the logits, which depends on the data (docs/science.md)."""
+    Where the MLP's write passes a post-norm (Gemma 2/3, OLMo-2: residual += g ⊙ m / rms(m), m = Σ_n act_n w_n),
+    the write splits exactly into one term per neuron, act_n · (g ⊙ w_n) / rms(m), all sharing the positive factor
+    1 / rms(m) that the whole MLP output sets at each token: W_out here is diag(g)·W_out (a new tensor per layer),
+    the direction of each neuron's term. Congruence then ranks tokens as that term does, but cannot say how large
+    the term is (that scale is data's), nor what changing one neuron does (it also rescales every other neuron's
+    term through rms(m)): the experiments measure that (docs/science.md)."""
     from anneuron import architecture as A
 
     fam = A.family_of(bridge, "the weights pass")
