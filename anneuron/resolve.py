@@ -164,8 +164,8 @@ def _cached_hub_file(name: str, filename: str, revision: str | None) -> Path | N
 
 def _offline_message(name: str) -> str:
     return (f"model '{name}': not a folder, not a GPT-2 hub name ({', '.join(GPT2_FAMILY)}), and not in the local "
-            "Hugging Face cache; fetch it once on a networked machine (snapshot_download) or give a folder saved "
-            "with save_pretrained")
+            f"Hugging Face cache; fetch it once where the hub is reachable (python -m anneuron.fetch {name}) or give "
+            "a folder saved with save_pretrained")
 
 
 def resolve(name: str, produced: dict[str, Produced] | None = None, revision: str | None = None) -> ModelSpec:
