@@ -1,7 +1,8 @@
 """Session fixtures of tiny random models of every family beyond GPT-2 and Llama (anneuron.demos.families:
 GPT-NeoX/Pythia, Phi, Gemma 2, Gemma 3, Qwen3, OLMo-2), for the tests/*/test_family_*.py files (`from family_models
 import *`): built once per test process (a module-level cache, since a fixture imported into several modules is a
-separate fixture in each), offline, with the GPT-2 tokenizer. Every test using `family` runs on each."""
+separate fixture in each), offline, with the GPT-2 tokenizer. Every test using `family` runs on each variant
+(GPT-NeoX twice: with and without its parallel residual)."""
 
 from __future__ import annotations
 
