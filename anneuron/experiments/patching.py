@@ -341,7 +341,8 @@ class SuffixModel:
         self.parallel = fam.is_parallel(A.hf_model(bridge).config)
         self.nonlinear_write = fam.mlp_post_norm is not None  # a neuron's write passes a norm of the MLP output
         self.attention = _CachedAttention(bridge, start, corrupted.acts["resid_pre"].shape[1] - start)
-        self.mlps = [A.bridge_mlp(blk) for blk in bridge.blocks]
+        self.blocks = list(bridge.blocks)
+        self.mlps = [A.bridge_mlp(blk) for blk in self.blocks]
         self.mlp_norms = [_optional(layer, fam.mlp_norm) for layer in layers]
         self.mlp_posts = [A.post_norms(layer, fam)[1] for layer in layers]
         self.head = M.float32_head(bridge)
