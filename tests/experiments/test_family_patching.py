@@ -172,6 +172,22 @@ def test_engine_check_is_tiny(family_bridge, runs, suffix):
     assert err < 1e-5
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision_engine_check_is_within_its_tolerance(family_dir, dtype):
+    """A body cast to bfloat16/float16 (the float32 head kept, soft-cap included): the engine against a full hooked
+    forward in the same precision, within the tolerance every experiment enforces (ENGINE_TOLERANCE)."""
+    from anneuron.models import load_model
+
+    br = load_model(str(family_dir), device="cpu", dtype=dtype)
+    tok = br.tokenizer
+    pair = P.PromptPair(br.to_tokens(CLEAN), br.to_tokens(CORRUPTED), single_token(tok, ANSWER),
+                        single_token(tok, " John"))
+    runs = P.run_pair(br, pair)
+    err = P.check_engine(br, P.SuffixModel(br, runs.corrupted, pair.start, pair.answer, pair.wrong), runs, 1, 5)
+    print(f"{dtype}: check_engine {err:.3g}")
+    assert err < P.ENGINE_TOLERANCE[getattr(torch, dtype)]
+
+
 # --- the logit lens: the family's final norm (gain, offset, LayerNorm centring) and soft-cap ----------------------
 
 @torch.no_grad()
