@@ -111,7 +111,8 @@ FAMILIES = (GPT2, LLAMA, QWEN3, NEOX, PHI, GEMMA2, GEMMA3, OLMO2)
 # --- which family -------------------------------------------------------------------------------------------------
 
 def family_name(model_type: str) -> str | None:
-    """`gpt2` / `llama` for a config.json `model_type` this module handles, else None (no torch needed)."""
+    """The family name (`gpt2`, `llama`, ...) of a config.json `model_type` this module handles, else None (no
+    torch needed)."""
     return next((f.name for f in FAMILIES if model_type in f.model_types), None)
 
 
