@@ -10,8 +10,10 @@ positions from the first clean/corrupted difference on (earlier positions are th
 and values are taken from the cached corrupted run), and reads only the two logits LD needs. TransformerBridge
 has no real `start_at_layer` (it still runs the blocks before), so `SuffixModel` runs the blocks itself with the
 model's own modules (its norms and MLP projections, and, in every family, its own attention modules fed a cache of
-the prefix) and is tested against a full hooked forward on GPT-2 and Llama models. The wrappers below only say
-which differences to add.
+the prefix) and is tested against a full hooked forward on every family of anneuron.architecture. Where a neuron's
+write is not linear in it (a post-norm after the MLP: Gemma 2/3, OLMo-2), neuron patches move the neurons themselves
+(point `act`) and the MLP's output projection and post-norm are rerun. The wrappers below only say which
+differences to add.
 
 Precision (docs/science.md "Precision"): float32 by default. A bridge whose body was cast to bfloat16/float16
 (anneuron.models.load_model with that dtype) runs every forward pass (the cached runs, the backward of attribution,
