@@ -1,7 +1,11 @@
 """The one place that knows, per decoder family, where the stages find what they need in a Hugging Face model.
 
-Two families: `gpt2` (LayerNorm, learned absolute positions, MLP act(W_in x) → c_proj) and `llama` (RMSNorm,
-RoPE, grouped-query attention, gated MLP act(gate x) · (up x) → down_proj: SwiGLU with `silu`, GeGLU with a gelu).
+Families (the table `FAMILIES`): `gpt2` (LayerNorm, learned absolute positions, MLP act(W_in x) → c_proj), `llama`
+(RMSNorm, RoPE, grouped-query attention, gated MLP act(gate x) · (up x) → down_proj: SwiGLU with `silu`, GeGLU with
+a gelu), `qwen3` (Llama plus q/k norms), `gpt_neox` (Pythia) and `phi` (LayerNorm, partial rotary, attention and MLP
+in parallel from one residual, ungated GELU MLP), `gemma2` / `gemma3` (RMSNorm x (1 + w), post-norms after the
+attention and the MLP, GeGLU, embeddings x sqrt(d_model); Gemma 2 soft-caps its logits) and `olmo2` (post-norms only,
+q/k norms). Each is a row of data (its module paths and facts); the stages run the model's own modules.
 A neuron is always one input of the MLP's output projection (GPT-2's c_proj, Llama's down_proj), so one forward
 pre-hook on that projection records every family's neurons (for Llama: the gated product, TransformerLens'
 `blocks.L.mlp.hook_post`), and its weight gives W_out.
@@ -35,38 +39,80 @@ class ArchitectureError(NotImplementedError):
 
 @dataclass(frozen=True)
 class Family:
-    """Paths (dotted attributes from the causal-LM model, or from one decoder layer) of one decoder family."""
+    """Paths (dotted attributes from the causal-LM model, or from one decoder layer) and per-family facts of one
+    decoder family. The stages read these facts; the modules themselves (attention, MLP, norms) are the model's."""
 
-    name: Literal["gpt2", "llama"]
+    name: str
     model_types: tuple[str, ...]
     norm: Literal["LN", "RMS"]
     layers: str  # the decoder layers
     embed: str
     final_norm: str
     mlp_out: str  # in a layer: the projection reading the neurons
-    # in a layer: each norm -> the linear layers reading its output (folded by fold_rms_norms)
+    # in a layer: each norm -> the linear layers reading its output (folded by fold_norms)
     norm_readers: dict[str, tuple[str, ...]] = field(default_factory=dict)
     unembed: str = "lm_head"
+    attn_norm: str | None = None  # in a layer: the norm the attention reads (None: the raw residual)
+    mlp_norm: str | None = None  # in a layer: the norm the MLP reads (None: the raw residual)
+    attn_post_norm: str | None = None  # in a layer: the norm between the attention and the residual
+    mlp_post_norm: str | None = None  # in a layer: the norm between the MLP and the residual (Gemma 2/3, OLMo-2)
+    # attention and MLP both read the block's input residual (GPT-NeoX, Phi); a string: the config key that says so
+    parallel: bool | str = False
+    gain_offset: float = 0.0  # an RMSNorm multiplies by (offset + weight): Gemma's (1 + w)
+    cache_kwarg: str = "past_key_values"  # the attention module's keyword for a key/value cache
+    sdpa: bool = True  # the Hugging Face model runs under SDPA attention (Gemma 2: soft-capped scores need eager)
 
     @property
     def centres(self) -> bool:
-        """Whether the final norm removes the mean (so centring W_U, W_out and W_E is exact)."""
+        """Whether the final norm removes the mean (so centring W_U over d_model is exact)."""
         return self.norm == "LN"
 
+    def is_parallel(self, config) -> bool:
+        """Whether attention and MLP read the same residual in a model of this family with this config."""
+        return bool(getattr(config, self.parallel)) if isinstance(self.parallel, str) else self.parallel
 
-GPT2 = Family("gpt2", ("gpt2",), "LN", "transformer.h", "transformer.wte", "transformer.ln_f", "mlp.c_proj")
-LLAMA = Family(
-    "llama", ("llama", "mistral", "qwen2"), "RMS", "model.layers", "model.embed_tokens", "model.norm", "mlp.down_proj",
-    norm_readers={"input_layernorm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-                  "post_attention_layernorm": ("mlp.gate_proj", "mlp.up_proj")},
-)
-FAMILIES = (GPT2, LLAMA)
+
+GPT2 = Family("gpt2", ("gpt2",), "LN", "transformer.h", "transformer.wte", "transformer.ln_f", "mlp.c_proj",
+              attn_norm="ln_1", mlp_norm="ln_2")
+_LLAMA_NORMS = dict(norm_readers={"input_layernorm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+                                  "post_attention_layernorm": ("mlp.gate_proj", "mlp.up_proj")},
+                    attn_norm="input_layernorm", mlp_norm="post_attention_layernorm")
+LLAMA = Family("llama", ("llama", "mistral", "qwen2"), "RMS", "model.layers", "model.embed_tokens", "model.norm",
+               "mlp.down_proj", **_LLAMA_NORMS)
+# Qwen3: Llama's layout plus RMSNorms on each head's queries and keys (inside the attention module: nothing to fold)
+QWEN3 = Family("qwen3", ("qwen3",), "RMS", "model.layers", "model.embed_tokens", "model.norm", "mlp.down_proj",
+               **_LLAMA_NORMS)
+# GPT-NeoX (Pythia): LayerNorm, partial rotary, fused qkv, parallel residual (config.use_parallel_residual), untied
+NEOX = Family("gpt_neox", ("gpt_neox",), "LN", "gpt_neox.layers", "gpt_neox.embed_in", "gpt_neox.final_layer_norm",
+              "mlp.dense_4h_to_h", {"input_layernorm": ("attention.query_key_value",),
+                                    "post_attention_layernorm": ("mlp.dense_h_to_4h",)},
+              attn_norm="input_layernorm", mlp_norm="post_attention_layernorm",
+              parallel="use_parallel_residual", cache_kwarg="layer_past")
+# Phi (1, 1.5, 2): one LayerNorm read by both the attention and the MLP, parallel, partial rotary, lm_head with a bias
+PHI = Family("phi", ("phi",), "LN", "model.layers", "model.embed_tokens", "model.final_layernorm", "mlp.fc2",
+             {"input_layernorm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.fc1")},
+             attn_norm="input_layernorm", mlp_norm="input_layernorm", parallel=True)
+# Gemma 2 / 3: RMSNorm x (1 + w), pre- AND post-norms around attention and MLP, embeddings x sqrt(d_model) (inside
+# the model), GeGLU; Gemma 2 soft-caps attention scores and the final logits (config.final_logit_softcapping)
+_GEMMA = dict(norm_readers={"input_layernorm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+                            "pre_feedforward_layernorm": ("mlp.gate_proj", "mlp.up_proj")},
+              attn_norm="input_layernorm", mlp_norm="pre_feedforward_layernorm",
+              attn_post_norm="post_attention_layernorm", mlp_post_norm="post_feedforward_layernorm", gain_offset=1.0)
+GEMMA2 = Family("gemma2", ("gemma2",), "RMS", "model.layers", "model.embed_tokens", "model.norm", "mlp.down_proj",
+                sdpa=False, **_GEMMA)
+GEMMA3 = Family("gemma3", ("gemma3_text",), "RMS", "model.layers", "model.embed_tokens", "model.norm",
+                "mlp.down_proj", **_GEMMA)
+# OLMo-2: post-norms only (attention and MLP read the raw residual), RMSNorm on the whole query and key vectors
+OLMO2 = Family("olmo2", ("olmo2",), "RMS", "model.layers", "model.embed_tokens", "model.norm", "mlp.down_proj",
+               attn_post_norm="post_attention_layernorm", mlp_post_norm="post_feedforward_layernorm")
+FAMILIES = (GPT2, LLAMA, QWEN3, NEOX, PHI, GEMMA2, GEMMA3, OLMO2)
 
 
 # --- which family -------------------------------------------------------------------------------------------------
 
 def family_name(model_type: str) -> str | None:
-    """`gpt2` / `llama` for a config.json `model_type` this module handles, else None (no torch needed)."""
+    """The family name (`gpt2`, `llama`, ...) of a config.json `model_type` this module handles, else None (no
+    torch needed)."""
     return next((f.name for f in FAMILIES if model_type in f.model_types), None)
 
 
@@ -154,50 +200,93 @@ def bridge_mlp(block) -> tuple[Callable[[Tensor], Tensor], nn.Module]:
     parts = dict(mlp.named_children())
     inner = mlp.original_component
     up, out = parts["in"].original_component, parts["out"].original_component
-    act = getattr(inner, "act", getattr(inner, "act_fn", None))
+    act = next((getattr(inner, n) for n in ("act", "act_fn", "activation_fn") if hasattr(inner, n)), None)
     if act is None:
-        raise ArchitectureError(f"MLP {type(inner).__name__}: no activation module (act / act_fn)")
+        raise ArchitectureError(f"MLP {type(inner).__name__}: no activation module (act / act_fn / activation_fn)")
     if "gate" in parts:
         gate = parts["gate"].original_component
         return (lambda h: act(gate(h)) * up(h)), out
     return (lambda h: act(up(h))), out
 
 
-# --- weight processing for RMSNorm --------------------------------------------------------------------------------
+# --- weight processing for every family but GPT-2 -----------------------------------------------------------------
 
-def _scale_inputs(linear: nn.Module, gain: Tensor) -> None:
-    """linear(g ⊙ x) = linear'(x): scale the input columns (nn.Linear weight is (out, in))."""
+def gain(norm: nn.Module, fam: Family) -> Tensor:
+    """What a norm multiplies its normalized input by: weight, or offset + weight (Gemma's 1 + w)."""
+    return norm.weight.float() + fam.gain_offset
+
+
+def post_norms(layer: nn.Module, fam: Family) -> tuple[nn.Module | None, nn.Module | None]:
+    """(attention's, MLP's) post-norm of a layer: the norms between each sublayer and the residual, or None."""
+    return tuple(None if path is None else module(layer, path) for path in (fam.attn_post_norm, fam.mlp_post_norm))
+
+
+def _fold_into(linear: nn.Module, g: Tensor, b: Tensor | None) -> None:
+    """linear(g ⊙ x + b) = linear'(x): W' = W·diag(g), b' = bias + W·b (nn.Linear weight is (out, in))."""
     from torch import nn
 
     if not isinstance(linear, nn.Linear):
         raise ArchitectureError(f"cannot fold a norm into {type(linear).__name__} (expected nn.Linear)")
-    linear.weight.copy_((linear.weight.float() * gain.float()).to(linear.weight.dtype))
+    if b is not None and bool(b.any()):
+        shift = (linear.weight.float() @ b.float()).to(linear.weight.dtype)
+        if linear.bias is None:
+            linear.bias = nn.Parameter(shift, requires_grad=False)
+        else:
+            linear.bias += shift
+    linear.weight.copy_((linear.weight.float() * g).to(linear.weight.dtype))
 
 
-def fold_rms_norms(model) -> None:
-    """Fold every RMSNorm gain into the linear layers that read its output and set the gains to 1, in place.
+def _unit_norm(norm: nn.Module, fam: Family) -> None:
+    """Make a norm's affine part the identity: gain 1 (weight 1 − offset), bias 0."""
+    norm.weight.fill_(1.0 - fam.gain_offset)
+    if getattr(norm, "bias", None) is not None:
+        norm.bias.zero_()
 
-    Exact (logits unchanged up to float rounding). The unembedding becomes diag(g_final)·W_U and is untied from the
-    embedding first (a tied lm_head would otherwise scale W_E too). No centring: RMSNorm does not remove the mean.
-    """
+
+def fold_norms(model) -> None:
+    """Fold the gain (and LayerNorm's bias) of every norm that READS the residual into the linear layers reading its
+    output, and the final norm's into the unembedding, in place; the norms become the identity map after
+    normalising. Exact: the logits are unchanged up to float rounding. The unembedding is untied from the embedding
+    first; under LayerNorm (GPT-NeoX, Phi) W_U is also centred over d_model, exact because the final norm's output
+    has zero mean, and the final bias goes into b_U (created if the unembedding has none).
+
+    Not folded: post-norms (Gemma 2/3, OLMo-2), which sit between a sublayer and the residual (their output's scale
+    is their input's RMS, whatever the projection before them: no gain can move into a weight), and the q/k norms
+    inside the attention modules (Qwen3, Gemma 3, OLMo-2), which act on queries and keys, not on the residual.
+    GPT-2 gets TransformerLens' processing instead (fold_layer_norms)."""
     import torch
 
     hf = hf_model(model)
-    fam = family_of(hf, "RMSNorm folding")
-    if fam.norm != "RMS":
-        raise ArchitectureError(f"model type {model_type(hf)!r}: fold_rms_norms folds RMSNorm only")
+    fam = family_of(hf, "norm folding")
     with torch.no_grad():
         for layer in layers(hf, fam):
             for norm_name, readers in fam.norm_readers.items():
                 norm = module(layer, norm_name)
+                g, b = gain(norm, fam), getattr(norm, "bias", None)
                 for reader in readers:
-                    _scale_inputs(module(layer, reader), norm.weight)
-                norm.weight.fill_(1.0)
+                    _fold_into(module(layer, reader), g, b)
+                _unit_norm(norm, fam)
         final, head = module(hf, fam.final_norm), module(hf, fam.unembed)
-        folded = (head.weight.float() * final.weight.float()).to(head.weight.dtype)
-        head.weight = torch.nn.Parameter(folded, requires_grad=head.weight.requires_grad)  # new: untied from W_E
+        w = head.weight.float()
+        bias = getattr(final, "bias", None)
+        if bias is not None:
+            shift = w @ bias.float()
+            head.bias = torch.nn.Parameter(shift if head.bias is None else head.bias.float() + shift,
+                                           requires_grad=False)
+        w = w * gain(final, fam)
+        if fam.centres:
+            w = w - w.mean(1, keepdim=True)
+        head.weight = torch.nn.Parameter(w.to(head.weight.dtype), requires_grad=head.weight.requires_grad)  # untied
         hf.config.tie_word_embeddings = False
-        final.weight.fill_(1.0)
+        _unit_norm(final, fam)
+
+
+def fold_rms_norms(model) -> None:
+    """fold_norms for an RMSNorm model (kept for callers that name it)."""
+    fam = family_of(hf_model(model), "RMSNorm folding")
+    if fam.norm != "RMS":
+        raise ArchitectureError(f"model type {model_type(model)!r}: fold_rms_norms folds RMSNorm only")
+    fold_norms(model)
 
 
 # --- weight processing for LayerNorm (GPT-2) ----------------------------------------------------------------------

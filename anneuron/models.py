@@ -77,10 +77,15 @@ class Head:
     W_E: torch.Tensor  # (d_vocab, d_model), the embedding (pred_post)
     kind: str  # "LN" (centres and scales) or "RMS" (scales only)
     eps: float
+    softcap: float | None = None  # Gemma 2's final soft-cap c: logits = c·tanh(z / c)
+
+    def capped(self, z: torch.Tensor) -> torch.Tensor:
+        """The model's final soft-cap applied to unembedding outputs (identity for models without one)."""
+        return z if self.softcap is None else self.softcap * torch.tanh(z / self.softcap)
 
     def logits(self, resid: torch.Tensor) -> torch.Tensor:
         """(..., d_model) residual before the final norm -> (..., d_vocab) float32 logits."""
-        return self.unembed(self.norm(resid.float()))
+        return self.capped(self.unembed(self.norm(resid.float())))
 
     def normalized(self, resid: torch.Tensor) -> torch.Tensor:
         """The final norm without its gain (TransformerLens' `ln_final.hook_normalized`), in float32."""
@@ -122,7 +127,8 @@ def _make_head(model, copies: bool) -> Head:
         W_E = unembed.weight if tied else W_E.detach().float().clone()
         for p in (*norm.parameters(), *unembed.parameters()):
             p.requires_grad_(False)
-    return Head(norm, unembed, W_E.detach(), kind, A.eps_of(norm))
+    cap = getattr(A.hf_model(model).config, "final_logit_softcapping", None)
+    return Head(norm, unembed, W_E.detach(), kind, A.eps_of(norm), float(cap) if cap else None)
 
 
 def float32_head(model) -> Head:
@@ -201,12 +207,14 @@ def load_model(
     load_hf (eager attention).
 
     processed=True puts it in the post's coordinates (docs/science.md), per family (anneuron.architecture):
-    LayerNorm models (GPT-2) get TransformerLens' fold_ln, center_writing_weights, center_unembed and
+    GPT-2 gets TransformerLens' fold_ln, center_writing_weights, center_unembed and
     fold_value_biases, done by hand in place (anneuron.architecture.fold_layer_norms: ~1x the model's memory where
-    TransformerLens' own pass peaks at 3.6x), and their logits must be unchanged up to a per-position constant;
-    RMSNorm models (Llama) get every norm gain folded by hand into the layers reading it (W_U = diag(g)·W_U, untied
-    from W_E) and no centring (TransformerLens 4.3 would centre W_U, which RMSNorm does not license), and their
-    logits must be unchanged. processed=False keeps the raw
+    TransformerLens' own pass peaks at 3.6x), and its logits must be unchanged up to a per-position constant;
+    every other family (anneuron.architecture.fold_norms) gets the gain (and LayerNorm bias) of every norm reading
+    the residual folded by hand into the layers reading it (W_U = diag(g)·W_U, untied from W_E; under LayerNorm W_U
+    also centred over d_model, exact), post-norms left in place, no other centring (TransformerLens 4.3 would centre
+    W_U over the vocabulary, which RMSNorm does not license), and its logits must be unchanged. processed=False keeps
+    the raw
     weights (hooks and compatibility aliases still on), for any architecture the bridge boots.
 
     dtype: the model is always booted, processed and checked in float32 (the check is a float32 check whatever the
@@ -218,31 +226,44 @@ def load_model(
 
 def _bridge(spec: ModelSpec, hf: PreTrainedModel, processed: bool) -> TransformerBridge:
     """A float32 Hugging Face model booted through TransformerBridge (which wraps the model itself: no second
-    copy), processed and checked as load_model says."""
+    copy), processed and checked as load_model says. fold_norms runs on the Hugging Face model BEFORE the bridge
+    boots: the bridge splits some modules into copies at boot (GPT-NeoX's fused query_key_value into q, k, v), which
+    must see the folded weights. GPT-2's processing runs on the bridge's own tensors, after."""
     tokenizer = folder_tokenizer(spec.folder) if spec.local else spec.tokenizer()
     from transformer_lens.model_bridge import TransformerBridge
 
+    from anneuron import architecture as A
+
+    family = None
+    if processed:
+        try:
+            family = A.family_of(hf, "weight processing")
+        except A.ArchitectureError as e:
+            raise ModelError(f"model {spec.name}: {e}; load it with processed=False") from None
+    tl = family is A.GPT2  # TransformerLens' processing (centring: a per-position constant); else fold_norms
+    ids = tokenizer.encode("The quick brown fox jumps over the lazy dog, and then an apple.", add_special_tokens=False)
+    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    probe = torch.tensor([bos + ids], device=next(hf.parameters()).device)
+    if processed and not tl:
+        with torch.no_grad():
+            raw = hf(input_ids=probe, use_cache=False).logits.float()
+            A.fold_norms(hf)  # by hand, in place: ~1x the model
     bridge = TransformerBridge.boot_transformers(_source(spec), hf_model=hf, device=next(hf.parameters()).device,
                                                  dtype=torch.float32, tokenizer=tokenizer)
     bridge.eval()
     if not processed:
         bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
         return bridge
-    from anneuron import architecture as A
-
-    try:
-        family = A.family_of(bridge, "weight processing")
-    except A.ArchitectureError as e:
-        raise ModelError(f"model {spec.name}: {e}; load it with processed=False") from None
-    probe = bridge.to_tokens("The quick brown fox jumps over the lazy dog, and then an apple.")
     with torch.no_grad():
-        raw = bridge(probe).float()
+        if tl:
+            raw = bridge(probe).float()
         bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
-        (A.fold_layer_norms if family.centres else A.fold_rms_norms)(bridge)  # by hand, in place: ~1x the model
+        if tl:
+            A.fold_layer_norms(bridge)  # by hand, in place: ~1x the model
         proc = bridge(probe).float()
-    drift, scale = processing_drift(raw, proc, family.centres)
+    drift, scale = processing_drift(raw, proc, tl)
     if drift > DRIFT_TOLERANCE * max(1.0, scale):
-        what = "beyond a per-position constant" if family.centres else "folding its RMSNorm gains"
+        what = "beyond a per-position constant" if tl else "folding its norm gains"
         raise ModelError(
             f"model {spec.name}: weight processing changed its logits by {drift:.3g} ({what}; float32, "
             f"tolerance {DRIFT_TOLERANCE:g} x max(1, max |logit| = {scale:.3g})); refusing to analyse a changed model"

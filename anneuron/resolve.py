@@ -32,7 +32,7 @@ MAX_SEQ_LEN = 1024  # `data.seq_len: auto` caps a model's context here
 FAMILIES = {t: f.name for f in ARCHITECTURES for t in f.model_types}
 STAGES = ("weights", "dataset", "experiments")
 # Which stages run on which family. Anything else is refused at config check, naming the model and the stage.
-SUPPORT = {"gpt2": set(STAGES), "llama": set(STAGES)}
+SUPPORT = {f.name: set(STAGES) for f in ARCHITECTURES}
 TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
 _PATH_PREFIXES = ("/", "./", "../", "~", "resources/", "results/")
 
@@ -164,8 +164,8 @@ def _cached_hub_file(name: str, filename: str, revision: str | None) -> Path | N
 
 def _offline_message(name: str) -> str:
     return (f"model '{name}': not a folder, not a GPT-2 hub name ({', '.join(GPT2_FAMILY)}), and not in the local "
-            "Hugging Face cache; fetch it once on a networked machine (snapshot_download) or give a folder saved "
-            "with save_pretrained")
+            f"Hugging Face cache; fetch it once where the hub is reachable (python -m anneuron.fetch {name}) or give "
+            "a folder saved with save_pretrained")
 
 
 def resolve(name: str, produced: dict[str, Produced] | None = None, revision: str | None = None) -> ModelSpec:

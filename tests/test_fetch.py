@@ -98,3 +98,89 @@ def test_the_workflow_fetches_hub_names_and_gives_jobs_only_folders(tmp_path):
     assert record and all("resources/hub/models/gpt2-large" in j["inputs"] for j in record)
     tokenize = next(j for j in jobs if j["rule"] == "tokenize")
     assert "resources/hub/datasets/pile-10k" in tokenize["inputs"]
+
+
+# --- `python -m anneuron.fetch NAME [--revision R]`: any hub model, by hand, on a login node ------------------------
+
+def _hub_cache(monkeypatch, cache: Path) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(cache))
+
+
+def _fake_snapshot_download(source: Path, cache: Path, commit: str, calls: list):
+    """huggingface_hub.snapshot_download's stand-in: the hub cache's layout (snapshots/<commit>/, refs/<revision>)
+    filled from a local folder; returns the snapshot folder, as the real one does."""
+    def download(repo_id, repo_type, revision, allow_patterns):
+        calls.append(dict(repo_id=repo_id, revision=revision, patterns=allow_patterns))
+        repo = cache / f"models--{repo_id.replace('/', '--')}"
+        snap = repo / "snapshots" / commit
+        for p in source.rglob("*"):
+            rel = p.relative_to(source)
+            if p.is_file() and any(fnmatch(str(rel), g) for g in allow_patterns):
+                (snap / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(p, snap / rel)
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / (revision or "main")).write_text(commit)
+        return str(snap)
+
+    return download
+
+
+@pytest.fixture
+def pythia_source(tmp_path) -> Path:
+    """What a hub repository of a GPT-NeoX model holds (config, tokenizer, a weights file and a README)."""
+    from anneuron.demos.families import family_config
+    from anneuron.tokenizer import gpt2_tokenizer
+
+    src = tmp_path / "hub-repo"
+    family_config("gpt_neox").save_pretrained(src)
+    gpt2_tokenizer().save_pretrained(src)
+    (src / "model.safetensors").write_bytes(b"weights")
+    (src / "README.md").write_text("not fetched")
+    return src
+
+
+def test_fetch_command_makes_a_hub_model_resolve_offline_and_the_fetch_rule_done(pythia_source, tmp_path,
+                                                                                monkeypatch, capsys):
+    import huggingface_hub
+
+    from anneuron.resolve import STAGES, ModelError
+
+    cache, root, name = tmp_path / "cache", tmp_path / "study", "someone/pythia-tiny"
+    _hub_cache(monkeypatch, cache)
+    with pytest.raises(ModelError, match=f"python -m anneuron.fetch {name}"):
+        resolve(name)
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", _fake_snapshot_download(pythia_source, cache,
+                                                                                      "abc123", calls))
+    assert F.main([name, "--root", str(root)]) == 0
+    assert "fetched someone/pythia-tiny@abc123" in capsys.readouterr().out
+    assert calls == [dict(repo_id=name, revision=None, patterns=F.MODEL_PATTERNS)]
+    spec = resolve(name)  # offline, from the cache
+    assert (spec.family, spec.model_type, spec.n_layers, spec.d_mlp) == ("gpt_neox", "gpt_neox", 3, 128)
+    for stage in STAGES:
+        spec.check_stage(stage)
+    assert spec.token_counter()("Hello world") == 2
+    folder = root / F.model_folder("pythia-tiny")  # what the workflow's fetch_model rule would have written
+    record = F.fetched(folder)
+    assert record["commit"] == "abc123" and record["revision"] is None and record["repo_id"] == name
+    assert "README.md" not in record["files"] and {"config.json", "model.safetensors"} <= set(record["files"])
+    assert resolve(str(folder)).family == "gpt_neox"
+
+    assert F.main([name, "--revision", "v1", "--root", str(tmp_path / "other")]) == 0  # a pinned revision
+    assert calls[-1]["revision"] == "v1" and resolve(name, revision="v1").n_layers == 3
+
+
+def test_fetch_command_failure_is_one_line(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    def offline(**kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co'.\nCheck your connection.")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    assert F.main(["someone/pythia-tiny", "--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "someone/pythia-tiny@default branch: cannot be downloaded" in err
+    assert not (tmp_path / "resources").exists()

@@ -140,3 +140,18 @@ def test_a_folder_whose_tokenizer_is_empty_is_refused_in_one_line(tmp_path):
     Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")).save(str(tmp_path / "tokenizer.json"))
     with pytest.raises(R.ModelError, match=r"^model folder .*: its tokenizer has 1 token\(s\)$"):
         R.resolve(str(tmp_path)).token_counter()
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "phi", "gemma2", "gemma3", "qwen3", "olmo2"])
+def test_every_family_resolves_and_no_stage_refuses_it(family, tmp_path):
+    """A folder of each family's own config resolves to the family of anneuron.architecture's table, which every
+    stage supports (README "Models")."""
+    from anneuron.demos.families import family_config
+    from anneuron.tokenizer import gpt2_tokenizer
+
+    family_config(family).save_pretrained(tmp_path)
+    gpt2_tokenizer().save_pretrained(tmp_path)
+    spec = R.resolve(str(tmp_path))
+    assert spec.family == family and (spec.n_layers, spec.d_model, spec.d_mlp) == (3, 64, 128)
+    for stage in R.STAGES:
+        spec.check_stage(stage)

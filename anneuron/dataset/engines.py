@@ -3,14 +3,15 @@ layer's MLP activation (TransformerLens' `blocks.L.mlp.hook_post`: for a gated M
 `pred_post`, the final norm's normalized residual (`ln_final.hook_normalized`: centred and scaled under LayerNorm,
 only scaled under RMSNorm).
 
-- `HFEngine` (the default for the families of anneuron.architecture: GPT-2 and Llama): the Hugging Face model itself
-  with SDPA attention (flash/memory-efficient kernels; the bridge computes attention eagerly, materialising every
-  (T x T) pattern), hooked with plain forward pre-hooks on each layer's MLP output projection (its input is
-  hook_post) and on the final norm. GPT-2's gelu_new runs as one fused kernel (`gelu(approximate="tanh")`, the
-  same function; the unfused one is ~8 elementwise passes). Raw weights: hook_post is the same as in the processed
-  model; GPT-2's logits differ by a per-position constant (docs/science.md) and Llama's not at all, so the argmax,
-  the softmax and `pred_post` are the same (a LayerNorm's normalized residual has zero mean, so centring W_E does
-  not change its dot products). GPT-2: 2.5-3x faster than the bridge at seq_len 1024 on CPU.
+- `HFEngine` (the default for every family of anneuron.architecture): the Hugging Face model itself with SDPA
+  attention (flash/memory-efficient kernels; the bridge computes attention eagerly, materialising every (T x T)
+  pattern; Gemma 2 eager, SDPA has no soft-capped attention scores), hooked with plain forward pre-hooks on each
+  layer's MLP output projection (its input is hook_post) and on the final norm. GPT-2's gelu_new runs as one fused
+  kernel (`gelu(approximate="tanh")`, the same function; the unfused one is ~8 elementwise passes). Raw weights:
+  hook_post is the same as in the processed model; GPT-2's logits differ by a per-position constant (docs/science.md)
+  and every other family's not at all, so the argmax, the softmax and `pred_post` are the same (a LayerNorm's
+  normalized residual has zero mean, so centring W_E does not change its dot products). GPT-2: 2.5-3x faster than the
+  bridge at seq_len 1024 on CPU.
 - `BridgeEngine`: any model TransformerLens' bridge supports (processed, as loaded by anneuron.models.load_model).
 
 Precision (docs/science.md "Precision"). Float32 models run exactly as they are. A model whose body was cast to
@@ -146,15 +147,15 @@ def as_engine(model) -> Engine:
 
 
 def load_engine(model: ModelSpec | str, *, device: str, dtype: str | torch.dtype, engine: str) -> Engine:
-    """`auto`: the Hugging Face engine for the families anneuron.architecture knows (GPT-2, Llama), the bridge
+    """`auto`: the Hugging Face engine for the families anneuron.architecture knows, the bridge
     otherwise. Both load through anneuron.models.load_hf: in float32, then `bfloat16` / `float16` cast the body only
     (anneuron.models.cast_body: the final norm, unembedding and W_E stay float32)."""
     spec = model if isinstance(model, ModelSpec) else resolve(model)
     try:
-        A.family_of(spec.model_type, "record.engine hf")
+        family = A.family_of(spec.model_type, "record.engine hf")
         unsupported = None
     except A.ArchitectureError as e:
-        unsupported = e
+        family, unsupported = None, e
     if engine == "auto":
         engine = "bridge" if unsupported else "hf"
     if engine == "bridge":
@@ -163,4 +164,4 @@ def load_engine(model: ModelSpec | str, *, device: str, dtype: str | torch.dtype
         raise ValueError(f"record.engine must be auto, hf or bridge, got {engine!r}")
     if unsupported:
         raise ModelError(f"model {spec.id}: {unsupported}; use record.engine: bridge")
-    return HFEngine(M.load_hf(spec, device, dtype, "sdpa"))
+    return HFEngine(M.load_hf(spec, device, dtype, "sdpa" if family.sdpa else "eager"))

@@ -3,12 +3,12 @@ the model's top-1 prediction and its probability, optionally the post's `pred_po
 the activations of the watched neurons, and the running top-k max-activating examples of every neuron
 (anneuron.dataset.max_examples). docs/science.md, docs/contracts.md "Top prediction".
 
-The model runs through an engine (anneuron.dataset.engines): by default, for GPT-2 and Llama, the Hugging Face model
-with SDPA attention (GPT-2's gelu_new fused); otherwise the TransformerBridge. A neuron's activation is the input of its
-MLP's output projection (for a gated MLP the product act(gate)·up). Memory is bounded by the batch (and a window
-of `window_batches` batches whose rows are sorted by length to cut padding, then written back in chunk order).
-Rows are right-padded without an attention mask: attention is causal and every row has positions 0, 1, … (absolute
-or rotary), so the real positions never see the padding.
+The model runs through an engine (anneuron.dataset.engines): by default, for every family anneuron.architecture knows,
+the Hugging Face model with SDPA attention (GPT-2's gelu_new fused; Gemma 2 eager); otherwise the bridge. A neuron's
+activation is the input of its MLP's output projection (for a gated MLP the product act(gate)·up). Memory is bounded
+by the batch (and a window of `window_batches` batches whose rows are sorted by length to cut padding, then written
+back in chunk order). Rows are right-padded without an attention mask: attention is causal and every row has positions
+0, 1, … (absolute or rotary), so the real positions never see the padding.
 
 Precision (docs/science.md "Precision"): float32 by default. With `dtype: bfloat16` / `float16` the blocks run in
 that precision, but `pred`, `pred_prob`, `topk` and `pred_post` are always computed in float32: the engine reads the

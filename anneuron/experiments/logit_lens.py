@@ -8,9 +8,10 @@ W_U[:, answer] − W_U[:, wrong] (b_U left out, as the post). The norm has two h
 which keeps the entries additive; `recomputed` normalises each entry by its own scale, i.e. what the unembedding
 would make of the stream if the model stopped there. Their last entries agree: LD_clean − (b_U[a] − b_U[w]).
 A LayerNorm (GPT-2) also removes each entry's mean; an RMSNorm (Llama) does not, and TransformerLens follows the
-model's `normalization_type` in both readings. The final norm's gain is folded into W_U by load_model in both
-families, so the direction below already includes it (tests/experiments/test_logit_lens.py,
-tests/experiments/test_llama_patching.py).
+model's `normalization_type` in both readings. Gemma 2's final soft-cap is applied to each entry's two logits
+(neither reading is then additive); a parallel block's `mid` entry is resid_pre + attn_out. The final norm's gain
+is folded into W_U by load_model in every family, so the direction below already includes it
+(tests/experiments/test_logit_lens.py, test_llama_patching.py, test_family_patching.py).
 
 Computed in float32 whatever the body's dtype (docs/science.md "Precision"): the cached residuals are upcast, both
 scales are recomputed from them (the `post` scale is the final residual's, i.e. what ln_final computes; a
@@ -55,13 +56,38 @@ class LogitLens:
 def logit_lens(bridge, cache: ActivationCache, answer: int, wrong: int) -> LogitLens:
     """Both conventions from a clean run's cache (resid_pre/resid_mid of every layer and the final resid_post), in
     float32. TransformerLens' apply_ln_to_stack, in float32: centre each entry (LayerNorm only), then divide by the
-    final residual's scale (`post`) or by its own (`recomputed`), scale = sqrt(mean(x²) + eps)."""
-    stack, labels = cache.accumulated_resid(incl_mid=True, pos_slice=-1, return_labels=True)  # [n, 1, d_model]
+    final residual's scale (`post`) or by its own (`recomputed`), scale = sqrt(mean(x²) + eps). Under a final
+    soft-cap (Gemma 2) each entry is cap(x·W_U[:, answer]) − cap(x·W_U[:, wrong]): the model's own LD read there."""
+    stack, labels = _stack(bridge, cache)  # [n, d_model]
     head = M.float32_head(bridge)
-    x = stack[:, 0].float()  # [n, d_model]; the last entry is the final norm's input
+    x = stack.float()  # the last entry is the final norm's input
     if head.kind == "LN":
         x = x - x.mean(-1, keepdim=True)
     scale = (x.pow(2).mean(-1, keepdim=True) + head.eps).sqrt()  # [n, 1]
-    direction, _ = unembed_direction(bridge, answer, wrong)
-    project = lambda v: (v @ direction).detach().cpu()  # noqa: E731
+    if head.softcap is None:
+        direction, _ = unembed_direction(bridge, answer, wrong)
+        project = lambda v: (v @ direction).detach().cpu()  # noqa: E731
+    else:
+        columns = head.unembed.weight[[answer, wrong]].detach().float()  # [2, d_model]
+
+        def project(v: Tensor) -> Tensor:
+            z = head.capped(v @ columns.T)
+            return (z[:, 0] - z[:, 1]).detach().cpu()
+
     return LogitLens(list(labels), project(x / scale[-1]), project(x / scale))
+
+
+def _stack(bridge, cache: ActivationCache) -> tuple[Float[Tensor, "n d_model"], list[str]]:
+    """The residual at the last position before each block, after each attention, and after the last block
+    (`accumulated_resid(incl_mid=True)`). A parallel block (GPT-NeoX, Phi) has no resid_mid: its `mid` entry is
+    resid_pre + attn_out, the same sum without the MLP's write."""
+    n = bridge.cfg.n_layers
+    if f"blocks.{n - 1}.hook_resid_mid" in cache.cache_dict:
+        stack, labels = cache.accumulated_resid(incl_mid=True, pos_slice=-1, return_labels=True)  # [n, 1, d]
+        return stack[:, 0], list(labels)
+    entries, labels = [], []
+    for l in range(n):
+        pre = cache[f"blocks.{l}.hook_resid_pre"][0, -1]
+        entries += [pre, pre + cache[f"blocks.{l}.hook_attn_out"][0, -1]]
+        labels += [f"{l}_pre", f"{l}_mid"]
+    return torch.stack(entries + [cache[f"blocks.{n - 1}.hook_resid_post"][0, -1]]), labels + ["final_post"]

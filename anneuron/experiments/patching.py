@@ -10,8 +10,10 @@ positions from the first clean/corrupted difference on (earlier positions are th
 and values are taken from the cached corrupted run), and reads only the two logits LD needs. TransformerBridge
 has no real `start_at_layer` (it still runs the blocks before), so `SuffixModel` runs the blocks itself with the
 model's own modules (its norms and MLP projections, and, in every family, its own attention modules fed a cache of
-the prefix) and is tested against a full hooked forward on GPT-2 and Llama models. The wrappers below only say
-which differences to add.
+the prefix) and is tested against a full hooked forward on every family of anneuron.architecture. Where a neuron's
+write is not linear in it (a post-norm after the MLP: Gemma 2/3, OLMo-2), neuron patches move the neurons themselves
+(point `act`) and the MLP's output projection and post-norm are rerun. The wrappers below only say which
+differences to add.
 
 Precision (docs/science.md "Precision"): float32 by default. A bridge whose body was cast to bfloat16/float16
 (anneuron.models.load_model with that dtype) runs every forward pass (the cached runs, the backward of attribution,
@@ -25,6 +27,7 @@ Shapes: T prompt length, S = T − start (the recomputed suffix), B patched copi
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import Callable, Literal, Sequence
@@ -40,7 +43,7 @@ from anneuron import models as M
 
 log = logging.getLogger(__name__)
 
-Point = Literal["pre", "mid", "post"]
+Point = Literal["pre", "mid", "post", "act"]
 COMPONENTS: dict[str, Point] = {"resid_pre": "pre", "attn_out": "mid", "mlp_out": "post"}
 HOOKS = {"resid_pre": "blocks.{l}.hook_resid_pre", "attn_out": "blocks.{l}.hook_attn_out",
          "mlp_out": "blocks.{l}.hook_mlp_out", "post": "blocks.{l}.mlp.hook_post"}
@@ -239,30 +242,61 @@ class _PrefixCache:
         return (torch.cat([kp.expand(b, -1, -1, -1), k], dim=2), torch.cat([vp.expand(b, -1, -1, -1), v], dim=2))
 
 
+def sliding_window(config, layer: int) -> int | None:
+    """The number of keys a query of this layer sees (itself included), or None for full causal attention: the
+    config's `sliding_window` on the layers `layer_types` marks `sliding_attention` (Gemma 2/3, Qwen2/3), on every
+    layer when it has no `layer_types` (Mistral). Hugging Face's rule: key j is visible from query i iff
+    i − window < j <= i."""
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    if window is None or (types is not None and types[layer] != "sliding_attention"):
+        return None
+    return int(window)
+
+
 class _CachedAttention:
     """Every family's attention, through the model's own attention modules (the Hugging Face modules the bridge
-    wraps, GPT2Attention, LlamaAttention, ..., with whatever they do: scaling, RoPE, grouped-query heads), run on
-    the S suffix positions with a causal mask over prefix + suffix keys and a cache holding the prefix keys/values,
-    computed once from the corrupted run. Rotary models get the position ids start..T−1; absolute positions
-    (GPT-2) are already in the residual."""
+    wraps, GPT2Attention, LlamaAttention, GPTNeoXAttention, Gemma2Attention, ..., with whatever they do: scaling,
+    (partial) RoPE, grouped-query heads, q/k norms, soft-capped scores), run on the S suffix positions with a causal
+    mask over prefix + suffix keys (narrowed to the layer's sliding window, if it has one) and a cache holding the
+    prefix keys/values, computed once from the corrupted run. Rotary models get the position ids start..T−1 (and
+    Gemma 3 its per-layer-type rotary frequencies); absolute positions (GPT-2) are already in the residual. The
+    family's pre-norm (if any) is applied first, its post-norm (if any) after."""
 
     def __init__(self, bridge, start: int, n_suffix: int):
+        fam = A.family_of(bridge)
+        config = A.hf_model(bridge).config
         self.start = start
-        self.ln1 = [blk.ln1.original_component for blk in bridge.blocks]
+        self.norm = [_optional(layer, fam.attn_norm) for layer in A.layers(bridge, fam)]
+        self.post = [A.post_norms(layer, fam)[0] for layer in A.layers(bridge, fam)]
         self.attn = [blk.attn.original_component for blk in bridge.blocks]
+        self.cache_kwarg = fam.cache_kwarg
         rotary = getattr(bridge.cfg, "positional_embedding_type", "standard") == "rotary"
         self.rotary = bridge.rotary_emb.original_component if rotary else None
+        typed = self.rotary is not None and "layer_type" in inspect.signature(self.rotary.forward).parameters
+        self.layer_types = config.layer_types if typed else None
         dtype, device = M.body_dtype(bridge), next(bridge.parameters()).device
-        future = torch.ones(n_suffix, n_suffix, dtype=torch.bool, device=device).triu(1)
-        self.mask = torch.zeros(1, 1, n_suffix, start + n_suffix, dtype=dtype, device=device)  # additive
-        self.mask[..., start:] = self.mask[..., start:].masked_fill(future, torch.finfo(dtype).min)
+        q = torch.arange(start, start + n_suffix, device=device)[:, None]  # absolute query positions
+        k = torch.arange(start + n_suffix, device=device)[None, :]
+        masks: dict[int | None, Tensor] = {}
+        self.masks = []
+        for l in range(len(self.attn)):
+            window = sliding_window(config, l)
+            if window not in masks:
+                hidden = (k > q) if window is None else (k > q) | (k <= q - window)
+                masks[window] = torch.zeros(1, 1, n_suffix, start + n_suffix, dtype=dtype,
+                                            device=device).masked_fill(hidden, torch.finfo(dtype).min)  # additive
+            self.masks.append(masks[window])
 
     def _run(self, l: int, x: Tensor, first: int, cache: _PrefixCache, mask: Tensor | None) -> Tensor:
-        kwargs = {}
+        kwargs = {self.cache_kwarg: cache}
         if self.rotary is not None:
             pos = torch.arange(first, first + x.shape[1], device=x.device)[None]
-            kwargs["position_embeddings"] = self.rotary(x, pos)
-        return self.attn[l](self.ln1[l](x), attention_mask=mask, past_key_values=cache, **kwargs)[0]
+            typed = () if self.layer_types is None else (self.layer_types[l],)
+            kwargs["position_embeddings"] = self.rotary(x, pos, *typed)
+        h = x if self.norm[l] is None else self.norm[l](x)
+        out = self.attn[l](h, attention_mask=mask, **kwargs)[0]
+        return out if self.post[l] is None else self.post[l](out)
 
     def cache(self, l: int, resid: Float[Tensor, "1 P d_model"]) -> _PrefixCache:
         """Layer l's cache of the prefix positions, whose residual before block l is `resid`."""
@@ -274,7 +308,13 @@ class _CachedAttention:
         return cache
 
     def __call__(self, l: int, x: Float[Tensor, "B S d_model"], cache: _PrefixCache) -> Float[Tensor, "B S d_model"]:
-        return self._run(l, x, self.start, cache, self.mask)
+        """What the attention of block l writes to the residual (after its post-norm, if any)."""
+        return self._run(l, x, self.start, cache, self.masks[l])
+
+
+def _optional(layer, path: str | None):
+    """A module of a layer, or None where the family has none there."""
+    return None if path is None else A.module(layer, path)
 
 
 class SuffixModel:
@@ -283,55 +323,127 @@ class SuffixModel:
 
     Keys and values of the earlier positions come from the cached corrupted residual (they are the same in every
     patched copy); the last block runs its MLP at the last position only, and LD is read in float32 (the final
-    residual upcast, the float32 final norm and unembedding direction). The blocks are pre-norm in both families
-    anneuron.architecture knows, GPT-2 and Llama (gated MLP); attention is the model's own module in both
-    (_CachedAttention). Any other architecture is refused in one line rather than computed wrongly.
+    residual upcast, the float32 final norm and unembedding, the final soft-cap where the family has one). What a
+    block does is the family's (anneuron.architecture.Family): its pre-norms (or none: OLMo-2), its post-norms
+    (Gemma 2/3, OLMo-2), attention and MLP in sequence or in parallel from one residual (GPT-NeoX, Phi); attention
+    and MLP are the model's own modules (_CachedAttention, architecture.bridge_mlp). A family anneuron.architecture
+    does not know is refused in one line rather than computed wrongly.
+
+    Points: `pre` / `mid` / `post` are the residual before block L, after its attention, after its MLP (a parallel
+    block's `mid` = resid_pre + attn_out, the MLP's input being resid_pre); `act` is the MLP's neurons (hook_post):
+    a copy's neurons are run through the rest of the MLP (output projection, post-norm) and on, which stays exact
+    where the write is not linear in one neuron (a post-norm rescales it by the whole MLP output's RMS).
     """
 
     def __init__(self, bridge, corrupted: Run, start: int, answer: int, wrong: int):
-        A.family_of(bridge, "exact patching (SuffixModel: pre-norm blocks, attention, MLP)")
+        fam = A.family_of(bridge, "exact patching (SuffixModel: blocks, attention, MLP)")
+        layers = A.layers(bridge, fam)
         self.n_layers = bridge.cfg.n_layers
         self.start = start
-        self.blocks = list(bridge.blocks)
+        self.parallel = fam.is_parallel(A.hf_model(bridge).config)
+        self.nonlinear_write = fam.mlp_post_norm is not None  # a neuron's write passes a norm of the MLP output
         self.attention = _CachedAttention(bridge, start, corrupted.acts["resid_pre"].shape[1] - start)
+        self.blocks = list(bridge.blocks)
         self.mlps = [A.bridge_mlp(blk) for blk in self.blocks]
-        self.ln_final = M.float32_head(bridge).norm  # float32
+        self.mlp_norms = [_optional(layer, fam.mlp_norm) for layer in layers]
+        self.mlp_posts = [A.post_norms(layer, fam)[1] for layer in layers]
+        self.head = M.float32_head(bridge)
+        self.ln_final = self.head.norm  # float32
         self.direction, self.bias = unembed_direction(bridge, answer, wrong)
+        unembed = self.head.unembed  # (soft-capped models: both columns, the cap is not linear)
+        self.columns = unembed.weight[[answer, wrong]].detach().float()  # [2, d_model]
+        self.column_bias = (unembed.bias[[answer, wrong]].detach().float() if unembed.bias is not None
+                            else torch.zeros(2, device=self.columns.device))
         with torch.no_grad():
             self.caches = [self.attention.cache(l, corrupted.acts["resid_pre"][l, :start][None])
                            for l in range(self.n_layers)]
-        self.base = {  # the corrupted residual on the suffix at each point of each layer
+        self.base = {  # the corrupted residual on the suffix at each point of each layer, and the neurons
             "pre": corrupted.acts["resid_pre"][:, start:],
             "mid": corrupted.acts["resid_pre"][:, start:] + corrupted.acts["attn_out"][:, start:],
             "post": corrupted.acts["resid_pre"][:, start:] + corrupted.acts["attn_out"][:, start:]
             + corrupted.acts["mlp_out"][:, start:],
+            "act": corrupted.acts["post"][:, start:],
         }
+        self.mlp_base = corrupted.acts["mlp_out"][:, start:]  # a parallel block's MLP write, unchanged at `mid`
 
     def w_out(self, layer: int) -> Float[Tensor, "d_mlp d_model"]:
-        """What each neuron of the layer writes per unit of activation (a view of the output projection)."""
+        """What each neuron of the layer writes per unit of activation (a view of the output projection; before
+        the post-norm, where there is one)."""
         return A.neurons_to_model(self.mlps[layer][1])
 
+    def _write(self, l: int, neurons: Float[Tensor, "B Q d_mlp"]) -> Float[Tensor, "B Q d_model"]:
+        """What block l's MLP adds to the residual, from its neurons."""
+        out = self.mlps[l][1](neurons)
+        return out if self.mlp_posts[l] is None else self.mlp_posts[l](out)
+
     def _mlp(self, l: int, x: Float[Tensor, "B Q d_model"]) -> Float[Tensor, "B Q d_model"]:
-        neurons, out = self.mlps[l]
-        return out(neurons(self.blocks[l].ln2.original_component(x)))
+        h = x if self.mlp_norms[l] is None else self.mlp_norms[l](x)
+        return self._write(l, self.mlps[l][0](h))
 
     def _block(self, l: int, x: Tensor, point: Point) -> Tensor:
-        """Residual at `point` of block l (suffix positions) -> residual after block l."""
+        """Residual (or neurons, at `act`) at `point` of block l (suffix positions) -> residual after block l."""
+        last = l == self.n_layers - 1  # only the last position reaches LD
+        if point == "act":
+            x = x[:, -1:] if last else x
+            return self.base["mid"][l][-x.shape[1]:] + self._write(l, x)
+        h = x  # the block's input: what a parallel block's MLP reads
         if point == "pre":
             x = x + self.attention(l, x, self.caches[l])
-        if l == self.n_layers - 1:  # only the last position reaches LD
-            x = x[:, -1:]
-        if point in ("pre", "mid"):
-            x = x + self._mlp(l, x)
+        if last:
+            x, h = x[:, -1:], h[:, -1:]
+        if point == "pre":
+            x = x + self._mlp(l, h if self.parallel else x)
+        elif point == "mid":
+            x = x + (self.mlp_base[l][-x.shape[1]:] if self.parallel else self._mlp(l, x))
         return x
 
+    def _ld(self, x: Float[Tensor, "B d_model"]) -> Float[Tensor, "B"]:
+        h = self.ln_final(x.float())
+        if self.head.softcap is None:
+            return h @ self.direction + self.bias
+        z = self.head.capped(h @ self.columns.T + self.column_bias)
+        return z[:, 0] - z[:, 1]
+
     @torch.no_grad()
-    def logit_diff(self, resid: Float[Tensor, "B S d_model"], layer: int, point: Point) -> Float[Tensor, "B"]:
-        """LD of each copy, given its residual on the suffix at `point` of `layer`."""
+    def logit_diff(self, resid: Float[Tensor, "B S d"], layer: int, point: Point) -> Float[Tensor, "B"]:
+        """LD of each copy, given its residual (neurons, at `act`) on the suffix at `point` of `layer`."""
         x = self._block(layer, resid, point)
         for l in range(layer + 1, self.n_layers):
             x = self._block(l, x, "pre")
-        return self.ln_final(x[:, -1].float()) @ self.direction + self.bias
+        return self._ld(x[:, -1])
+
+    def neuron_patches(self, layer: int, d_act: Float[Tensor, "S d_mlp"],
+                       idx: Int[Tensor, "n"]) -> tuple[Point, Callable[[slice], Tensor]]:
+        """(point, delta) for patched_logit_diff: copy i has neuron idx[i] moved by d_act. A linear write adds
+        Δact·W_out after the MLP (`post`); a nonlinear one (post-norm) moves the neuron itself (`act`), and the MLP's
+        output projection and post-norm are rerun."""
+        if not self.nonlinear_write:
+            w_out = self.w_out(layer)
+            return "post", lambda sl: _neuron_deltas(d_act, w_out, idx[sl])
+
+        def delta(sl: slice) -> Tensor:
+            i = idx[sl]
+            d = torch.zeros(len(i), *d_act.shape, dtype=d_act.dtype, device=d_act.device)
+            d[torch.arange(len(i), device=d.device), :, i] = d_act[:, i].T
+            return d
+
+        return "act", delta
+
+    def group_patches(self, layer: int, d_act: Float[Tensor, "S d_mlp"],
+                      groups: Sequence[Sequence[int]]) -> tuple[Point, Callable[[slice], Tensor]]:
+        """(point, delta) for patched_logit_diff: copy i has the neurons of groups[i] moved together."""
+        index = [torch.as_tensor(list(g), dtype=torch.long, device=d_act.device) for g in groups]
+        if not self.nonlinear_write:
+            w_out = self.w_out(layer)
+            return "post", lambda sl: torch.stack([d_act[:, g] @ w_out[g] for g in index[sl]])
+
+        def delta(sl: slice) -> Tensor:
+            d = torch.zeros(len(index[sl]), *d_act.shape, dtype=d_act.dtype, device=d_act.device)
+            for i, g in enumerate(index[sl]):
+                d[i][:, g] = d_act[:, g]
+            return d
+
+        return "act", delta
 
 
 def patched_logit_diff(
@@ -404,10 +516,8 @@ def neuron_scores(
     scores = torch.zeros(len(neurons))
     moved = (d_act[:, neurons] != 0).any(0).cpu()
     todo = neurons[moved].to(d_act.device)
-    w_out = model.w_out(layer)
-
-    ld = patched_logit_diff(model, layer, "post", len(todo), lambda sl: _neuron_deltas(d_act, w_out, todo[sl]),
-                            batch_size=batch_size, desc=f"neurons L{layer}")
+    point, delta = model.neuron_patches(layer, d_act, todo)
+    ld = patched_logit_diff(model, layer, point, len(todo), delta, batch_size=batch_size, desc=f"neurons L{layer}")
     scores[moved] = runs.score(ld).cpu()
     return scores
 
@@ -416,17 +526,8 @@ def joint_scores(
     model: SuffixModel, runs: PairRuns, layer: int, groups: Sequence[Sequence[int]], *, batch_size: int
 ) -> Float[Tensor, "n_groups"]:
     """Patch score of each group of neurons of one layer patched together (every position, clean values)."""
-    d_act = neuron_delta(runs, layer, model.start)
-    w_out = model.w_out(layer)
-
-    def delta(sl: slice) -> Tensor:
-        out = []
-        for g in groups[sl]:
-            idx = torch.as_tensor(list(g), dtype=torch.long, device=d_act.device)
-            out.append(d_act[:, idx] @ w_out[idx])  # [S, d_model]
-        return torch.stack(out)
-
-    return runs.score(patched_logit_diff(model, layer, "post", len(groups), delta, batch_size=batch_size)).cpu()
+    point, delta = model.group_patches(layer, neuron_delta(runs, layer, model.start), groups)
+    return runs.score(patched_logit_diff(model, layer, point, len(groups), delta, batch_size=batch_size)).cpu()
 
 
 def attribution_scores(runs: PairRuns) -> Float[Tensor, "L d_mlp"]:
@@ -478,10 +579,9 @@ def check_engine(bridge, model: SuffixModel, runs: PairRuns, layer: int, neuron:
     tests cannot reach. Compare it with ENGINE_TOLERANCE[body dtype]."""
     pair = runs.pair
     base = float(model.logit_diff(model.base["pre"][0][None], 0, "pre")[0])
-    d_act, w_out = neuron_delta(runs, layer, model.start), model.w_out(layer)
-    idx = torch.tensor([neuron], device=d_act.device)
-    fast = float(patched_logit_diff(model, layer, "post", 1, lambda sl: _neuron_deltas(d_act, w_out, idx[sl]),
-                                    batch_size=1)[0])
+    d_act = neuron_delta(runs, layer, model.start)
+    point, delta = model.neuron_patches(layer, d_act, torch.tensor([neuron], device=d_act.device))
+    fast = float(patched_logit_diff(model, layer, point, 1, delta, batch_size=1)[0])
     hook = set_neurons_hook(runs.clean.acts["post"][layer], [neuron])
     slow = hooked_logit_diff(bridge, pair.corrupted, pair.answer, pair.wrong, [(HOOKS["post"].format(l=layer), hook)])
     return max(abs(base - runs.ld_corrupted), abs(fast - slow)) / runs.ld_scale

@@ -82,13 +82,23 @@ class Weights:
 
 def weights_of(bridge) -> Weights:
     """The processed weights of a loaded bridge (anneuron.models.load_model), detached views: W_out is the MLP
-    output projection per neuron (GPT-2's c_proj rows, centred; Llama's down_proj columns, raw), W_U has the final
-    norm's gain folded in (GPT-2: also centred; Llama: diag(g)·W_U only, RMSNorm licenses no centring)."""
-    return Weights(
-        w_out=[b.mlp.W_out.detach() for b in bridge.blocks],
-        W_E=bridge.W_E.detach(),
-        W_U=bridge.W_U.detach(),
-    )
+    output projection per neuron (GPT-2's c_proj rows, centred; the other families' raw), W_U has the final norm's
+    gain folded in (GPT-2: also centred; RMSNorm families: diag(g)·W_U only, RMSNorm licenses no centring).
+
+    Where the MLP's write passes a post-norm (Gemma 2/3, OLMo-2: residual += g ⊙ m / rms(m), m = Σ_n act_n w_n),
+    the write splits exactly into one term per neuron, act_n · (g ⊙ w_n) / rms(m), all sharing the positive factor
+    1 / rms(m) that the whole MLP output sets at each token: W_out here is diag(g)·W_out (a new tensor per layer),
+    the direction of each neuron's term. Congruence then ranks tokens as that term does, but cannot say how large
+    the term is (that scale is data's), nor what changing one neuron does (it also rescales every other neuron's
+    term through rms(m)): the experiments measure that (docs/science.md)."""
+    from anneuron import architecture as A
+
+    fam = A.family_of(bridge, "the weights pass")
+    w_out = [b.mlp.W_out.detach() for b in bridge.blocks]
+    if fam.mlp_post_norm is not None:
+        posts = [A.post_norms(layer, fam)[1] for layer in A.layers(bridge, fam)]
+        w_out = [w * A.gain(post, fam).detach().to(w.dtype) for w, post in zip(w_out, posts)]
+    return Weights(w_out=w_out, W_E=bridge.W_E.detach(), W_U=bridge.W_U.detach())
 
 
 @dataclass

@@ -212,8 +212,8 @@ def test_planted_neuron_is_the_top_exact_patching_neuron(planted_llama_bridge, p
 def test_unsupported_architecture_is_refused_in_one_line():
     from types import SimpleNamespace
 
-    fake = SimpleNamespace(original_model=SimpleNamespace(config=SimpleNamespace(model_type="gemma2")))
+    fake = SimpleNamespace(original_model=SimpleNamespace(config=SimpleNamespace(model_type="mamba")))
     with pytest.raises(NotImplementedError) as e:
         P.SuffixModel(fake, None, 0, 1, 2)
     msg = str(e.value)
-    assert "\n" not in msg and "'gemma2'" in msg and "SuffixModel" in msg
+    assert "\n" not in msg and "'mamba'" in msg and "SuffixModel" in msg

@@ -1,0 +1,248 @@
+"""Patching and the logit lens on tiny random models of every family beyond GPT-2 and Llama (tests/family_models.py:
+GPT-NeoX and Phi with their parallel residual and partial rotary, Gemma 2 with post-norms, (1 + w) gains and
+soft-caps, Gemma 3, Qwen3 with q/k norms, OLMo-2 with post-norms only; sliding windows shorter than the prompt)
+against the same slow references as the GPT-2 tests (tests/experiments/test_patching.py): TransformerLens' own
+patching helpers, one full hooked forward per neuron, autograd and finite differences; the logit lens against a
+hand computation from the raw Hugging Face weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from family_models import *  # noqa: F401,F403 (session fixtures)
+from test_patching import ANSWER, CLEAN, CORRUPTED, TOL, assert_same_ld
+from transformer_lens import patching as tl_patching
+
+from anneuron import architecture as A
+from anneuron.experiments import patching as P
+from anneuron.experiments.logit_lens import logit_lens
+from anneuron.tokenizer import single_token
+
+
+@pytest.fixture(scope="module")
+def runs(family_bridge):
+    tok = family_bridge.tokenizer
+    pair = P.PromptPair(family_bridge.to_tokens(CLEAN), family_bridge.to_tokens(CORRUPTED),
+                        single_token(tok, ANSWER), single_token(tok, " John"))
+    r = P.run_pair(family_bridge, pair)
+    assert abs(r.ld_clean - r.ld_corrupted) > 0.25  # (fixture seeds chosen for it)
+    return r
+
+
+@pytest.fixture(scope="module")
+def suffix(family_bridge, runs):
+    pair = runs.pair
+    return P.SuffixModel(family_bridge, runs.corrupted, pair.start, pair.answer, pair.wrong)
+
+
+def test_fixture_exercises_the_family(family_hf, family, runs):
+    """What each family does differently is really there: sliding windows shorter than the prompt, a soft-cap the
+    logits reach, parallel blocks, post-norms (whose gains must be random)."""
+    cfg, fam = family_hf.config, A.family_of(family_hf)
+    windows = [P.sliding_window(cfg, l) for l in range(cfg.num_hidden_layers)]
+    if family in ("gemma2", "gemma3", "qwen3"):
+        assert any(w is not None and w < runs.pair.n_pos - runs.pair.start + 2 for w in windows), windows
+        assert None in windows  # and full attention on the others
+    if family == "gemma2":
+        with torch.no_grad():
+            out = family_hf.model(runs.pair.clean).last_hidden_state
+            raw = family_hf.lm_head(out)
+        cap = cfg.final_logit_softcapping
+        assert (raw - cap * torch.tanh(raw / cap)).abs().max() > 0.1 * raw.abs().max()  # the cap bites
+    assert fam.is_parallel(cfg) == (family in ("gpt_neox", "phi"))
+    for layer in A.layers(family_hf, fam):
+        for post in A.post_norms(layer, fam):
+            if post is not None:
+                assert (A.gain(post, fam) - 1).abs().max() > 0.3
+    assert (fam.mlp_post_norm is not None) == (family in ("gemma2", "gemma3", "olmo2"))
+
+
+def test_runs_equal_the_raw_model(family_hf, runs):
+    """The processed bridge's LDs are the raw Hugging Face model's (folding changes nothing)."""
+    pair = runs.pair
+    with torch.no_grad():
+        for tokens, ld in ((pair.clean, runs.ld_clean), (pair.corrupted, runs.ld_corrupted)):
+            assert abs(float(P.logit_diff(family_hf(tokens).logits[0], pair.answer, pair.wrong)) - ld) < 1e-5
+
+
+@pytest.mark.parametrize("point", ["pre", "mid", "post", "act"])
+def test_unpatched_suffix_equals_the_full_forward(suffix, runs, point):
+    worst = max(abs(float(suffix.logit_diff(suffix.base[point][l][None], l, point)[0]) - runs.ld_corrupted)
+                for l in range(suffix.n_layers))
+    print(f"{point}: max |unpatched suffix LD - full forward LD| = {worst:.3g}")
+    assert worst < TOL
+
+
+def test_prefix_cache_equals_recomputing_every_position(family_bridge, runs):
+    """Suffix-only with the prefix keys/values cached (and sliding windows over them) == recomputing all
+    positions (start = 0), for the same patches."""
+    pair = runs.pair
+    full = P.SuffixModel(family_bridge, runs.corrupted, 0, pair.answer, pair.wrong)
+    short = P.SuffixModel(family_bridge, runs.corrupted, pair.start, pair.answer, pair.wrong)
+    assert_same_ld(P.neuron_scores(full, runs, 0, range(40), batch_size=64),
+                   P.neuron_scores(short, runs, 0, range(40), batch_size=64), runs)
+
+
+@pytest.mark.parametrize("component", ["resid_pre", "attn_out", "mlp_out"])
+def test_layer_position_scores_equal_transformer_lens_helpers(family_bridge, runs, suffix, component):
+    pair = runs.pair
+    helper = {"resid_pre": tl_patching.get_act_patch_resid_pre, "attn_out": tl_patching.get_act_patch_attn_out,
+              "mlp_out": tl_patching.get_act_patch_mlp_out}[component]
+
+    def metric(logits):
+        return P.restored(P.logit_diff(logits[0], pair.answer, pair.wrong), runs.ld_clean, runs.ld_corrupted)
+
+    with torch.no_grad():
+        _, clean_cache = family_bridge.run_with_cache(pair.clean)
+        reference = helper(family_bridge, pair.corrupted, clean_cache, metric)
+    ours = P.layer_position_scores(suffix, runs, component, batch_size=3)
+    assert ours.shape == reference.shape
+    assert_same_ld(ours, reference, runs)
+    assert ours[:, : pair.start].abs().max() == 0
+
+
+@pytest.mark.parametrize("layer,batch_size", [(0, 37), (2, 128)])
+def test_batched_neuron_patching_equals_one_full_forward_per_neuron(family_bridge, runs, suffix, layer, batch_size):
+    """All 128 neurons of the layer set to their clean value at every position (under a post-norm: the MLP's
+    output projection and post-norm rerun, never Δact·W_out added)."""
+    ours = P.neuron_scores(suffix, runs, layer, batch_size=batch_size)
+    reference = P.naive_neuron_scores(family_bridge, runs, layer, range(family_bridge.cfg.d_mlp))
+    gap = runs.ld_clean - runs.ld_corrupted
+    print(f"L{layer}: max |LD diff| vs one hooked forward per neuron = "
+          f"{float((ours - reference).abs().max() * abs(gap)):.3g}")
+    assert_same_ld(ours, reference, runs)
+
+
+def test_linear_write_would_be_wrong_under_a_post_norm(family, runs, suffix):
+    """Under a post-norm, adding Δact·W_out after the MLP is NOT the patch (the reason for the `act` point): on
+    these models it misses by far more than the tolerance; without one it is the same patch."""
+    layer = 1
+    d_act = P.neuron_delta(runs, layer, suffix.start)
+    idx = torch.argsort(d_act.abs().sum(0), descending=True)[:8]
+    point, delta = suffix.neuron_patches(layer, d_act, idx)
+    assert point == ("act" if suffix.nonlinear_write else "post")
+    exact = P.patched_logit_diff(suffix, layer, point, len(idx), delta, batch_size=8)
+    linear = P.patched_logit_diff(suffix, layer, "post", len(idx),
+                                  lambda sl: P._neuron_deltas(d_act, suffix.w_out(layer), idx[sl]), batch_size=8)
+    miss = float((exact - linear).abs().max())
+    print(f"{family}: max |exact - linear-write LD| = {miss:.3g}")
+    assert (miss > 100 * TOL) == suffix.nonlinear_write
+
+
+def test_joint_scores_equal_a_hook_loop(family_bridge, runs, suffix):
+    layer = 1
+    single = P.neuron_scores(suffix, runs, layer, batch_size=64)
+    order = torch.argsort(single, descending=True).tolist()
+    groups = [order[:1], order[:2], order[:5], order[:50], order[::-1][:3]]
+    joint = P.joint_scores(suffix, runs, layer, groups, batch_size=2)
+    assert_same_ld(joint[:1], single[order[:1]], runs)
+    pair, reference = runs.pair, []
+    for g in groups:
+        hook = P.set_neurons_hook(runs.clean.acts["post"][layer], g)
+        reference.append(P.hooked_logit_diff(family_bridge, pair.corrupted, pair.answer, pair.wrong,
+                                             [(f"blocks.{layer}.mlp.hook_post", hook)]))
+    assert_same_ld(joint, runs.score(torch.tensor(reference, dtype=torch.float64)), runs)
+
+
+def test_attribution_equals_autograd_and_first_order_change(family_bridge, runs):
+    pair, layer = runs.pair, 1
+    ours = P.attribution_scores(runs)
+    assert ours.shape == (3, 128)
+    corrupted_post = runs.corrupted.acts["post"][layer]
+    delta = runs.clean.acts["post"][layer] - corrupted_post
+    x = corrupted_post.clone().requires_grad_(True)
+    logits = family_bridge.run_with_hooks(pair.corrupted, fwd_hooks=[(f"blocks.{layer}.mlp.hook_post",
+                                                                      lambda act, hook: x[None])])
+    (grad,) = torch.autograd.grad(P.logit_diff(logits[0], pair.answer, pair.wrong), x)
+    gap = runs.ld_clean - runs.ld_corrupted
+    torch.testing.assert_close(ours[layer], ((delta * grad).sum(0) / gap).float(), atol=1e-6, rtol=1e-4)
+
+    def ld_at(eps: float) -> float:
+        return P.hooked_logit_diff(family_bridge, pair.corrupted, pair.answer, pair.wrong, [
+            (f"blocks.{layer}.mlp.hook_post", lambda act, hook: (corrupted_post + eps * delta)[None])])
+
+    eps = 1e-2
+    directional = (ld_at(eps) - ld_at(-eps)) / (2 * eps) / gap
+    assert abs(float(ours[layer].sum()) - directional) < 1e-3 * max(1.0, abs(directional))
+
+
+def test_engine_check_is_tiny(family_bridge, runs, suffix):
+    err = P.check_engine(family_bridge, suffix, runs, 2, 5)
+    print(f"check_engine: {err:.3g}")
+    assert err < 1e-5
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision_engine_check_is_within_its_tolerance(family_dir, dtype):
+    """A body cast to bfloat16/float16 (the float32 head kept, soft-cap included): the engine against a full hooked
+    forward in the same precision, within the tolerance every experiment enforces (ENGINE_TOLERANCE)."""
+    from anneuron.models import load_model
+
+    br = load_model(str(family_dir), device="cpu", dtype=dtype)
+    tok = br.tokenizer
+    pair = P.PromptPair(br.to_tokens(CLEAN), br.to_tokens(CORRUPTED), single_token(tok, ANSWER),
+                        single_token(tok, " John"))
+    runs = P.run_pair(br, pair)
+    err = P.check_engine(br, P.SuffixModel(br, runs.corrupted, pair.start, pair.answer, pair.wrong), runs, 1, 5)
+    print(f"{dtype}: check_engine {err:.3g}")
+    assert err < P.ENGINE_TOLERANCE[getattr(torch, dtype)]
+
+
+# --- the logit lens: the family's final norm (gain, offset, LayerNorm centring) and soft-cap ----------------------
+
+@torch.no_grad()
+def _by_hand(hf, x: torch.Tensor, a: int, w: int, scale: torch.Tensor | None = None) -> float:
+    """The RAW model's final norm without its bias (centre under LayerNorm; divide by its own scale or the given
+    one; its gain, with Gemma's offset), its lm_head rows a and w without b_U, then its soft-cap."""
+    fam = A.family_of(hf)
+    norm = A.module(hf, fam.final_norm)
+    x = x.double()
+    if fam.norm == "LN":
+        x = x - x.mean()
+    x = x / (scale.double() if scale is not None else (x.pow(2).mean() + A.eps_of(norm)).sqrt())
+    z = (x * A.gain(norm, fam).double()) @ A.module(hf, fam.unembed).weight.double()[[a, w]].T
+    cap = getattr(hf.config, "final_logit_softcapping", None)
+    if cap:
+        z = cap * torch.tanh(z / cap)
+    return float(z[0] - z[1])
+
+
+@pytest.fixture(scope="module")
+def lens(family_bridge, runs):
+    return logit_lens(family_bridge, runs.clean.cache, runs.pair.answer, runs.pair.wrong)
+
+
+def _entries(runs) -> list[torch.Tensor]:
+    """0_pre, 0_mid, ..., final_post at the last position; mid = resid_pre + attn_out (a parallel block's too)."""
+    cache, out = runs.clean.cache, []
+    for l in range(3):
+        pre = cache[f"blocks.{l}.hook_resid_pre"][0, -1]
+        out += [pre, pre + cache[f"blocks.{l}.hook_attn_out"][0, -1]]
+    return out + [cache["blocks.2.hook_resid_post"][0, -1]]
+
+
+def test_logit_lens_recomputed_entries_by_hand(family_hf, family_bridge, runs, lens):
+    a, w = runs.pair.answer, runs.pair.wrong
+    worst = max(abs(float(lens.recomputed[i]) - _by_hand(family_hf, x, a, w)) for i, x in enumerate(_entries(runs)))
+    print(f"recomputed: max |lens - by hand| = {worst:.3g}")
+    assert worst < 1e-4
+    b_u = family_bridge.unembed.original_component.bias
+    bias = 0.0 if b_u is None else float(b_u[a] - b_u[w])  # (the final LayerNorm's bias went into b_U)
+    if getattr(family_hf.config, "final_logit_softcapping", None) is None:
+        assert abs(float(lens.recomputed[-1]) - (runs.ld_clean - bias)) < 1e-4
+    else:
+        assert bias == 0 and abs(float(lens.recomputed[-1]) - runs.ld_clean) < 1e-4
+    assert lens.labels == ["0_pre", "0_mid", "1_pre", "1_mid", "2_pre", "2_mid", "final_post"]
+
+
+def test_logit_lens_post_entries_by_hand(family_hf, runs, lens):
+    """Every entry scaled by the final residual's own scale (centred first under LayerNorm)."""
+    fam = A.family_of(family_hf)
+    entries = _entries(runs)
+    final = entries[-1].double()
+    final = final - final.mean() if fam.norm == "LN" else final
+    scale = (final.pow(2).mean() + A.eps_of(A.module(family_hf, fam.final_norm))).sqrt()
+    a, w = runs.pair.answer, runs.pair.wrong
+    worst = max(abs(float(lens.post[i]) - _by_hand(family_hf, x, a, w, scale)) for i, x in enumerate(entries))
+    print(f"post: max |lens - by hand| = {worst:.3g}")
+    assert worst < 1e-4
