@@ -280,6 +280,7 @@ class CurvesConfig(StageConfig):
     min_count: int
     readout: str
     binning: str
+    counts: str
 
     @classmethod
     def of(cls, config: dict) -> "CurvesConfig":
@@ -288,11 +289,12 @@ class CurvesConfig(StageConfig):
 
 @dataclass(frozen=True)
 class DatasetFiguresConfig(StageConfig):
-    """dataset_figures: how the curves were counted and binned (the bins themselves are in curves.parquet)."""
+    """dataset_figures: how the curves and the counts were made (the bins themselves are in curves.parquet)."""
 
     min_count: int
     readout: str
     binning: str
+    counts: str
 
     @classmethod
     def of(cls, config: dict) -> "DatasetFiguresConfig":
