@@ -124,7 +124,8 @@ def test_a_curve_figure_says_which_readout_and_binning_drew_it(tmp_path, readout
 def test_post_readout_and_binning_equal_the_posts_formulas(tiny_dir, tiny_bridge, tmp_path):
     """`curves.readout: post` + `curves.binning: post` against the post's own formulas, written out per position:
     top prediction = argmax of ln_final.hook_normalized · W_E (no final-LN gain, no b_U), bin =
-    int(torch.round(a, decimals=1).item() * 5) as the notebook's cell 29 computes it, BOS included, no minimum count. On a model with random final-LN gains and a folded b_U, so
+    int(torch.round(a, decimals=1).item() * 5) as the notebook's cell 29 computes it, BOS included, no minimum count.
+    On a model with random final-LN gains and a folded b_U, so
     that the post's readout and the real logits disagree at some positions (else the test could not tell them
     apart)."""
     import torch
@@ -161,7 +162,8 @@ def test_post_readout_and_binning_equal_the_posts_formulas(tiny_dir, tiny_bridge
                     c[1] += int(pred_post[pos]) == target
     tok = gpt2_tokenizer()
     ws = [Watched(layer, n, target, tok.decode([target])) for layer, n in watched]
-    curves, _ = summarize([tokens], ws, 0.2, 20, tok, progress=False, readout="post", binning="post", counts="post")
+    curves, _ = summarize([tokens], ws, 0.2, 20, tok, progress=False, readout="post", binning="post",
+                          counts="post")
     got = pl.from_arrow(curves)
     for (layer, n), bins in brute.items():
         g = got.filter((pl.col("layer") == layer) & (pl.col("neuron") == n) & (pl.col("count") > 0))
@@ -195,7 +197,8 @@ def notebook_bins(acts: np.ndarray, hits: np.ndarray) -> dict[int, dict[str, int
 def test_post_binning_is_the_notebooks_float32_arithmetic():
     """Values where float64 arithmetic, trunc(5 · round(a·10)/10), gives another bin than the notebook's float32
     round: 1.4 is 1.39999998 in float32, so 5× it truncates to 6; 0.35 is 0.34999999 but 10× it rounds to 3.5 in
-    float32, a tie that goes to 4 (bin 2; −0.35 to −4, bin −2). The old float64 formula is kept here only to show it differs."""
+    float32, a tie that goes to 4 (bin 2; −0.35 to −4, bin −2). The float64 formula is computed here only to show
+    that it differs on every one of them."""
     import torch
 
     from anneuron.dataset.curves import bin_index
@@ -250,8 +253,9 @@ def test_count_definitions_differ_at_row_edges(tmp_path):
             cols["pred"].append(post[i]), cols["pred_prob"].append(0.5), cols["pred_post"].append(post[i])
             cols["L0N0"].append(0.1 * i)
     path = tmp_path / "t.parquet"
-    pq.write_table(pa.table({k: pa.array(v, type=pa.int64() if k == "chunk" else pa.float32()
-                                         if k in ("pred_prob", "L0N0") else pa.int32()) for k, v in cols.items()}), path)
+    types = {k: pa.int64() if k == "chunk" else pa.float32() if k in ("pred_prob", "L0N0") else pa.int32()
+             for k in cols}
+    pq.write_table(pa.table({k: pa.array(v, type=types[k]) for k, v in cols.items()}), path)
     out = {}
     for counts in ("next", "post"):
         _, preds = summarize([path], [Watched(0, 0, T, "x")], 0.2, 1, gpt2_tokenizer(), readout="post",
