@@ -222,7 +222,8 @@ EXPERIMENTS_SUMMARY = pa.schema([("layer", pa.int32()), ("neuron", pa.int32()),
 PAPER_CHECK = pa.schema([
     ("section", pa.string()), ("key", pa.string()), ("quantity", pa.string()), ("published_item", pa.string()),
     ("published", pa.float64()), ("our_item", pa.string()), ("ours", pa.float64()), ("difference", pa.float64()),
-    ("same_item", pa.bool_()), ("status", pa.string()), ("source", pa.string()), ("note", pa.string()),
+    ("tolerance", pa.float64()), ("within", pa.bool_()), ("same_item", pa.bool_()), ("status", pa.string()),
+    ("settings", pa.string()), ("source", pa.string()), ("note", pa.string()),
 ])
 
 # Every table and the PATHS key it is written to (a schema that depends on the config is listed by its fixed part).
