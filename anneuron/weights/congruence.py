@@ -51,6 +51,7 @@ class Weights:
     w_out: Sequence[torch.Tensor]  # n_layers x (d_mlp, d_model)
     W_E: torch.Tensor  # (d_vocab, d_model)
     W_U: torch.Tensor  # (d_model, d_vocab)
+    w_in: Sequence[torch.Tensor] | None = None  # n_layers x (d_model, d_mlp): the input side, for a figure only
 
     @property
     def n_layers(self) -> int:
@@ -83,11 +84,14 @@ class Weights:
 def weights_of(bridge) -> Weights:
     """The processed weights of a loaded bridge (anneuron.models.load_model), detached views: W_out is the MLP
     output projection per neuron (GPT-2's c_proj rows, centred; Llama's down_proj columns, raw), W_U has the final
-    norm's gain folded in (GPT-2: also centred; Llama: diag(g)·W_U only, RMSNorm licenses no centring)."""
+    norm's gain folded in (GPT-2: also centred; Llama: diag(g)·W_U only, RMSNorm licenses no centring). w_in is
+    the MLP's input projection per neuron with the block's norm gain folded in (TransformerLens' W_in: for a gated
+    MLP the up projection, the gate being W_gate)."""
     return Weights(
         w_out=[b.mlp.W_out.detach() for b in bridge.blocks],
         W_E=bridge.W_E.detach(),
         W_U=bridge.W_U.detach(),
+        w_in=[b.mlp.W_in.detach() for b in bridge.blocks],
     )
 
 
