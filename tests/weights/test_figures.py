@@ -116,3 +116,17 @@ def test_input_row_is_the_embedding_dot_the_neurons_input_weights():
     want = np.array([float(w.W_E[t].double() @ w.w_in[1][:, 7].double()) for t in range(V)])
     assert np.allclose(pw.input_row(w, 1, 7), want, rtol=1e-5, atol=1e-5)
     assert not np.allclose(pw.input_row(w, 1, 8), want)  # another neuron's column differs
+
+
+def test_planted_token_neurons_read_their_triggers(demo_bridge, ground_truth):
+    """On demo-planted each token neuron was planted to fire on its trigger tokens: its input-weights figure puts
+    exactly those first (and the output side puts the token it writes first, as the post's congruence)."""
+    from anneuron.weights.congruence import congruence_row, weights_of
+
+    w = weights_of(demo_bridge)
+    for t in ground_truth["token_neurons"]:
+        row = pw.input_row(w, t["layer"], t["neuron"])
+        k = len(t["trigger_ids"])
+        assert sorted(np.argsort(-row)[:k].tolist()) == sorted(t["trigger_ids"]), t["name"]
+        out = congruence_row(w, t["layer"] * w.d_mlp + t["neuron"], "we")
+        assert int(np.argmax(out)) == t["token_id"], t["name"]
