@@ -19,7 +19,7 @@ import pyarrow as pa
 # Logits. Below this |LD_clean − LD_corrupted| a patch score divides by almost nothing: such an experiment's
 # standouts are not counted across experiments (the cross-experiment summary and watch.standouts).
 MIN_LD_GAP = 0.5
-POST_BIN_WIDTH = 0.2  # the post's binning, int(5 · round(a, 1)): its bins are 0.2 wide, whatever bin_width says
+POST_BIN_WIDTH = 0.2  # the post's binning, int(5 · fp32 round(a, 1)): bins of 0.2 on average, whatever bin_width says
 
 # --- neuron names -------------------------------------------------------------------------------------------------
 
