@@ -358,7 +358,7 @@ class ExampleActivationsConfig(StageConfig):
 @dataclass(frozen=True)
 class PaperCheckConfig(StageConfig):
     """paper_check: the run's values of every setting the post's numbers depend on (a row says "not comparable"
-    where one differs from the post's; anneuron.report.paper_check.SETTINGS)."""
+    where one differs from the post's; anneuron.report.paper_check.PAPER_SETTINGS, run_settings)."""
 
     dataset: str
     split: str
