@@ -645,12 +645,8 @@ def run_settings(cfg: PaperCheckConfig) -> dict:
     for exp in PAPER_EXPERIMENTS:
         e = cfg.experiments.get(exp)
         out[f"prompts.{exp}"] = None if e is None else [e[k] for k in PROMPT_FIELDS]
-        out[f"layers.{exp}"] = None if e is None else _thaw(e["neuron_layers"])
+        out[f"layers.{exp}"] = None if e is None else e["neuron_layers"]
     return out
-
-
-def _thaw(x):
-    return list(x) if isinstance(x, tuple) else x
 
 
 ALL_SETTINGS = (*PAPER_SETTINGS, *(f"prompts.{e}" for e in PAPER_EXPERIMENTS), "layers.an_a:31", "layers.an_a:25",
