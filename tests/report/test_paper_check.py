@@ -47,7 +47,8 @@ def write_post_outputs(root: Path, experiments: bool = True) -> Path:
             dict(prompt="corrupted", rank=1, token_id=257, token_str=" a", prob=0.851, logit=21.0),
             dict(prompt="corrupted", rank=2, token_id=281, token_str=" an", prob=0.05, logit=18.0)])
         (exp / "an_a/summary.json").write_text(json.dumps(
-            dict(ld_clean=0.986, ld_corrupted=-2.0, prompt_check="ok", neuron_layers=[31, 25])))
+            dict(ld_clean=0.986, ld_corrupted=-2.0, prompt_check="ok", neuron_layers=[31, 25], answer=" an",
+                 wrong=" a", prob_answer_clean=0.649, prob_wrong_corrupted=0.851, prob_wrong_clean=0.2)))
         labels = _lens_labels(N_LAYERS)
         lens = [0.01 * i for i in range(labels.index("32_pre"))]
         lens += [1.09 + 0.001 * i for i in range(len(labels) - len(lens))]
@@ -374,3 +375,15 @@ def test_forbidden_neuron_row(post_outputs):
     _write(path, t)
     r = {r["key"]: r for r in paper_check(post_outputs, "gpt2-large", "pile-10k", POST).to_pylist()}["forbidden_neuron"]
     assert (r["ours"], r["our_item"], r["same_item"], r["within"]) == (2, "L0N77", False, False)
+
+
+def test_an_experiment_whose_prompts_misbehave_is_not_comparable(post_outputs):
+    """On a model where the post's prompt pair fails its check (the corrupted prompt prefers the answer too), the
+    rows that depend on those prompts say so instead of "ok"."""
+    summary = post_outputs / "experiments/an_a/summary.json"
+    check = "corrupted prompt prefers ' an' over ' a' (LD 15.9)"
+    summary.write_text(json.dumps(dict(json.loads(summary.read_text()), prompt_check=check)))
+    rows = {r["key"]: r for r in paper_check(post_outputs, "gpt2-large", "pile-10k", POST).to_pylist()}
+    for key in ("p_answer_clean", "ld_clean", "lens_jump", "mlp_out_best", "neuron_best", "L25N4413_an_a_standout"):
+        assert rows[key]["status"] == f"not comparable: an_a's prompt check: {check}", rows[key]
+    assert rows["L25N4413_tall_short"]["status"] == "ok" and rows["pair_1"]["status"] == "ok"
