@@ -19,7 +19,7 @@ import pyarrow as pa
 # Logits. Below this |LD_clean − LD_corrupted| a patch score divides by almost nothing: such an experiment's
 # standouts are not counted across experiments (the cross-experiment summary and watch.standouts).
 MIN_LD_GAP = 0.5
-POST_BIN_WIDTH = 0.2  # the post's binning, int(5 · round(a, 1)): its bins are 0.2 wide, whatever bin_width says
+POST_BIN_WIDTH = 0.2  # the post's binning, int(5 · fp32 round(a, 1)): bins of 0.2 on average, whatever bin_width says
 
 # --- neuron names -------------------------------------------------------------------------------------------------
 
@@ -222,7 +222,8 @@ EXPERIMENTS_SUMMARY = pa.schema([("layer", pa.int32()), ("neuron", pa.int32()),
 PAPER_CHECK = pa.schema([
     ("section", pa.string()), ("key", pa.string()), ("quantity", pa.string()), ("published_item", pa.string()),
     ("published", pa.float64()), ("our_item", pa.string()), ("ours", pa.float64()), ("difference", pa.float64()),
-    ("same_item", pa.bool_()), ("status", pa.string()), ("source", pa.string()), ("note", pa.string()),
+    ("tolerance", pa.float64()), ("within", pa.bool_()), ("same_item", pa.bool_()), ("status", pa.string()),
+    ("settings", pa.string()), ("source", pa.string()), ("note", pa.string()),
 ])
 
 # Every table and the PATHS key it is written to (a schema that depends on the config is listed by its fixed part).

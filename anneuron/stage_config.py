@@ -280,6 +280,7 @@ class CurvesConfig(StageConfig):
     min_count: int
     readout: str
     binning: str
+    counts: str
 
     @classmethod
     def of(cls, config: dict) -> "CurvesConfig":
@@ -288,11 +289,12 @@ class CurvesConfig(StageConfig):
 
 @dataclass(frozen=True)
 class DatasetFiguresConfig(StageConfig):
-    """dataset_figures: how the curves were counted and binned (the bins themselves are in curves.parquet)."""
+    """dataset_figures: how the curves and the counts were made (the bins themselves are in curves.parquet)."""
 
     min_count: int
     readout: str
     binning: str
+    counts: str
 
     @classmethod
     def of(cls, config: dict) -> "DatasetFiguresConfig":
@@ -355,23 +357,41 @@ class ExampleActivationsConfig(StageConfig):
 
 @dataclass(frozen=True)
 class PaperCheckConfig(StageConfig):
-    """paper_check: the run's values of the settings the post's numbers depend on (a row says "not comparable"
-    where one differs from the post's; anneuron.report.paper_check.PAPER_SETTINGS)."""
+    """paper_check: the run's values of every setting the post's numbers depend on (a row says "not comparable"
+    where one differs from the post's; anneuron.report.paper_check.PAPER_SETTINGS, run_settings)."""
 
+    dataset: str
+    split: str
+    text_column: str
+    config_name: str | None
+    data_files: tuple | None
+    revision: str | None  # the dataset's pinned revision (`revisions`), None when unpinned
+    max_docs: int | None
+    max_tokens: int | None
     chunking: str
     seq_len: int  # resolved
     pred_post: bool
+    counts: str
     basis: str
+    congruence_dtype: str
     dtype: str
     readout: str
     binning: str
+    standout_z: float
     standout_min_score: float
-    neuron_layers: dict  # experiment -> its neuron_layers ("auto" or a list), for every configured experiment
+    experiments: dict  # experiment -> {clean, corrupted, answer, wrong, neuron_layers}, every configured one
 
     @classmethod
     def of(cls, config: dict, seq_len: int) -> "PaperCheckConfig":
+        data, curves, patching = config["data"], config["curves"], config["patching"]
         return cls.from_dict(dict(
-            chunking=config["data"]["chunking"], seq_len=seq_len, pred_post=config["record"]["pred_post"],
-            basis=config["congruence"]["basis"], dtype=config["dtype"], readout=config["curves"]["readout"],
-            binning=config["curves"]["binning"], standout_min_score=config["patching"]["standout_min_score"],
-            neuron_layers={name: e["neuron_layers"] for name, e in config["experiments"].items()}))
+            dataset=config["dataset"], split=data["split"], text_column=data["text_column"],
+            config_name=data["config_name"], data_files=data["data_files"],
+            revision=config["revisions"].get(dataset_id(config["dataset"])), max_docs=data["max_docs"],
+            max_tokens=data["max_tokens"], chunking=data["chunking"], seq_len=seq_len,
+            pred_post=config["record"]["pred_post"], counts=curves["counts"], basis=config["congruence"]["basis"],
+            congruence_dtype=config["congruence"]["dtype"], dtype=config["dtype"], readout=curves["readout"],
+            binning=curves["binning"], standout_z=patching["standout_z"],
+            standout_min_score=patching["standout_min_score"],
+            experiments={name: {k: e[k] for k in ("clean", "corrupted", "answer", "wrong", "neuron_layers")}
+                         for name, e in config["experiments"].items()}))

@@ -13,7 +13,7 @@ cfg = CurvesConfig.from_dict(p.cfg)
 tokenizer = resolve(p.model).tokenizer()
 watched = read_watched(snakemake.input.watched)
 curves, predictions = summarize(list(snakemake.input.tokens), watched, cfg.bin_width, cfg.min_count, tokenizer,
-                                readout=cfg.readout, binning=cfg.binning)
+                                readout=cfg.readout, binning=cfg.binning, counts=cfg.counts)
 write_parquet(snakemake.output.curves, curves)
 write_parquet(snakemake.output.predictions, predictions)
 cfg.write(snakemake.output.config, model=p.model, provenance=provenance(p.model))

@@ -21,4 +21,5 @@ dataset_figures(
     cfg.min_count,
     readout=cfg.readout,
     binning=cfg.binning,
+    counts=cfg.counts,
 )

@@ -55,7 +55,7 @@ def build_demo_tables(root: Path, demo_dir: Path, demo_congruence: dict, demo_re
                              at("neurons"), tok)
     write_parquet(at("watched", dataset=dataset), watched_table(watched))
     curves, predictions = summarize(demo_recorded["tokens"], watched, 0.2, 10, tok, readout="logits", binning="floor",
-                                    progress=False)
+                                    counts="next", progress=False)
     write_parquet(at("curves", dataset=dataset), curves)
     write_parquet(at("predictions", dataset=dataset), predictions)
     build_max_examples(demo_recorded, at("max_examples", dataset=dataset))

@@ -91,7 +91,13 @@ def test_nested_config_objects(config):
     (("patching", "batch_size"), 8, {"experiment"}),
     (("patching", "standout_min_score"), 0, {"experiment", "paper_check"}),
     (("dtype",), "bfloat16", {"record", "experiment", "example_activations", "paper_check"}),
-    (("data", "config_name"), "en", {"fetch_dataset"}),
+    # which data the counts come from: the paper check says "not comparable" when it is not the post's
+    (("data", "config_name"), "en", {"fetch_dataset", "paper_check"}),
+    (("data", "max_docs"), 100, {"tokenize", "paper_check"}),
+    (("curves", "counts"), "post", {"curves", "dataset_figures", "paper_check"}),
+    (("curves", "binning"), "post", {"curves", "dataset_figures", "paper_check"}),
+    (("patching", "standout_z"), 6, {"experiment", "paper_check"}),
+    (("congruence", "dtype"), "bfloat16", {"congruence", "paper_check"}),
 ])
 def test_a_config_change_changes_exactly_the_objects_of_the_rules_it_concerns(config, key, value, changed):
     """What Snakemake's params trigger sees: only these rules' params differ (their rules rerun, and what reads

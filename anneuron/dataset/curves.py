@@ -5,14 +5,23 @@ Proportion curve of a watched neuron n and its token t: positions binned by n's 
 `hits` (positions whose top-1 prediction is t) and proportion = hits / count. Two binnings:
 - `floor` (default): BOS excluded, fixed-width bins anchored at 0, [k·w, (k+1)·w); proportion null where
   count < min_count;
-- `post` (the post's): BOS included, k = int(5 · round(a, 1)) (Python's round: half to even; int truncates toward
-  zero), so bin k ≥ 1 holds [0.2k − 0.05, 0.2k + 0.15), bin 0 holds [−0.15, 0.15) and bin k ≤ −1 holds
-  (0.2k − 0.15, 0.2k + 0.05]; bin_lo/bin_hi are those exact bounds; no minimum count.
+- `post` (the post's notebook, an_neuron_investigation.ipynb cell 29): BOS included, the float32 activation rounded
+  to one decimal *in float32* (`torch.round(a, decimals=1)` = rint(a·10) / 10, each step a float32 operation), then
+  k = int(5 · that float32 value) in Python (float64 product, truncated toward zero). float32(1.4) is 1.39999998, so
+  1.4 lands in bin 6, not 7: a bin k holds the rounded values m/10 with m in {2k, 2k+1, 2k+2} whose float32 times 5
+  truncates to k, so bins are 0.1, 0.2 or 0.3 wide; bin_lo/bin_hi are (m_min ∓ 0.5)/10; no minimum count.
 Two readouts of "top-1 prediction": `logits` (argmax of the real logits, `pred`) or `post` (the post's argmax of
 ln_final.hook_normalized · W_E, `pred_post`, recorded with `record.pred_post`).
 The bins run from the lowest populated one to the highest (empty bins between them included, with count 0).
-Predicted vs occurred for every token t: predicted = positions (BOS excluded) whose top prediction is t,
-occurred = positions (BOS excluded) whose next token is t; `predicted_post` likewise with `pred_post`.
+Predicted vs occurred for every token t, two definitions (`curves.counts`, docs/science.md):
+- `next` (default, the next-token counts): predicted = positions (BOS excluded) whose top prediction is t,
+  occurred = positions (BOS excluded) whose next token is t (the row's last position: the token after the row,
+  when the corpus has one);
+- `post` (the notebook's counts, cell 29–30): predicted = every position, BOS included, whose top prediction is t
+  (its "Top predictions", the sum of the hits over all bins); occurred = the positions whose *input* token is t
+  (its "Actual occurances", `data_tokens.eq(t).sum()` over each row). They differ at the row edges: the row's first
+  token counts, the token after the row does not.
+`predicted_post` likewise with `pred_post`.
 
 Streams the token tables by record batch: memory is one batch plus the counters.
 """
@@ -34,26 +43,36 @@ CURVES_SCHEMA = CURVES
 
 
 READOUTS = {"logits": "pred", "post": "pred_post"}  # curves.readout -> the token-table column it counts
+COUNTS = ("next", "post")  # curves.counts: the definitions of predicted and occurred (module docstring)
+
+
+def post_round(values: np.ndarray) -> np.ndarray:
+    """The notebook's `torch.round(a, decimals=1)` on float32 activations: rint(a·10) / 10 (half to even), both
+    steps float32 operations, as torch performs them (tests check the two agree on every value tried)."""
+    a = np.asarray(values, dtype=np.float32)
+    return np.rint(a * np.float32(10)) / np.float32(10)
+
+
+def _post_bin_of_rounded(r: np.ndarray) -> np.ndarray:
+    """int(value * 5) of the notebook's loop: the float32 value widened to a Python float, times 5, truncated."""
+    return np.trunc(np.asarray(r, dtype=np.float32).astype(np.float64) * 5).astype(np.int64)
 
 
 def bin_index(values: np.ndarray, bin_width: float, *, binning: str) -> np.ndarray:
-    """The bin of each activation: `floor`: k with value in [k·w, (k+1)·w); `post`: int(5 · round(a, 1)).
-
-    `post` in float64 equals Python's int(5 * round(float(a), 1)) exactly for float32 activations: a·10 is exact in
-    float64 (24 + 4 bits), so numpy's half-to-even rounding of it sees the same ties Python's round does, and the
-    remaining operations are the same IEEE operations Python performs."""
-    a = values.astype(np.float64)
+    """The bin of each activation: `floor`: k with value in [k·w, (k+1)·w); `post`: the notebook's
+    int(torch.round(a, decimals=1).item() * 5) for every float32 activation (module docstring)."""
     if binning == "post":
-        return np.trunc(5 * (np.round(a * 10) / 10)).astype(np.int64)
-    return np.floor(a / bin_width).astype(np.int64)
+        return _post_bin_of_rounded(post_round(values))
+    return np.floor(np.asarray(values, dtype=np.float64) / bin_width).astype(np.int64)
 
 
 def bin_bounds(k: int, bin_width: float, *, binning: str) -> tuple[float, float]:
-    """The activation interval of bin k (for `post`, the exact interval that rounds into it; see the docstring)."""
+    """The activation interval of bin k. `post`: the tenths m/10 that land in bin k are found by the same
+    arithmetic (an activation rounds to m when it lies in [(m − 0.5)/10, (m + 0.5)/10], ties to even m)."""
     if binning == "post":
-        if k == 0:
-            return -0.15, 0.15
-        return (0.2 * k - 0.05, 0.2 * k + 0.15) if k > 0 else (0.2 * k - 0.15, 0.2 * k + 0.05)
+        m = np.arange(2 * k - 3, 2 * k + 4)
+        m = m[_post_bin_of_rounded(m.astype(np.float32) / np.float32(10)) == k]
+        return (float(m.min()) - 0.5) / 10, (float(m.max()) + 0.5) / 10
     return k * bin_width, (k + 1) * bin_width
 
 
@@ -72,13 +91,13 @@ class _Bins:
 
 
 def summarize(token_paths: list[str | Path], watched: list[Watched], bin_width: float, min_count: int,
-              tokenizer, *, readout: str, binning: str, vocab_size: int | None = None,
+              tokenizer, *, readout: str, binning: str, counts: str, vocab_size: int | None = None,
               progress: bool = True) -> tuple[pa.Table, pa.Table]:
     """One streaming pass over the token tables -> (curves table, predictions table).
 
     `watched` must have their tokens resolved (anneuron.dataset.watch.resolve_tokens). predictions has one row per
-    token id 0..vocab_size-1 (default: the tokenizer's size), sorted by token_id; BOS is never counted there.
-    `readout` and `binning` choose the curves' variant (module docstring).
+    token id 0..vocab_size-1 (default: the tokenizer's size), sorted by token_id. `readout` and `binning` choose the
+    curves' variant, `counts` the definition of predicted and occurred (module docstring).
     """
     names = [w.name for w in watched]
     schema = open_parquet(token_paths[0], RECORD_BASE).schema_arrow if token_paths else pa.schema([])
@@ -87,6 +106,8 @@ def summarize(token_paths: list[str | Path], watched: list[Watched], bin_width: 
         raise ValueError(f"token tables have no column for watched neuron(s) {', '.join(missing)}: "
                          "rerun `record` with the same watch list")
     has_post = "pred_post" in schema.names
+    if counts not in COUNTS:
+        raise ValueError(f"curves.counts must be one of {', '.join(COUNTS)}, got {counts!r}")
     if readout == "post" and not has_post:
         raise ValueError("curves.readout: post counts pred_post, which the token tables lack: "
                          "rerun `record` with record.pred_post: true")
@@ -96,7 +117,7 @@ def summarize(token_paths: list[str | Path], watched: list[Watched], bin_width: 
     occurred = np.zeros(V, np.int64)
     predicted_post = np.zeros(V, np.int64)
     bins = {n: _Bins() for n in names}
-    cols = ["pos", "pred", "next_token"] + (["pred_post"] if has_post else []) + names
+    cols = ["pos", "token", "pred", "next_token"] + (["pred_post"] if has_post else []) + names
     total = sum(open_parquet(p, RECORD_BASE).metadata.num_rows for p in token_paths)
     bar = tqdm(total=total, desc="curves", unit="pos", unit_scale=True, mininterval=2, disable=not progress)
     for path in token_paths:
@@ -104,12 +125,17 @@ def summarize(token_paths: list[str | Path], watched: list[Watched], bin_width: 
             keep = batch.column("pos").to_numpy() >= 1
             curve_rows = np.ones_like(keep) if binning == "post" else keep  # the post kept BOS in its curves
             hit_pred = batch.column(hit_col).to_numpy()[curve_rows]
-            pred = batch.column("pred").to_numpy()[keep]
-            nxt = pc.fill_null(batch.column("next_token"), -1).to_numpy()[keep]
-            predicted += np.bincount(pred, minlength=V)[:V]
-            occurred += np.bincount(nxt[nxt >= 0], minlength=V)[:V]
+            if counts == "post":  # every position; occurred = the input tokens
+                count_rows = np.ones_like(keep)
+                seen = batch.column("token").to_numpy()
+            else:  # BOS excluded; occurred = the next tokens (null where the corpus has none)
+                count_rows = keep
+                seen = pc.fill_null(batch.column("next_token"), -1).to_numpy()[keep]
+                seen = seen[seen >= 0]
+            predicted += np.bincount(batch.column("pred").to_numpy()[count_rows], minlength=V)[:V]
+            occurred += np.bincount(seen, minlength=V)[:V]
             if has_post:
-                predicted_post += np.bincount(batch.column("pred_post").to_numpy()[keep], minlength=V)[:V]
+                predicted_post += np.bincount(batch.column("pred_post").to_numpy()[count_rows], minlength=V)[:V]
             for w in watched:
                 a = batch.column(w.name).to_numpy(zero_copy_only=False)[curve_rows]
                 ok = np.isfinite(a)

@@ -26,7 +26,9 @@ def _label(layer: int, neuron: int, token: str) -> str:
 
 READOUT_LABEL = {"logits": "argmax of the logits", "post": "the post's readout: normalised residual · W_E"}
 BINNING_LABEL = {"floor": "floor bins of {w:g}; BOS excluded",
-                 "post": "the post's bins, int(5·round(a, 1)); BOS included"}
+                 "post": "the post's bins, int(5·fp32 round(a, 1)); BOS included"}
+COUNTS_LABEL = {"next": ("predicted", "occurred"),  # curves.counts -> (predicted, occurred) as the legend names them
+                "post": ("top predictions (BOS incl.)", "in the input")}
 
 
 def _width(c: pl.DataFrame) -> float:
@@ -43,7 +45,7 @@ def _neuron(curves: pl.DataFrame, layer: int, neuron: int) -> pl.DataFrame:
 
 
 def curve_figure(c: pl.DataFrame, predicted: int | None, occurred: int | None, min_count: int,
-                 counts_label: str = "predicted", *, readout: str, binning: str):
+                 counts_label: str = "predicted", occurred_label: str = "occurred", *, readout: str, binning: str):
     """One neuron: proportion of top predictions = its token vs activation (top), positions per bin (bottom)."""
     style()
     layer, neuron, token = c["layer"][0], c["neuron"][0], c["token_str"][0]
@@ -61,14 +63,16 @@ def curve_figure(c: pl.DataFrame, predicted: int | None, occurred: int | None, m
         ax.plot(x[thin], c["hits"].to_numpy()[thin] / counts[thin], "o", mfc="none", mec="0.55", ms=5,
                 label=f"bins of < {min_count} positions (hits / count)")
     # the counts head the legend, top left: a proportion curve rises to the right, so that corner stays empty
-    title = None if predicted is None else f"{token!r}: {counts_label} {predicted:,} / occurred {occurred:,}"
+    title = (None if predicted is None
+             else f"{token!r}: {counts_label} {predicted:,} / {occurred_label} {occurred:,}")
     ax.legend(loc="upper left", fontsize=8, title=title, title_fontsize=9, alignment="left", frameon=True,
               edgecolor="0.8")
     ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel(f"proportion of top-1 = {token!r}")
     ax.set_title(f"{_label(layer, neuron, token)}: top prediction vs activation\n"
                  f"top-1 = {READOUT_LABEL[readout]}", fontsize=10)
-    axc.bar(x, np.where(counts > 0, counts, np.nan), width=w * 0.9, color="0.55")
+    widths = (c["bin_hi"] - c["bin_lo"]).to_numpy() if binning == "post" else w  # the post's: 0.1-0.3 wide
+    axc.bar(x, np.where(counts > 0, counts, np.nan), width=widths * 0.9, color="0.55")
     if binning != "post":
         axc.axhline(min_count, color="C3", lw=0.8, ls="--", label=f"min_count = {min_count}")
         axc.legend(loc="upper right", fontsize=8)
@@ -107,15 +111,17 @@ def top_pairs_figure(curves: pl.DataFrame, pairs: pl.DataFrame, n: int = 5, *, r
     return fig
 
 
-def histogram_figure(curves: pl.DataFrame, ncols: int = 4):
-    """Activation histogram of every watched neuron (log counts), from the curve bins."""
+def histogram_figure(curves: pl.DataFrame, ncols: int = 4, *, binning: str = "floor"):
+    """Activation histogram of every watched neuron (log counts), from the curve bins (each drawn its own width:
+    the post's bins are 0.1-0.3 wide)."""
     style()
     keys = curves.select(["layer", "neuron", "token_str"]).unique(maintain_order=True).rows()
     nrows = max(1, -(-len(keys) // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols, 2.3 * nrows), squeeze=False)
     for ax, (layer, neuron, token) in zip(axes.flat, keys):
         c = _neuron(curves, layer, neuron)
-        w = float(c["bin_hi"][0] - c["bin_lo"][0])
+        widths = (c["bin_hi"] - c["bin_lo"]).to_numpy()
+        w = widths if binning == "post" else float(widths[0])
         counts = c["count"].to_numpy()
         ax.bar(c["bin_lo"].to_numpy(), np.where(counts > 0, counts, np.nan), width=w, align="edge", color="C0",
                edgecolor="white", linewidth=0.4)
@@ -125,7 +131,7 @@ def histogram_figure(curves: pl.DataFrame, ncols: int = 4):
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(keys):]:
         ax.set_visible(False)
-    fig.supxlabel("activation (BOS excluded)", fontsize=9)
+    fig.supxlabel(f"activation ({'BOS included' if binning == 'post' else 'BOS excluded'})", fontsize=9)
     fig.supylabel("positions (log)", fontsize=9)
     fig.suptitle("Activations of the watched neurons over the dataset", fontsize=11)
     fig.tight_layout()
@@ -134,12 +140,14 @@ def histogram_figure(curves: pl.DataFrame, ncols: int = 4):
 
 def dataset_figures(curves: pl.DataFrame, predictions: pl.DataFrame, pairs: pl.DataFrame | None,
                     curves_dir: str | Path, hist_stem: str | Path, min_count: int, *, readout: str, binning: str,
-                    top_n: int = 5) -> None:
+                    counts: str, top_n: int = 5) -> None:
     """All figures of the stage: curves_dir/L{l}N{n}.{png,svg} per watched neuron and curves_dir/top_pairs, built
     in a temporary folder and swapped in whole; hist_stem.{png,svg}. `pairs`: the watched pairs (rank, layer,
-    neuron) or None. Counts use `predicted_post` when it was recorded (as the post counted)."""
+    neuron) or None. Counts use `predicted_post` when it was recorded (as the post counted), named after their
+    definition (`counts`: COUNTS_LABEL)."""
     post = "predicted_post" in predictions.columns
     pcol = "predicted_post" if post else "predicted"
+    predicted_label, occurred_label = COUNTS_LABEL[counts]
     by_id = {r["token_id"]: r for r in predictions.select(["token_id", pcol, "occurred"]).iter_rows(named=True)}
     keys = curves.select(["layer", "neuron"]).unique(maintain_order=True).rows()
     with atomic_dir(curves_dir) as tmp:
@@ -147,9 +155,10 @@ def dataset_figures(curves: pl.DataFrame, predictions: pl.DataFrame, pairs: pl.D
             c = _neuron(curves, layer, neuron)
             r = by_id.get(c["token_id"][0])
             fig = curve_figure(c, r[pcol] if r else None, r["occurred"] if r else None, min_count,
-                               "predicted (pred_post)" if post else "predicted", readout=readout, binning=binning)
+                               f"{predicted_label} (pred_post)" if post else predicted_label, occurred_label,
+                               readout=readout, binning=binning)
             save_figure(fig, Path(tmp) / neuron_name(layer, neuron))
         empty = pl.DataFrame(schema={"rank": pl.Int64, "layer": pl.Int64, "neuron": pl.Int64})
         save_figure(top_pairs_figure(curves, pairs if pairs is not None else empty, top_n, readout=readout,
                                      binning=binning), Path(tmp) / "top_pairs")
-    save_figure(histogram_figure(curves), hist_stem)
+    save_figure(histogram_figure(curves, binning=binning), hist_stem)

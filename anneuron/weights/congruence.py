@@ -51,6 +51,7 @@ class Weights:
     w_out: Sequence[torch.Tensor]  # n_layers x (d_mlp, d_model)
     W_E: torch.Tensor  # (d_vocab, d_model)
     W_U: torch.Tensor  # (d_model, d_vocab)
+    w_in: Sequence[torch.Tensor] | None = None  # n_layers x (d_model, d_mlp): the input side, for a figure only
 
     @property
     def n_layers(self) -> int:
@@ -83,7 +84,9 @@ class Weights:
 def weights_of(bridge) -> Weights:
     """The processed weights of a loaded bridge (anneuron.models.load_model), detached views: W_out is the MLP
     output projection per neuron (GPT-2's c_proj rows, centred; the other families' raw), W_U has the final norm's
-    gain folded in (GPT-2: also centred; RMSNorm families: diag(g)·W_U only, RMSNorm licenses no centring).
+    gain folded in (GPT-2: also centred; RMSNorm families: diag(g)·W_U only, RMSNorm licenses no centring). w_in is
+    the MLP's input projection per neuron with the block's norm gain folded in (TransformerLens' W_in: for a gated
+    MLP the up projection, the gate being W_gate).
 
     Where the MLP's write passes a post-norm (Gemma 2/3, OLMo-2: residual += g ⊙ m / rms(m), m = Σ_n act_n w_n),
     the write splits exactly into one term per neuron, act_n · (g ⊙ w_n) / rms(m), all sharing the positive factor
@@ -98,7 +101,8 @@ def weights_of(bridge) -> Weights:
     if fam.mlp_post_norm is not None:
         posts = [A.post_norms(layer, fam)[1] for layer in A.layers(bridge, fam)]
         w_out = [w * A.gain(post, fam).detach().to(w.dtype) for w, post in zip(w_out, posts)]
-    return Weights(w_out=w_out, W_E=bridge.W_E.detach(), W_U=bridge.W_U.detach())
+    return Weights(w_out=w_out, W_E=bridge.W_E.detach(), W_U=bridge.W_U.detach(),
+                   w_in=[b.mlp.W_in.detach() for b in bridge.blocks])
 
 
 @dataclass

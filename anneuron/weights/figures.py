@@ -1,6 +1,7 @@
-"""Figures of the weights pass (docs/paper.md, results/{model}/figures/weights/): a neuron against all tokens, a token
-against all neurons, the top-2 differences both ways, the top mutually exclusive pairs, and the vocabulary moments
-and classes by depth (Gurnee et al. 2024, Fig. 5-6)."""
+"""Figures of the weights pass (docs/paper.md, results/{model}/figures/weights/): a neuron's output and input weights
+against all tokens, a token against all neurons, each token's highest neuron congruence, the top-2 differences both
+ways, the top mutually exclusive pairs, and the vocabulary moments and classes by depth (Gurnee et al. 2024, Fig.
+5-6)."""
 
 from __future__ import annotations
 
@@ -129,10 +130,15 @@ def _margin(ax, frac: float = 0.08) -> None:
     ax.set_ylim(lo - pad, hi + pad)
 
 
+INPUT_LABEL = "w_in · W_E[t]"  # the notebook's neuron_in_dot_vocab_fig (cell 32): input weights, embedding basis
+
+
 def neuron_vs_tokens(row: np.ndarray, layer: int, neuron: int, token_strs: Sequence[str], basis: str,
-                     stats: dict | None = None):
+                     stats: dict | None = None, *, side: str = "out"):
     """One neuron's congruence with every token (the post's congruence illustration): token ids on x, the top
-    tokens (red) and bottom tokens (blue) named; right, the distribution (log counts) with its moments."""
+    tokens (red) and bottom tokens (blue) named; right, the distribution (log counts) with its moments.
+    side="in": the same for its input weights against every token embedding (the notebook's
+    neuron_in_dot_vocab_fig, cell 32), which tokens the neuron reads rather than writes; `basis` is then unused."""
     style()
     fig, (ax, axh) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw=dict(width_ratios=[3, 1]), sharey=True)
     ax.scatter(np.arange(len(row)), row, s=2, color="0.45", alpha=0.5, lw=0, rasterized=True)
@@ -144,10 +150,15 @@ def neuron_vs_tokens(row: np.ndarray, layer: int, neuron: int, token_strs: Seque
     _label_points(ax, top, row[top], [_tok(token_strs[t]) for t in top], placed=placed)
     _label_points(ax, bottom, row[bottom], [_tok(token_strs[t]) for t in bottom], colour="C0", placed=placed)
     ax.set_xlabel("token id")
-    ax.set_ylabel(f"congruence  {BASIS_LABEL[basis]}")
-    ax.set_title(f"{neuron_name(layer, neuron)} vs all {len(row):,} tokens (basis {basis}): "
-                 f"top {N_LABELS} tokens in red, "
-                 "bottom 2 in blue", fontsize=10)
+    if side == "in":
+        ax.set_ylabel(f"input weights  {INPUT_LABEL}")
+        ax.set_title(f"{neuron_name(layer, neuron)} input weights vs all {len(row):,} token embeddings: "
+                     f"top {N_LABELS} tokens in red, bottom 2 in blue", fontsize=10)
+    else:
+        ax.set_ylabel(f"congruence  {BASIS_LABEL[basis]}")
+        ax.set_title(f"{neuron_name(layer, neuron)} vs all {len(row):,} tokens (basis {basis}): "
+                     f"top {N_LABELS} tokens in red, "
+                     "bottom 2 in blue", fontsize=10)
     axh.set_xlabel("tokens (log scale)")
     axh.set_title("distribution", fontsize=10)
     if stats:
@@ -174,10 +185,9 @@ def token_vs_neurons(col: np.ndarray, token_id: int, token_str: str, n_layers: i
     return fig
 
 
-def top2_diff_per_token(tokens: pl.DataFrame, d_mlp: int, basis: str):
-    """d_tok = top-1 minus top-2 neuron congruence, for every token: tokens with one dedicated neuron stand out."""
+def _per_token(d: np.ndarray, tokens: pl.DataFrame, d_mlp: int, ylabel: str, title: str):
+    """One value per token over token ids, the best N_TOP numbered and listed with their top neuron."""
     style()
-    d = tokens["d_tok"].to_numpy()
     strs = tokens["token_str"].to_list()
     top1 = tokens["top_neurons"].list.first().to_numpy()
     fig, ax = plt.subplots(figsize=(11, 4))
@@ -187,9 +197,37 @@ def top2_diff_per_token(tokens: pl.DataFrame, d_mlp: int, basis: str):
     top = np.argsort(-d)[:N_TOP]
     _label_numbered(ax, top, d[top], [f"{_tok(strs[t])} {flat_name(top1[t], d_mlp)} {d[t]:.3g}" for t in top])
     ax.set_xlabel("token id")
-    ax.set_ylabel("d_tok = top-1 − top-2\nneuron congruence")
-    ax.set_title(f"Top-1 − top-2 neuron congruence per token (basis {basis}); "
-                 f"best {N_TOP}: token, its top neuron, d_tok")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return fig, ax
+
+
+def top2_diff_per_token(tokens: pl.DataFrame, d_mlp: int, basis: str):
+    """d_tok = top-1 minus top-2 neuron congruence, for every token: tokens with one dedicated neuron stand out."""
+    fig, _ = _per_token(tokens["d_tok"].to_numpy(), tokens, d_mlp, "d_tok = top-1 − top-2\nneuron congruence",
+                        f"Top-1 − top-2 neuron congruence per token (basis {basis}); "
+                        f"best {N_TOP}: token, its top neuron, d_tok")
+    fig.tight_layout()
+    return fig
+
+
+N_HIGHEST = 100  # the tokens the notebook's top_neuron_for_each_token_fig names (cell 37)
+
+
+def top_neuron_per_token(tokens: pl.DataFrame, d_mlp: int, basis: str):
+    """Each token's highest neuron congruence (the post's footnote 4 figure, the notebook's
+    top_neuron_for_each_token_fig, cell 37): the best named with their neuron, and the neuron that holds the most of
+    the N_HIGHEST highest (GPT-2 Large: the "forbidden neuron" L35N3354 and its glitch tokens)."""
+    top = tokens["top_values"].list.first().to_numpy().astype(np.float64)
+    fig, ax = _per_token(top, tokens, d_mlp, "highest neuron congruence\nmax over neurons",
+                         f"Highest neuron congruence per token (basis {basis}); best {N_TOP}: token, its top "
+                         "neuron, value")
+    highest = tokens["top_neurons"].list.first().to_numpy()[np.argsort(-top)[:N_HIGHEST]]
+    ids, counts = np.unique(highest, return_counts=True)
+    most = int(np.argmax(counts))  # (np.unique sorts the ids: ties go to the lowest)
+    ax.text(0.01, 0.97, f"{flat_name(ids[most], d_mlp)} is the top neuron of {counts[most]} of the "
+            f"{len(highest)} highest", transform=ax.transAxes, ha="left", va="top", fontsize=8,
+            bbox=dict(boxstyle="round", fc="white", ec="0.7"))
     fig.tight_layout()
     return fig
 
@@ -374,6 +412,11 @@ def classes_by_layer(neurons: pl.DataFrame, kurtosis: float, partition_var: floa
 # --- all of a model's weights figures ------------------------------------------------------------------------------
 
 
+def input_row(weights, layer: int, neuron: int) -> np.ndarray:
+    """(V,) the neuron's input weights against every token embedding, W_E · w_in[:, n] (float32, as the notebook)."""
+    return (weights.W_E.float() @ weights.w_in[layer][:, neuron].float()).numpy()
+
+
 def neurons_to_draw(pairs: pl.DataFrame, listed: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
     """The neurons drawn against all tokens: those listed (watch.neurons), then those of the TOP_PAIR_FIGURES best
     pairs, each once."""
@@ -401,10 +444,14 @@ def draw_weights_figures(out_dir: str | Path, weights, tokens: pl.DataFrame, neu
                  "cos kurtosis": float(cols["cos_kurt"][flat]), "class": cls[flat]}
         fig = neuron_vs_tokens(congruence_row(weights, flat, basis), layer, neuron, strs, basis, stats)
         written += save_figure(fig, out_dir / f"{neuron_name(layer, neuron)}_vs_tokens")
+        if weights.w_in is not None:
+            fig = neuron_vs_tokens(input_row(weights, layer, neuron), layer, neuron, strs, basis, side="in")
+            written += save_figure(fig, out_dir / f"{neuron_name(layer, neuron)}_in_vs_tokens")
     for t in token_ids:
         fig = token_vs_neurons(congruence_column(weights, t, basis), t, strs[t], weights.n_layers, d_mlp, basis)
         written += save_figure(fig, out_dir / f"token_{t}_vs_neurons")
     written += save_figure(top2_diff_per_token(tokens, d_mlp, basis), out_dir / "top2_diff_per_token")
+    written += save_figure(top_neuron_per_token(tokens, d_mlp, basis), out_dir / "top_neuron_per_token")
     written += save_figure(top2_diff_per_neuron(neurons, strs, basis), out_dir / "top2_diff_per_neuron")
     written += save_figure(top_pairs(pairs, TOP_PAIRS_SHOWN, basis), out_dir / "top_pairs")
     written += save_figure(classes_by_layer(neurons, kurtosis, partition_var), out_dir / "classes_by_layer")

@@ -11,10 +11,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from anneuron.report.paper_check import CHECKS, PAPER_SETTINGS, inputs, paper_check, settings_mismatch, to_html
+from anneuron.report.paper_check import (
+    CHECKS,
+    PAPER_SETTINGS,
+    POST_PROMPTS,
+    inputs,
+    paper_check,
+    settings_mismatch,
+    to_html,
+)
 
 N_LAYERS, D_MLP, LAST = 36, 5120, 19
-POST = dict(PAPER_SETTINGS)  # a run with exactly the post's settings
+POST = dict(PAPER_SETTINGS, **{f"prompts.{e}": list(p) for e, p in POST_PROMPTS.items()},
+            **{"layers.an_a": [31, 25], "layers.tall_short": [25], "layers.big_small": [25],
+               "layers.huge_tiny": [25]})  # a run with exactly the post's settings (as run_settings gives them)
+FORBIDDEN = 35 * D_MLP + 3354
 
 
 def _write(path: Path, rows: list[dict]) -> None:
@@ -36,7 +47,8 @@ def write_post_outputs(root: Path, experiments: bool = True) -> Path:
             dict(prompt="corrupted", rank=1, token_id=257, token_str=" a", prob=0.851, logit=21.0),
             dict(prompt="corrupted", rank=2, token_id=281, token_str=" an", prob=0.05, logit=18.0)])
         (exp / "an_a/summary.json").write_text(json.dumps(
-            dict(ld_clean=0.986, ld_corrupted=-2.0, prompt_check="ok", neuron_layers=[31])))
+            dict(ld_clean=0.986, ld_corrupted=-2.0, prompt_check="ok", neuron_layers=[31, 25], answer=" an",
+                 wrong=" a", prob_answer_clean=0.649, prob_wrong_corrupted=0.851, prob_wrong_clean=0.2)))
         labels = _lens_labels(N_LAYERS)
         lens = [0.01 * i for i in range(labels.index("32_pre"))]
         lens += [1.09 + 0.001 * i for i in range(len(labels) - len(lens))]
@@ -51,27 +63,45 @@ def write_post_outputs(root: Path, experiments: bool = True) -> Path:
             dict(layer=31, neuron=892, attribution=0.45, exact=0.5032, standout_z=40.0, standout=True),
             dict(layer=31, neuron=17, attribution=0.01, exact=0.008, standout_z=2.0, standout=False),
             dict(layer=31, neuron=18, attribution=0.0, exact=0.001, standout_z=0.1, standout=False),
-            dict(layer=30, neuron=5, attribution=0.006, exact=0.0075, standout_z=1.0, standout=False),
-            dict(layer=29, neuron=1, attribution=0.2, exact=None, standout_z=9.0, standout=True)])
-        for name in ("tall_short", "big_small", "huge_tiny"):
+            # picked by attribution outside the layers patched whole: exact, but never the "best" of a layer
+            dict(layer=30, neuron=5, attribution=0.6, exact=0.7, standout_z=1.0, standout=False),
+            dict(layer=29, neuron=1, attribution=0.9, exact=None, standout_z=9.0, standout=True),  # attribution only
+            # the notes' an_a control: L25N4425 tops layer 25 by 0.01, L25N4413 does not stand out
+            dict(layer=25, neuron=4425, attribution=0.05, exact=0.05, standout_z=3.0, standout=False),
+            dict(layer=25, neuron=7, attribution=0.04, exact=0.04, standout_z=2.5, standout=False),
+            dict(layer=25, neuron=4413, attribution=0.001, exact=0.002, standout_z=0.2, standout=False)])
+        scores = {"tall_short": 0.084, "big_small": 0.045, "huge_tiny": 0.033}
+        for name, score in scores.items():
             _write(exp / f"{name}/neurons.parquet", [
-                dict(layer=25, neuron=4413, attribution=0.3, exact=0.3, standout_z=12.0, standout=True),
+                dict(layer=25, neuron=4413, attribution=0.3, exact=score, standout_z=12.0, standout=True),
+                dict(layer=25, neuron=2896, attribution=0.0, exact=0.026 if name == "tall_short" else 0.0,
+                     standout_z=3.0, standout=False),
+                dict(layer=25, neuron=582, attribution=0.0, exact=0.03 if name == "tall_short" else 0.0,
+                     standout_z=3.0, standout=False),
+                dict(layer=3, neuron=3, attribution=0.0, exact=0.1, standout_z=50.0, standout=name == "tall_short"),
                 dict(layer=25, neuron=1, attribution=0.0, exact=0.0, standout_z=0.0, standout=False)])
+            (exp / f"{name}/summary.json").write_text(json.dumps(dict(ld_clean=1.0, neuron_layers=[25])))
+        # across every experiment L3N3 stands out most often; the check counts the tall/short family only
         _write(exp / "summary.parquet", [
             dict(layer=25, neuron=4413, experiments=["big_small", "huge_tiny", "tall_short"], n_experiments=3,
                  max_exact=0.3, mean_z=12.0),
-            dict(layer=3, neuron=3, experiments=["an_a", "tall_short"], n_experiments=2, max_exact=0.1, mean_z=50.0)])
+            dict(layer=3, neuron=3, experiments=["an_a", "mine", "other", "tall_short"], n_experiments=4,
+                 max_exact=0.1, mean_z=50.0)])
         write_overview(root, [])
     w = root / "weights"
+    # footnote 4: the forbidden neuron tops 60 of the 100 tokens with the highest top-neuron congruence
+    forbidden = [dict(token_id=1000 + i, token_str=f"f{i}", top_neurons=[FORBIDDEN if i % 5 < 3 else 9 + i, 5],
+                      top_values=[20.0 - 0.01 * i, 1.0], d_tok=1.0) for i in range(100)]
     _write(w / "tokens.parquet", [
         dict(token_id=281, token_str=" an", top_neurons=[31 * D_MLP + 892, 5], top_values=[2.749, 1.0], d_tok=1.7),
         dict(token_id=3584, token_str=" though", top_neurons=[28 * D_MLP + 1921, 7], top_values=[2.5, 1.0],
-             d_tok=1.5)])
+             d_tok=1.5), *forbidden])
     _write(w / "neurons.parquet", [
         dict(layer=31, neuron=892, top_token_ids=[281], top_values=[2.749]),
         dict(layer=35, neuron=D_MLP - 1, top_token_ids=[1], top_values=[0.1])])
     pairs = [("i", 33, 4142, 7.467), ("/", 34, 862, 5.386), ("is", 34, 3402, 4.646)]
-    pairs += [(f"t{r}", 20, r, 4.0 - 0.1 * r) for r in range(4, 15)] + [(" though", 28, 1921, 2.274)]
+    pairs += [("an", 34, 4549, 4.0)] + [(f"t{r}", 20, r, 4.0 - 0.1 * r) for r in range(5, 15)]
+    pairs += [(" though", 28, 1921, 2.274)]
     _write(w / "pairs.parquet", [dict(rank=r, layer=l, neuron=n, token_id=r, token_str=t, congruence=s, d_neu=1.0,
                                       d_tok=s, score=s) for r, (t, l, n, s) in enumerate(pairs, start=1)])
     _write(root / "pile-10k/predictions.parquet", [
@@ -104,8 +134,10 @@ def test_post_numbers_give_zero_differences(post_outputs):
     assert [r["key"] for r in rows] == [c.key for c in CHECKS]
     for r in rows:
         assert r["note"] is None or not r["note"].startswith("missing"), r
-        assert r["ours"] is not None, r
-        assert r["difference"] == pytest.approx(0.0, abs=1e-9), r
+        assert r["status"] == "ok" and r["ours"] is not None, r
+        # pair_an_rank: the post names ranks 1-3 and puts "an"-L34N4549 in its top 5: 4.5 ± 0.5
+        assert r["difference"] == pytest.approx(-0.5 if r["key"] == "pair_an_rank" else 0.0, abs=1e-9), r
+        assert r["within"] is True and r["settings"], r
         assert r["same_item"] in (True, None), r
 
 
@@ -210,10 +242,17 @@ def test_a_setting_the_post_did_not_use_makes_its_rows_not_comparable(post_outpu
         assert rows[key]["status"] == "not comparable: dtype = 'bfloat16' (the post: 'float32')", rows[key]
         assert rows[key]["difference"] is None and rows[key]["ours"] is not None
     assert rows["pair_1"]["status"] == "not comparable: basis = 'wu' (the post: 'we')"
+    # `auto` is judged by what it chose (summary.json): layers 31 and 25 here, as the post's
     auto = {r["key"]: r for r in paper_check(post_outputs, "gpt2-large", "pile-10k",
                                              dict(POST, **{"layers.an_a": "auto"})).to_pylist()}
-    assert auto["neuron_best"]["status"].startswith("not comparable: layers.an_a = 'auto'")
-    assert auto["neuron_L31N892"]["status"] == "ok"  # layer 31 was patched exactly either way
+    assert auto["neuron_best"]["status"] == "ok"
+    summary = post_outputs / "experiments/an_a/summary.json"
+    summary.write_text(json.dumps(dict(json.loads(summary.read_text()), neuron_layers=[30])))
+    other = {r["key"]: r for r in paper_check(post_outputs, "gpt2-large", "pile-10k", POST).to_pylist()}
+    assert other["neuron_best"]["status"] == "not comparable: layers.an_a = [30] (the post patched layer 31 exactly)"
+    assert other["an_a_L25_margin"]["status"] == ("not comparable: layer 25 was not patched exactly in an_a; "
+                                                  "layers.an_a = [30] (the post patched layer 25 exactly)")
+    assert other["neuron_L31N892"]["status"] == "ok"  # its exact score exists: it was patched exactly either way
     floor = {r["key"]: r for r in paper_check(post_outputs, "gpt2-large", "pile-10k",
                                               dict(POST, readout="logits", binning="floor")).to_pylist()}
     assert floor["an_curve_top_bin"]["status"] == ("not comparable: readout = 'logits' (the post: 'post'); "
@@ -248,6 +287,13 @@ def test_run_settings_read_the_config():
     default = settings(merged())
     assert "chunking = 'concat' (the post: 'truncate')" in settings_mismatch(default)
     assert default["layers.an_a"] == "auto" and settings(dict(merged(), experiments={}))["layers.an_a"] is None
+    first_100 = merged("workflow/configs/paper.yaml")
+    first_100["data"]["max_docs"] = 100  # as --config data='{max_docs: 100}' would set it
+    assert settings_mismatch(settings(first_100)) == ["max_docs = 100 (the post: None)"]
+    unpinned = merged("workflow/configs/paper.yaml")
+    unpinned["revisions"] = {}
+    assert settings_mismatch(settings(unpinned)) == [
+        "revision = None (the post: 'eb25b8a95049673437d6e0c9bfa95070f3b79913')"]
 
 
 def test_an_experiment_left_out_of_the_standout_count_is_named(post_outputs):
@@ -255,4 +301,89 @@ def test_an_experiment_left_out_of_the_standout_count_is_named(post_outputs):
     the row says which were left out, so "no neuron stands out" is never unexplained."""
     write_overview(post_outputs, ["big_small"])
     row = {r["key"]: r for r in paper_check(post_outputs, "gpt2-large", "pile-10k", POST).to_pylist()}["top_standout"]
-    assert row["note"] == "not counted (|clean − corrupted LD| < 0.5, or not finite): big_small" and row["ours"] == 3
+    assert row["note"] == "not counted (|clean − corrupted LD| < 0.5, or not finite): big_small" and row["ours"] == 2
+
+
+@pytest.mark.parametrize("key, value", [
+    ("max_docs", 100), ("max_tokens", 50_000), ("dataset", "NeelNanda/pile-10k-copy"), ("split", "validation"),
+    ("text_column", "content"), ("revision", None), ("revision", "main"), ("config_name", "default"),
+    ("data_files", ["data/part-0.parquet"]), ("chunking", "concat"), ("seq_len", 512), ("counts", "next"),
+    ("pred_post", False), ("dtype", "bfloat16"), ("basis", "cosine"), ("congruence_dtype", "bfloat16"),
+    ("readout", "logits"), ("binning", "floor"), ("standout_z", 6), ("standout_min_score", 0.05),
+])
+def test_every_row_that_depends_on_a_setting_says_not_comparable(post_outputs, key, value):
+    """Change one setting: exactly the rows that list it say "not comparable: <key> = ..." and lose their
+    difference; every other row stays "ok". Each setting is listed by at least one row."""
+    rows = paper_check(post_outputs, "gpt2-large", "pile-10k", dict(POST, **{key: value})).to_pylist()
+    hit = [r for r in rows if key in r["settings"].split(", ")]
+    assert hit, key
+    for r in rows:
+        if r in hit:
+            assert r["status"] == f"not comparable: {key} = {value!r} (the post: {PAPER_SETTINGS[key]!r})", r
+            assert r["difference"] is None and r["within"] is None and r["ours"] is not None, r
+        else:
+            assert r["status"] == "ok", r
+
+
+def test_max_docs_100_makes_the_count_rows_not_comparable(post_outputs):
+    """A run over the first 100 documents: the four count rows (and the curve) say so; the weights rows do not."""
+    rows = {r["key"]: r for r in paper_check(post_outputs, "gpt2-large", "pile-10k",
+                                             dict(POST, max_docs=100)).to_pylist()}
+    for key in ("an_predicted", "an_occurred", "though_predicted", "though_occurred", "an_curve_top_bin"):
+        assert rows[key]["status"] == "not comparable: max_docs = 100 (the post: None)", rows[key]
+    assert rows["pair_1"]["status"] == "ok" and rows["ld_clean"]["status"] == "ok"
+
+
+def test_other_prompts_make_their_experiments_rows_not_comparable(post_outputs):
+    mine = list(POST_PROMPTS["tall_short"])
+    mine[0] = "John is tall. Jane is"
+    rows = {r["key"]: r for r in paper_check(post_outputs, "gpt2-large", "pile-10k",
+                                             dict(POST, **{"prompts.tall_short": mine})).to_pylist()}
+    why = "not comparable: tall_short's prompts are not the post's (clean = 'John is tall. Jane is')"
+    for key in ("L25N4413_tall_short", "L25N2896_tall_short", "L25N4413_standout", "top_standout"):
+        assert rows[key]["status"] == why, rows[key]
+    assert rows["L25N4413_big_small"]["status"] == "ok" and rows["ld_clean"]["status"] == "ok"
+
+
+def test_best_neuron_is_never_an_attribution_pick(post_outputs):
+    """L30N5 (exact 0.7, picked by attribution outside the layers patched whole) and L29N1 (attribution 0.9, no
+    exact score) both beat L31N892's 0.5032 but are not what the post measured: the best is over layer 31."""
+    rows = {r["key"]: r for r in paper_check(post_outputs, "gpt2-large", "pile-10k", POST).to_pylist()}
+    assert rows["neuron_best"]["our_item"] == "L31N892" and rows["neuron_best"]["ours"] == pytest.approx(0.5032)
+    assert rows["neuron_next"]["our_item"] == "L31N17"
+    assert rows["an_a_L25_margin"]["our_item"] == "L25N4425" and rows["an_a_L25_margin"]["ours"] == pytest.approx(0.01)
+    assert rows["L25N4413_an_a_standout"]["ours"] == 0
+
+
+def test_top_standout_counts_the_tall_short_family(post_outputs):
+    """summary.parquet ranks L3N3 first (4 experiments, an_a among them); the notes counted the three tall/short
+    prompts, where L25N4413 stands out in all three and L3N3 in one."""
+    row = {r["key"]: r for r in paper_check(post_outputs, "gpt2-large", "pile-10k", POST).to_pylist()}["top_standout"]
+    assert row["ours"] == 3 and row["our_item"] == "L25N4413: tall_short, big_small, huge_tiny"
+
+
+def test_forbidden_neuron_row(post_outputs):
+    rows = {r["key"]: r for r in paper_check(post_outputs, "gpt2-large", "pile-10k", POST).to_pylist()}
+    r = rows["forbidden_neuron"]
+    assert (r["ours"], r["our_item"], r["same_item"]) == (1, "L35N3354", True)
+    assert r["note"].startswith("L35N3354 tops 60 of the 100 tokens")
+    path = post_outputs / "weights/tokens.parquet"
+    t = pq.read_table(path).to_pylist()
+    for x in t:
+        if x["top_neurons"][0] == FORBIDDEN and x["token_id"] < 1060:
+            x["top_neurons"] = [77, 5]  # 36 of its 60 go to L0N77: it keeps 24
+    _write(path, t)
+    r = {r["key"]: r for r in paper_check(post_outputs, "gpt2-large", "pile-10k", POST).to_pylist()}["forbidden_neuron"]
+    assert (r["ours"], r["our_item"], r["same_item"], r["within"]) == (2, "L0N77", False, False)
+
+
+def test_an_experiment_whose_prompts_misbehave_is_not_comparable(post_outputs):
+    """On a model where the post's prompt pair fails its check (the corrupted prompt prefers the answer too), the
+    rows that depend on those prompts say so instead of "ok"."""
+    summary = post_outputs / "experiments/an_a/summary.json"
+    check = "corrupted prompt prefers ' an' over ' a' (LD 15.9)"
+    summary.write_text(json.dumps(dict(json.loads(summary.read_text()), prompt_check=check)))
+    rows = {r["key"]: r for r in paper_check(post_outputs, "gpt2-large", "pile-10k", POST).to_pylist()}
+    for key in ("p_answer_clean", "ld_clean", "lens_jump", "mlp_out_best", "neuron_best", "L25N4413_an_a_standout"):
+        assert rows[key]["status"] == f"not comparable: an_a's prompt check: {check}", rows[key]
+    assert rows["L25N4413_tall_short"]["status"] == "ok" and rows["pair_1"]["status"] == "ok"

@@ -65,11 +65,13 @@ def test_every_figure_draws(tables):
         pw.neuron_vs_tokens(rng.normal(size=V), 1, 3, strs, "we", {"d_neu": 0.5, "class": "prediction"}),
         pw.token_vs_neurons(rng.normal(size=N_LAYERS * D_MLP), 5, " t5", N_LAYERS, D_MLP, "cosine"),
         pw.top2_diff_per_token(tables["tokens"], D_MLP, "we"),
+        pw.top_neuron_per_token(tables["tokens"], D_MLP, "we"),
+        pw.neuron_vs_tokens(rng.normal(size=V), 2, 7, strs, "we", side="in"),
         pw.top2_diff_per_neuron(tables["neurons"], strs, "we"),
         pw.top_pairs(tables["pairs"], 20, "we"),  # scores over 4 decades: log scale
         pw.classes_by_layer(tables["neurons"], kurtosis=3.5, partition_var=0.0105),
     ]
-    assert figs[4].axes[0].get_xscale() == "log"
+    assert figs[6].axes[0].get_xscale() == "log"
     for fig in figs:
         for ax in fig.axes:
             assert _overlaps(ax) == []
@@ -82,3 +84,49 @@ def test_the_listed_neurons_are_drawn_first_then_the_best_pairs_each_once():
     assert pw.TOP_PAIR_FIGURES == 5
     assert pw.neurons_to_draw(pairs, ((2, 30), (1, 1))) == [(2, 30), (1, 1), (0, 3), (1, 10), (0, 4), (1, 5)]
     assert pw.neurons_to_draw(pairs.head(0), ()) == []
+
+
+def test_top_neuron_per_token_names_the_neuron_that_holds_the_most_of_the_highest(tables):
+    """The post's footnote 4: among the 100 tokens with the highest top-1 neuron congruence, the neuron that is the
+    top one of most of them is named (planted: 40 of them, each other neuron at most a few)."""
+    tokens = tables["tokens"]
+    top1 = np.array(tokens["top_values"].list.first().to_list())
+    planted = 2 * D_MLP + 17  # L2N17
+    highest = np.argsort(-top1)[:100]
+    neurons = [list(x) for x in tokens["top_neurons"].to_list()]
+    for t in highest[::5].tolist() + highest[1::5].tolist():
+        neurons[t][0] = planted
+    fig = pw.top_neuron_per_token(tokens.with_columns(pl.Series("top_neurons", neurons)), D_MLP, "we")
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    plt.close(fig)
+    assert "L2N17 is the top neuron of 40 of the 100 highest" in texts
+
+
+def test_input_row_is_the_embedding_dot_the_neurons_input_weights():
+    """input_row against a float64 dot product per token, and the weights pass draws it for each listed neuron."""
+    import torch
+
+    from anneuron.weights.congruence import Weights
+
+    g = torch.Generator().manual_seed(0)
+    d_model = 16
+    w = Weights(w_out=[torch.randn(D_MLP, d_model, generator=g) for _ in range(N_LAYERS)],
+                W_E=torch.randn(V, d_model, generator=g), W_U=torch.randn(d_model, V, generator=g),
+                w_in=[torch.randn(d_model, D_MLP, generator=g) for _ in range(N_LAYERS)])
+    want = np.array([float(w.W_E[t].double() @ w.w_in[1][:, 7].double()) for t in range(V)])
+    assert np.allclose(pw.input_row(w, 1, 7), want, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(pw.input_row(w, 1, 8), want)  # another neuron's column differs
+
+
+def test_planted_token_neurons_read_their_triggers(demo_bridge, ground_truth):
+    """On demo-planted each token neuron was planted to fire on its trigger tokens: its input-weights figure puts
+    exactly those first (and the output side puts the token it writes first, as the post's congruence)."""
+    from anneuron.weights.congruence import congruence_row, weights_of
+
+    w = weights_of(demo_bridge)
+    for t in ground_truth["token_neurons"]:
+        row = pw.input_row(w, t["layer"], t["neuron"])
+        k = len(t["trigger_ids"])
+        assert sorted(np.argsort(-row)[:k].tolist()) == sorted(t["trigger_ids"]), t["name"]
+        out = congruence_row(w, t["layer"] * w.d_mlp + t["neuron"], "we")
+        assert int(np.argmax(out)) == t["token_id"], t["name"]
