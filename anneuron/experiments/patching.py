@@ -236,6 +236,8 @@ class _PrefixCache:
             return k, v
         kp, vp = self.kv
         b = k.shape[0]
+        if kp.shape[0] > 1:  # one prefix per pair (anneuron.experiments.tasks): copies are copy-major, pair-minor
+            kp, vp = kp.repeat(b // kp.shape[0], 1, 1, 1), vp.repeat(b // vp.shape[0], 1, 1, 1)
         return (torch.cat([kp.expand(b, -1, -1, -1), k], dim=2), torch.cat([vp.expand(b, -1, -1, -1), v], dim=2))
 
 
@@ -277,6 +279,12 @@ class _CachedAttention:
         return self._run(l, x, self.start, cache, self.mask)
 
 
+def suffix_base(run: Run, start: int) -> dict[Point, Float[Tensor, "L S d_model"]]:
+    """A run's residual on the suffix positions at each point of each layer."""
+    pre, attn, mlp = (run.acts[k][:, start:] for k in ("resid_pre", "attn_out", "mlp_out"))
+    return {"pre": pre, "mid": pre + attn, "post": pre + attn + mlp}
+
+
 class SuffixModel:
     """Blocks L.. of the bridge's model, run on the suffix positions start..T−1 of many copies of the corrupted
     prompt, ending in the two unembedding columns of LD.
@@ -300,12 +308,7 @@ class SuffixModel:
         with torch.no_grad():
             self.caches = [self.attention.cache(l, corrupted.acts["resid_pre"][l, :start][None])
                            for l in range(self.n_layers)]
-        self.base = {  # the corrupted residual on the suffix at each point of each layer
-            "pre": corrupted.acts["resid_pre"][:, start:],
-            "mid": corrupted.acts["resid_pre"][:, start:] + corrupted.acts["attn_out"][:, start:],
-            "post": corrupted.acts["resid_pre"][:, start:] + corrupted.acts["attn_out"][:, start:]
-            + corrupted.acts["mlp_out"][:, start:],
-        }
+        self.base = suffix_base(corrupted, start)
 
     def w_out(self, layer: int) -> Float[Tensor, "d_mlp d_model"]:
         """What each neuron of the layer writes per unit of activation (a view of the output projection)."""
@@ -326,12 +329,18 @@ class SuffixModel:
         return x
 
     @torch.no_grad()
-    def logit_diff(self, resid: Float[Tensor, "B S d_model"], layer: int, point: Point) -> Float[Tensor, "B"]:
-        """LD of each copy, given its residual on the suffix at `point` of `layer`."""
+    def final_resid(self, resid: Float[Tensor, "B S d_model"], layer: int, point: Point) -> Float[Tensor, "B d_model"]:
+        """Each copy's final residual at the last position (float32), given its residual on the suffix at `point`
+        of `layer`."""
         x = self._block(layer, resid, point)
         for l in range(layer + 1, self.n_layers):
             x = self._block(l, x, "pre")
-        return self.ln_final(x[:, -1].float()) @ self.direction + self.bias
+        return x[:, -1].float()
+
+    @torch.no_grad()
+    def logit_diff(self, resid: Float[Tensor, "B S d_model"], layer: int, point: Point) -> Float[Tensor, "B"]:
+        """LD of each copy, given its residual on the suffix at `point` of `layer`."""
+        return self.ln_final(self.final_resid(resid, layer, point)) @ self.direction + self.bias
 
 
 def patched_logit_diff(
