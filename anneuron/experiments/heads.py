@@ -42,7 +42,7 @@ def out_projection(block) -> nn.Module:
     attn = A.unwrap(block.attn)
     for name in OUT_PROJECTIONS:
         if hasattr(attn, name):
-            return getattr(attn, name)
+            return A.unwrap(getattr(attn, name))
     raise A.ArchitectureError(f"{type(attn).__name__}: heads need the attention output projection "
                               f"(one of {', '.join(OUT_PROJECTIONS)})")
 
@@ -50,7 +50,7 @@ def out_projection(block) -> nn.Module:
 def w_o(bridge) -> list[Float[Tensor, "H d_head d_model"]]:
     """Each layer's W_O per head (views of the output projections' weights)."""
     h, d_head = bridge.cfg.n_heads, bridge.cfg.d_head
-    return [A.neurons_to_model(out_projection(b)).view(h, d_head, -1) for b in bridge.blocks]
+    return [A.neurons_to_model(out_projection(b)).detach().view(h, d_head, -1) for b in bridge.blocks]
 
 
 @dataclass
