@@ -139,8 +139,8 @@ def test_every_schema_default_lands(overlay):
         assert _defaults_landed(schema, given, filled) >= 75  # every key of every section (and experiment)
 
 
-TEMPLATE = {"clean": "I climbed up the {fruit} tree and picked", "corrupted": "I climbed up the {fruit} tree and walked",
-            "answer": " an", "wrong": " a"}
+TEMPLATE = {"clean": "I climbed up the {fruit} tree and picked",
+            "corrupted": "I climbed up the {fruit} tree and walked", "answer": " an", "wrong": " a"}
 
 
 def test_a_task_is_pairs_or_a_template_with_fills(demo):
