@@ -88,3 +88,18 @@ def test_heads_and_direct_tables_of_a_task(task_result):
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["pairs"]) == 4 and all(math.isfinite(p["ld_clean"]) for p in summary["pairs"])
     assert len(res.tables["heads"]) == 4 * 4  # the demo: 4 layers x 4 heads
+
+
+def test_the_cross_experiment_summary_reads_a_task_as_an_experiment(task_result, per_pair, tmp_path):
+    from anneuron.experiments.standouts import overview_table, stable_experiments, summarize_experiments
+
+    _, out = task_result
+    per_pair[0].write(experiment_files(tmp_path / "p0"))
+    dirs = {"an_task": out, "p0": tmp_path / "p0"}
+    summaries = {e: experiment_files(d)["summary"] for e, d in dirs.items()}
+    stable = stable_experiments(summaries)
+    assert stable == ["an_task", "p0"]
+    rows = summarize_experiments({e: experiment_files(d)["neurons"] for e, d in dirs.items()}).to_pylist()
+    assert [(r["layer"], r["neuron"], r["experiments"]) for r in rows] == [(2, 892, ["an_task", "p0"])]
+    overview = overview_table(summaries, stable).to_pylist()
+    assert [r["best_neuron"] for r in overview] == ["L2N892", "L2N892"] and overview[0]["prompt_check"] == "ok"
