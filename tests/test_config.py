@@ -195,3 +195,11 @@ def test_tasks_yaml_is_valid_for_smollm2_and_each_task_has_ten_pairs():
     if not (REPO / "resources/models/smollm2-135m/config.json").exists():
         pytest.skip("SmolLM2 is built by `make demo DEMO=smollm2-wiki`")
     check(merged("workflow/configs/smollm2-wiki.yaml", "workflow/configs/tasks.yaml"))
+
+
+def test_tasks_planted_yaml_is_valid_for_the_planted_demo():
+    from anneuron.config import experiment_pairs
+
+    cfg = check(merged("workflow/configs/demo-planted.yaml", "workflow/configs/tasks-planted.yaml"))
+    tasks = yaml.safe_load((REPO / "workflow/configs/tasks-planted.yaml").read_text())["experiments"]
+    assert all(len(experiment_pairs(n, cfg["experiments"][n])) >= 10 for n in tasks)

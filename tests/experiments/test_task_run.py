@@ -103,3 +103,24 @@ def test_the_cross_experiment_summary_reads_a_task_as_an_experiment(task_result,
     assert [(r["layer"], r["neuron"], r["experiments"]) for r in rows] == [(2, 892, ["an_task", "p0"])]
     overview = overview_table(summaries, stable).to_pylist()
     assert [r["best_neuron"] for r in overview] == ["L2N892", "L2N892"] and overview[0]["prompt_check"] == "ok"
+
+
+PLANTED = {"planted_an": "L2N892", "planted_though": "L1N421", "planted_off": "L3N77", "planted_km": "L0N137"}
+
+
+@pytest.mark.parametrize("name", list(PLANTED))
+def test_each_shipped_planted_task_finds_its_planted_neuron(demo_bridge, name):
+    """workflow/configs/tasks-planted.yaml (its first 3 pairs): the planted neuron is the top neuron, consistent over
+    the pairs, and the only one standing out."""
+    from configs import REPO
+
+    import yaml
+
+    from anneuron.contracts import parse_neuron
+
+    entry = yaml.safe_load((REPO / "workflow/configs/tasks-planted.yaml").read_text())["experiments"][name]
+    res = run_task(demo_bridge, task_config(name, dict(entry, fills=entry["fills"][:3]), batch_size=32))
+    t = res.tables["neurons"].to_pandas()
+    top = t.dropna(subset=["exact"]).sort_values("exact", ascending=False).iloc[0]
+    assert (top.layer, top.neuron) == parse_neuron(PLANTED[name]) and top.agreement == 1 and top.exact >= 0.8
+    assert top.standout and t.standout.sum() == 1
