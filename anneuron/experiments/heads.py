@@ -34,7 +34,6 @@ from anneuron.stage_config import PatchingConfig
 
 TOP_HEADS = 5  # patched position by position, and their patterns kept
 OUT_PROJECTIONS = ("o_proj", "c_proj")  # the attention output projection: Llama layouts, GPT-2
-DECOMPOSITION_TOLERANCE = 1e-4  # relative to the attention output's scale, float32 (measured ~1e-7)
 
 
 def out_projection(block) -> nn.Module:
