@@ -103,16 +103,16 @@ COMPONENT_TABLES = ("heads", "head_positions", "patterns", "direct")  # beyond t
 
 
 def component_tables(bridge, task: TaskRuns, model: PairsModel, exact: torch.Tensor, clean_str: list[str],
-                     cfg: PatchingConfig, min_agreement: float) -> dict[str, pa.Table]:
-    """The heads' tables and the neurons' direct effects, for an experiment (one pair) or a task; refuses to write
-    head scores the hooked reference disagrees with."""
-    tables, error = head_tables(bridge, task, model, clean_str, cfg, min_agreement)
+                     cfg: PatchingConfig, min_agreement: float) -> tuple[dict[str, pa.Table], list[dict]]:
+    """The heads' tables and the neurons' direct effects, for an experiment (one pair) or a task, and the top heads
+    (heads.head_tables); refuses to write head scores the hooked reference disagrees with."""
+    tables, error, top_heads = head_tables(bridge, task, model, clean_str, cfg, min_agreement)
     tolerance = P.ENGINE_TOLERANCE[body_dtype(bridge)]
     if error > tolerance:
         raise RuntimeError(f"head patching disagrees with a full hooked forward by {error:.3g} (relative LD; "
                            f"tolerance {tolerance}): refusing to write wrong scores")
     log.info("heads: engine check %.3g", error)
-    return tables | {"direct": direct_table(bridge, task, model, exact)}
+    return tables | {"direct": direct_table(bridge, task, model, exact)}, top_heads
 
 
 def run_experiment(bridge, exp: ExperimentConfig) -> ExperimentResult:
@@ -216,7 +216,7 @@ def run_experiment(bridge, exp: ExperimentConfig) -> ExperimentResult:
         "joint": pa.Table.from_pylist(joint, schema=SCHEMAS["joint"]),
     }
     task = TaskRuns([runs])  # one pair: the heads and direct effects share the tasks' code (their tables are new)
-    tables |= component_tables(bridge, task, PairsModel(bridge, task), exact, clean_str, cfg, min_agreement=0.0)
+    tables |= component_tables(bridge, task, PairsModel(bridge, task), exact, clean_str, cfg, min_agreement=0.0)[0]
     return ExperimentResult(tables, summary)
 
 

@@ -162,9 +162,10 @@ def hooked_head_ld(bridge, runs: P.PairRuns, clean: HeadRun, layer: int, head: i
 
 
 def head_tables(bridge, task: TaskRuns, model: PairsModel, clean_str: list[str], pc: PatchingConfig,
-                min_agreement: float) -> tuple[dict[str, pa.Table], float]:
-    """The `exp_heads`, `exp_head_positions` and `exp_patterns` tables, and the engine's largest disagreement
-    (relative LD) with a hooked forward on the top head, or the decomposition error, whichever is larger."""
+                min_agreement: float) -> tuple[dict[str, pa.Table], float, list[dict]]:
+    """The `exp_heads`, `exp_head_positions` and `exp_patterns` tables; the engine's largest disagreement
+    (relative LD) with a hooked forward on the top head, or the decomposition error, whichever is larger; and the
+    top heads by |patch| with their per-pair scores (a task's summary.json lists them)."""
     th = TaskHeads.of(bridge, task)
     n_layers, n_heads = bridge.cfg.n_layers, bridge.cfg.n_heads
     lds = torch.stack([head_lds(model, task, th, l, batch_size=pc.batch_size) for l in range(n_layers)])  # L H P
@@ -193,6 +194,9 @@ def head_tables(bridge, task: TaskRuns, model: PairsModel, clean_str: list[str],
             patterns += [dict(layer=layer, head=head, prompt=prompt, query=q, key=k, weight=float(pat[q, k]))
                          for q in range(pat.shape[0]) for k in range(q + 1)]
 
+    top_heads = [dict(name=f"L{i // n_heads}H{i % n_heads}", layer=i // n_heads, head=i % n_heads,
+                      patch=float(s.aggregate[i]), patch_std=float(s.std[i]), agreement=float(s.agreement[i]),
+                      per_pair=[float(x) for x in s.per_pair[i]]) for i in top]
     layer, head = divmod(top[0], n_heads)
     error = max(decomposition_error(r.corrupted, h, th.W_O) for r, h in zip(task.runs, th.corrupted))
     for p, runs in enumerate(task.runs):
@@ -200,4 +204,4 @@ def head_tables(bridge, task: TaskRuns, model: PairsModel, clean_str: list[str],
         error = max(error, abs(float(lds[layer, head, p]) - slow) / runs.ld_scale)
     return {"heads": heads,
             "head_positions": pa.Table.from_pylist(positions, schema=EXPERIMENT_SCHEMAS["head_positions"]),
-            "patterns": pa.Table.from_pylist(patterns, schema=EXPERIMENT_SCHEMAS["patterns"])}, error
+            "patterns": pa.Table.from_pylist(patterns, schema=EXPERIMENT_SCHEMAS["patterns"])}, error, top_heads

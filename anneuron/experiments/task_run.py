@@ -167,6 +167,6 @@ def run_task(bridge, cfg: TaskConfig):
         "neurons": neurons_table,
         "joint": pa.Table.from_pylist(joint, schema=SCHEMAS["joint"]),
     }
-    tables |= component_tables(bridge, task, model, exact, clean_str, pc, cfg.min_agreement)
-    return ExperimentResult(tables, summary)
+    components, summary["top_heads"] = component_tables(bridge, task, model, exact, clean_str, pc, cfg.min_agreement)
+    return ExperimentResult(tables | components, summary)
 

@@ -124,9 +124,12 @@ def test_head_tables(case, min_agreement):  # noqa: F811
     pc = PatchingConfig(auto_threshold=0.2, auto_method="mlp_out", max_auto_layers=2, attribution_exact_top=5,
                         standout_z=1.0, standout_min_score=0.0, batch_size=8, joint_k=(1,))
     tokens = [str(i) for i in range(task.runs[0].pair.n_pos)]
-    tables, error = H.head_tables(bridge, task, model, tokens, pc, min_agreement)
+    tables, error, top = H.head_tables(bridge, task, model, tokens, pc, min_agreement)
     assert error < 1e-5
     heads = tables["heads"].to_pylist()
+    assert [(t["layer"], t["head"]) for t in top] == [(r["layer"], r["head"]) for r in tables["head_positions"]
+                                                      .to_pylist()[::task.runs[0].pair.n_pos]]
+    assert all(len(t["per_pair"]) == task.n_pairs for t in top)
     assert len(heads) == model.n_layers * bridge.cfg.n_heads
     assert all(h["standout"] <= (h["agreement"] >= min_agreement) for h in heads)
     pos = tables["head_positions"].to_pylist()

@@ -48,6 +48,7 @@ def test_the_planted_neuron_stands_out_in_the_task_on_every_pair(task_result):
     assert s["n_pairs"] == 4 and s["prompt_check"] == "ok" and s["top_neurons"][0]["name"] == "L2N892"
     assert all(x >= 0.8 for x in s["top_neurons"][0]["per_pair"])
     assert s["engine_check"] < 1e-5
+    assert len(s["top_heads"]) == 5 and all(len(h["per_pair"]) == 4 for h in s["top_heads"])
 
 
 def test_task_scores_are_the_ratio_of_mean_lds_of_the_single_pairs(task_result, per_pair):
