@@ -114,3 +114,27 @@ def test_aggregate_is_the_ratio_of_mean_lds_and_agreement_counts_signs():
     assert float(s.aggregate[1]) > 0 and float(s.agreement[1]) == pytest.approx(1 / 3)  # only pair 1 is positive
     # the gap-weighted mean of the per-pair scores is the same aggregate
     torch.testing.assert_close(task.combine(s.per_pair.T), s.aggregate)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_low_precision_task_passes_its_engine_check(demo_dir, dtype):
+    """The batched engine in a 16-bit body: each pair's unpatched and one-neuron LDs, and the top head's, against a
+    hooked forward of the same body, within the engine's tolerance for that dtype (patching.ENGINE_TOLERANCE)."""
+    from anneuron.experiments.heads import head_tables
+    from anneuron.models import body_dtype, load_model
+    from anneuron.stage_config import PatchingConfig
+
+    bridge = load_model(str(demo_dir), device="cpu", dtype=dtype)
+    tok = bridge.tokenizer
+    pairs = [(f"I climbed up the {f} tree and picked", f"I climbed up the {f} tree and walked") for f in
+             ("apple", "pear", "plum")]
+    task = T.TaskRuns([P.run_pair(bridge, P.PromptPair(bridge.to_tokens(c), bridge.to_tokens(r),
+                                                       single_token(tok, " an"), single_token(tok, " a")))
+                       for c, r in pairs])
+    model = T.PairsModel(bridge, task)
+    tolerance = P.ENGINE_TOLERANCE[body_dtype(bridge)]
+    assert T.check_engine(bridge, model, task, 2, 892) < tolerance
+    pc = PatchingConfig(auto_threshold=0.2, auto_method="mlp_out", max_auto_layers=2, attribution_exact_top=5,
+                        standout_z=8.0, standout_min_score=0.05, batch_size=16, joint_k=(1,))
+    _, head_error, _ = head_tables(bridge, task, model, ["t"] * task.runs[0].pair.n_pos, pc, 0.8)
+    assert head_error < tolerance, head_error
