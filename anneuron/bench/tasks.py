@@ -20,7 +20,7 @@ from anneuron.experiments import patching as P
 from anneuron.experiments import tasks as T
 
 NAMES = [("John", "Mary"), ("Tom", "Lisa"), ("Paul", "Anna"), ("Mark", "Kate"), ("Jack", "Emma"), ("Sam", "Sara"),
-         ("Ben", "Lucy"), ("Mike", "Jane"), ("Dan", "Amy"), ("Tim", "Rose"), ("Bob", "Ella"), ("Joe", "Nina")]
+         ("Ben", "Lucy"), ("Mike", "Jane"), ("Dan", "Amy"), ("Tim", "Rose"), ("Bob", "Ann"), ("Joe", "Nina")]
 TEMPLATE = "When {a} and {b} went to the shops, {c} gave the bag to"
 
 
