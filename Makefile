@@ -5,7 +5,7 @@ SNAKEMAKE := .venv/bin/snakemake
 CORES ?= 2
 DEMO ?= demo-planted
 
-.PHONY: demo test test-slurm lint bench clean-demo venv browser screenshot serve rehearsal test-real real-resources real-packages
+.PHONY: demo tasks test test-slurm lint bench clean-demo venv browser screenshot serve rehearsal test-real real-resources real-packages
 
 venv: .venv/.installed
 
@@ -41,6 +41,19 @@ demo: venv
 		--configfile workflow/configs/$(DEMO).yaml
 	@echo "demo outputs: $(DEMO_RESULTS)/ (tables, figures), resources/ (model, corpus, token shards)"
 	@echo "neuron pages: open $(DEMO_RESULTS)/pages/index.html in a browser (from disk; e.g. #$(or $(DEMO_NEURON_$(DEMO)),L2N892))"
+
+# The prompt-pair tasks (docs/science.md "Tasks") on a demo's model: only their experiment jobs and figures (the
+# demo's other outputs stay as they are), e.g. `make tasks DEMO=smollm2-wiki`: workflow/configs/tasks.yaml (the
+# seed notes' tasks), or, for the planted demo, tasks-planted.yaml (its planted triggers).
+TASKS_FILE = workflow/configs/$(if $(filter demo-planted,$(DEMO)),tasks-planted,tasks).yaml
+TASKS = $(shell $(PY) -c "import yaml; print(*yaml.safe_load(open('$(TASKS_FILE)'))['experiments'])")
+tasks: venv
+	$(if $(DEMO_FIRST_$(DEMO)),HF_HUB_OFFLINE=1 $(SNAKEMAKE) $(DEMO_FIRST_$(DEMO)) \
+		--workflow-profile workflow/profiles/default --cores $(CORES))
+	HF_HUB_OFFLINE=1 $(SNAKEMAKE) $(foreach t,$(TASKS),$(DEMO_RESULTS)/figures/experiments/$(t)) \
+		--workflow-profile workflow/profiles/default --cores $(CORES) \
+		--configfile workflow/configs/$(DEMO).yaml $(TASKS_FILE)
+	@echo "task outputs: $(DEMO_RESULTS)/experiments/{$(TASKS)}/ and $(DEMO_RESULTS)/figures/experiments/"
 
 # The headless browser of the pages' browser test (tests/pages/test_browser.py): Debian's chromium and its driver.
 # As root with apt-get only; elsewhere install them yourself (the test is skipped, saying why, without them).

@@ -189,6 +189,53 @@ def check(config: dict, schema_path: str | Path, validate: SchemaValidator, prod
     return config
 
 
+PAIR_KEYS = ("clean", "corrupted", "answer", "wrong")
+
+
+def is_task(entry: dict) -> bool:
+    """Whether an `experiments:` entry is a task (`pairs:` or `template:` + `fills:`) rather than one pair."""
+    return "pairs" in entry or "template" in entry
+
+
+def pair_keys(exp: str, entry: dict) -> list[str]:
+    """Where each pair of an entry is written, for error messages (experiments.X, experiments.X.pairs.3, ...)."""
+    if "pairs" in entry:
+        return [f"experiments.{exp}.pairs.{i}" for i in range(len(entry["pairs"]))]
+    if "template" in entry:
+        return [f"experiments.{exp}.fills.{i}" for i in range(len(entry.get("fills", [])))]
+    return [f"experiments.{exp}"]
+
+
+def experiment_pairs(exp: str, entry: dict) -> list[dict[str, str]]:
+    """The prompt pairs of an `experiments:` entry ({clean, corrupted, answer, wrong} each), in the three forms
+    the schema allows: one pair, `pairs:`, or `template:` formatted with each of `fills:`. Exactly one form."""
+    forms = [form for form, present in (("clean/corrupted/answer/wrong", any(k in entry for k in PAIR_KEYS)),
+                                        ("pairs", "pairs" in entry), ("template", "template" in entry)) if present]
+    if len(forms) != 1:
+        raise ConfigError(f"config: experiments.{exp}: give one of clean/corrupted/answer/wrong, pairs, or template "
+                          f"with fills (got {' and '.join(forms) or 'none'})")
+    if "pairs" in entry:
+        return [dict(p) for p in entry["pairs"]]
+    if "template" in entry:
+        if "fills" not in entry:
+            raise ConfigError(f"config: experiments.{exp}: 'fills' is a required property of a template")
+        pairs = []
+        for where, fill in zip(pair_keys(exp, entry), entry["fills"]):
+            try:
+                pairs.append({k: entry["template"][k].format(**fill) for k in PAIR_KEYS})
+            except KeyError as e:
+                raise ConfigError(f"config: {where}: no value for the template's {{{e.args[0]}}}") from None
+            except (IndexError, ValueError) as e:
+                raise ConfigError(f"config: experiments.{exp}.template: {e}") from None
+        return pairs
+    if "fills" in entry:
+        raise ConfigError(f"config: experiments.{exp}.fills: fills need a template")
+    missing = [k for k in PAIR_KEYS if k not in entry]
+    if missing:
+        raise ConfigError(f"config: experiments.{exp}: {missing[0]!r} is a required property")
+    return [{k: entry[k] for k in PAIR_KEYS}]
+
+
 def _check_model(config: dict, spec: ModelSpec) -> None:
     try:
         count = spec.token_counter()
@@ -199,14 +246,22 @@ def _check_model(config: dict, spec: ModelSpec) -> None:
         if count(s) != 1:
             raise ConfigError(f"config: congruence.tokens: {s!r} is not a single token for {mid}")
     for exp, e in config["experiments"].items():
-        for key in ("answer", "wrong"):
-            n = count(e[key])
-            if n != 1:
-                raise ConfigError(f"config: experiments.{exp}.{key}: {e[key]!r} is {n} tokens for {mid}, must be one")
-        lc, lr = (count(e[k]) for k in ("clean", "corrupted"))
-        if lc != lr:
-            raise ConfigError(f"config: experiments.{exp}: clean is {lc} tokens and corrupted {lr} for {mid}; "
-                              "they must be the same length")
+        pairs = experiment_pairs(exp, e)
+        lengths = []
+        for where, pair in zip(pair_keys(exp, e), pairs):
+            for key in ("answer", "wrong"):
+                n = count(pair[key])
+                if n != 1:
+                    raise ConfigError(f"config: {where}.{key}: {pair[key]!r} is {n} tokens for {mid}, must be one")
+            lc, lr = (count(pair[k]) for k in ("clean", "corrupted"))
+            if lc != lr:
+                raise ConfigError(f"config: {where}: clean is {lc} tokens and corrupted {lr} for {mid}; "
+                                  "they must be the same length")
+            lengths.append(lc)
+        if len(set(lengths)) > 1:
+            i = next(i for i, n in enumerate(lengths) if n != lengths[0])
+            raise ConfigError(f"config: {pair_keys(exp, e)[i]}: its prompts are {lengths[i]} tokens for {mid} and "
+                              f"the first pair's {lengths[0]}; a task's pairs are patched together, so one length")
         layers = e["neuron_layers"]
         bad = [] if layers == "auto" else [layer for layer in layers if layer >= spec.n_layers]
         if bad:

@@ -96,6 +96,10 @@ PATHS: dict[str, str] = {
     "exp_neurons": "results/{model}/experiments/{exp}/neurons.parquet",
     "exp_joint": "results/{model}/experiments/{exp}/joint.parquet",
     "exp_contrast": "results/{model}/experiments/{exp}/contrast.parquet",
+    "exp_heads": "results/{model}/experiments/{exp}/heads.parquet",
+    "exp_head_positions": "results/{model}/experiments/{exp}/head_positions.parquet",
+    "exp_patterns": "results/{model}/experiments/{exp}/patterns.parquet",
+    "exp_direct": "results/{model}/experiments/{exp}/direct.parquet",
     "exp_summary": "results/{model}/experiments/{exp}/summary.json",
     "exp_config": "results/{model}/experiments/{exp}/config.json",
     "experiments_summary": "results/{model}/experiments/summary.parquet",
@@ -117,7 +121,8 @@ PATHS: dict[str, str] = {
 }
 
 # The tables one experiment job writes (each `exp_<name>` in PATHS, schema `EXPERIMENT_SCHEMAS[name]`).
-EXPERIMENT_TABLES = ("predictions", "logit_lens", "layers", "neurons", "joint", "contrast")
+EXPERIMENT_TABLES = ("predictions", "logit_lens", "layers", "neurons", "joint", "contrast", "heads", "head_positions",
+                     "patterns", "direct")
 
 
 def experiment_files(exp_dir: str | Path) -> dict[str, Path]:
@@ -209,7 +214,19 @@ EXPERIMENT_SCHEMAS: dict[str, pa.Schema] = {
     "joint": pa.schema([("layer", pa.int32()), ("side", pa.string()), ("k", pa.int32()), ("score", pa.float64())]),
     "contrast": pa.schema([("layer", pa.int32()), ("neuron", pa.int32()), ("score", pa.float64()),
                            ("rank", pa.int32())]),
+    "heads": pa.schema([("layer", pa.int32()), ("head", pa.int32()), ("dla", pa.float64()), ("direct", pa.float64()),
+                        ("patch", pa.float64()), ("patch_std", pa.float64()), ("agreement", pa.float64()),
+                        ("standout_z", pa.float64()), ("standout", pa.bool_())]),
+    "head_positions": pa.schema([("layer", pa.int32()), ("head", pa.int32()), ("pos", pa.int32()),
+                                 ("token_str", pa.string()), ("score", pa.float64())]),
+    "patterns": pa.schema([("layer", pa.int32()), ("head", pa.int32()), ("prompt", pa.string()),
+                           ("query", pa.int32()), ("key", pa.int32()), ("weight", pa.float64())]),
+    "direct": pa.schema([("layer", pa.int32()), ("neuron", pa.int32()), ("dla", pa.float64()),
+                         ("direct", pa.float64()), ("exact", pa.float64())]),
 }
+# A task's neurons.parquet: the single-pair columns (`exact` holding the task's aggregate), then the spread of the
+# per-pair exact scores and the fraction of pairs whose exact score has the aggregate's sign.
+TASK_NEURONS = pa.schema([*EXPERIMENT_SCHEMAS["neurons"], ("exact_std", pa.float64()), ("agreement", pa.float64())])
 EXPERIMENTS_OVERVIEW = pa.schema([
     ("experiment", pa.string()), ("ld_clean", pa.float64()), ("ld_corrupted", pa.float64()), ("counted", pa.bool_()),
     ("prompt_check", pa.string()), ("neuron_layers", pa.list_(pa.int32())), ("best_neuron", pa.string()),

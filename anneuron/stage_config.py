@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from anneuron.config import dataset_id
+from anneuron.config import dataset_id, experiment_pairs, is_task
 from anneuron.fetch import MODEL_PATTERNS, dataset_patterns
 from anneuron.io import write_json
 from anneuron.resolve import ModelSpec
@@ -337,6 +337,38 @@ class ExperimentConfig(StageConfig):
     def of(cls, config: dict, name: str) -> "ExperimentConfig":
         return cls.from_dict({**config["experiments"][name], "name": name, "device": config["device"],
                               "dtype": config["dtype"], "patching": config["patching"]})
+
+
+@dataclass(frozen=True)
+class TaskConfig(StageConfig):
+    """A task of the `experiments:` mapping (`pairs:` or `template:` + `fills:`): its pairs, expanded, with the run
+    settings it depends on."""
+
+    name: str
+    pairs: tuple[dict, ...]  # {clean, corrupted, answer, wrong} each
+    neuron_layers: str | tuple[int, ...]
+    min_agreement: float
+    device: str
+    dtype: str
+    patching: PatchingConfig
+
+    @classmethod
+    def of(cls, config: dict, name: str) -> "TaskConfig":
+        entry = config["experiments"][name]
+        return cls.from_dict(dict(name=name, pairs=experiment_pairs(name, entry),
+                                  neuron_layers=entry["neuron_layers"], min_agreement=entry["min_agreement"],
+                                  device=config["device"], dtype=config["dtype"], patching=config["patching"]))
+
+
+def experiment_config(config: dict, name: str) -> ExperimentConfig | TaskConfig:
+    """The config object of one entry of `experiments:`: a single pair's ExperimentConfig (as before tasks
+    existed, so its params and outputs stay the same) or a task's TaskConfig."""
+    return (TaskConfig if is_task(config["experiments"][name]) else ExperimentConfig).of(config, name)
+
+
+def experiment_config_from_dict(d: dict) -> ExperimentConfig | TaskConfig:
+    """experiment_config's object back from its to_dict() (the rule's params)."""
+    return (TaskConfig if "pairs" in d else ExperimentConfig).from_dict(d)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,15 @@ def experiment_config(exp: dict, **patching):
     return ExperimentConfig.of(config, name)
 
 
+def task_config(name: str, entry: dict, **patching):
+    """A TaskConfig for one task (`pairs:` or `template:` + `fills:`, as in the config), with the schema's defaults
+    and the given patching overrides."""
+    from anneuron.stage_config import TaskConfig
+
+    config = defaults(device="cpu", dtype="float32", patching=patching, experiments={name: entry})
+    return TaskConfig.of(config, name)
+
+
 def write_complete_config(out: Path, overlays: list[str | Path], experiments: list[str], repo: Path = REPO) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(complete_config(overlays, experiments, repo), sort_keys=False, allow_unicode=True))

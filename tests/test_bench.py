@@ -86,6 +86,14 @@ def test_patching():
     assert out["max_abs_diff"] < 1e-3 and out["max_abs_diff_all_positions"] < 1e-3  # the engine is exact
 
 
+def test_tasks():
+    out = bench("tasks", "--layers", "2", "--d-model", "64", "--d-mlp", "128", "--layer", "0", "--pairs", "3",
+                "--threads", "1")
+    check(out, {"batched_s", "loop_s", "speedup", "dtype"}, {"pairs", "d_mlp", "n_pos", "suffix", "peak_rss_gb"})
+    assert (out["pairs"], out["d_mlp"]) == (3, 128)
+    assert out["max_abs_diff_ld"] < 1e-4  # batched across pairs = one pair at a time
+
+
 def test_rehearsal(tmp_path):
     """Two rules' Snakemake benchmark files (one per job), one of another model, one with no model wildcard."""
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"

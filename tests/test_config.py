@@ -137,3 +137,69 @@ def test_every_schema_default_lands(overlay):
     for given in (merged(*([overlay] if overlay else [])), {"models": ["gpt2"], "dataset": "x.parquet"}):
         filled = validated(given)
         assert _defaults_landed(schema, given, filled) >= 75  # every key of every section (and experiment)
+
+
+TEMPLATE = {"clean": "I climbed up the {fruit} tree and picked",
+            "corrupted": "I climbed up the {fruit} tree and walked", "answer": " an", "wrong": " a"}
+
+
+def test_a_task_is_pairs_or_a_template_with_fills(demo):
+    from anneuron.config import experiment_pairs
+
+    cfg = copy.deepcopy(demo)
+    cfg["experiments"]["t_template"] = {"template": TEMPLATE, "fills": [{"fruit": "apple"}, {"fruit": "pear"}]}
+    cfg["experiments"]["t_pairs"] = {"pairs": [dict(TEMPLATE, clean="I climbed up the apple tree and picked",
+                                                    corrupted="I climbed up the apple tree and walked")]}
+    out = check(cfg)
+    pairs = experiment_pairs("t_template", out["experiments"]["t_template"])
+    assert [p["clean"] for p in pairs] == ["I climbed up the apple tree and picked",
+                                           "I climbed up the pear tree and picked"]
+    assert out["experiments"]["t_template"]["min_agreement"] == 0.8
+    assert experiment_pairs("an_a", out["experiments"]["an_a"]) == [
+        {k: out["experiments"]["an_a"][k] for k in ("clean", "corrupted", "answer", "wrong")}]
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"template": TEMPLATE, "fills": [{"fruit": "apple"}, {"fruit": "cherry blossom"}]},
+         "experiments.t.fills.1: its prompts are 10 tokens for demo-planted and the first pair's 8"),
+        ({"template": TEMPLATE, "fills": [{"fruit": "apple"}, {"tree": "pear"}]},
+         "experiments.t.fills.1: no value for the template's {fruit}"),
+        ({"template": TEMPLATE}, "experiments.t: 'fills' is a required property of a template"),
+        ({"template": TEMPLATE, "fills": [{"fruit": "apple"}], "clean": "x"},
+         "experiments.t: give one of clean/corrupted/answer/wrong, pairs, or template with fills"),
+        ({"pairs": [dict(TEMPLATE, clean="a b", corrupted="a b c", answer=" an")]},
+         "experiments.t.pairs.0: clean is 2 tokens and corrupted 3"),
+        ({"pairs": [dict(TEMPLATE, answer=" an apple")]}, "experiments.t.pairs.0.answer: ' an apple' is 2 tokens"),
+        ({"pairs": []}, "experiments.t.pairs"),
+        ({"pairs": [{"clean": "x"}]}, "experiments.t.pairs.0"),
+        ({"template": TEMPLATE, "fills": [{"fruit": "apple"}], "min_agreement": 1.5}, "experiments.t.min_agreement"),
+    ],
+)
+def test_task_errors_are_one_line_naming_the_pair(demo, entry, message):
+    cfg = copy.deepcopy(demo)
+    cfg["experiments"]["t"] = entry
+    with pytest.raises(ConfigError) as e:
+        check(cfg)
+    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_tasks_yaml_is_valid_for_smollm2_and_each_task_has_ten_pairs():
+    """The shipped tasks: every pair one token length for SmolLM2's tokenizer (its model folder from the demo, when
+    built; the lengths were chosen for it), >= 10 pairs per task."""
+    from anneuron.config import experiment_pairs
+
+    tasks = yaml.safe_load((REPO / "workflow/configs/tasks.yaml").read_text())["experiments"]
+    assert len(tasks) >= 6 and all(len(experiment_pairs(n, e)) >= 10 for n, e in tasks.items())
+    if not (REPO / "resources/models/smollm2-135m/config.json").exists():
+        pytest.skip("SmolLM2 is built by `make demo DEMO=smollm2-wiki`")
+    check(merged("workflow/configs/smollm2-wiki.yaml", "workflow/configs/tasks.yaml"))
+
+
+def test_tasks_planted_yaml_is_valid_for_the_planted_demo():
+    from anneuron.config import experiment_pairs
+
+    cfg = check(merged("workflow/configs/demo-planted.yaml", "workflow/configs/tasks-planted.yaml"))
+    tasks = yaml.safe_load((REPO / "workflow/configs/tasks-planted.yaml").read_text())["experiments"]
+    assert all(len(experiment_pairs(n, cfg["experiments"][n])) >= 10 for n in tasks)

@@ -109,3 +109,36 @@ def test_a_config_change_changes_exactly_the_objects_of_the_rules_it_concerns(co
     node[key[-1]] = value
     before, after = every_object(config), every_object(edited)
     assert {rule for rule in before if before[rule].to_dict() != after[rule].to_dict()} == changed
+
+
+TASK = {"template": {"clean": "I climbed up the {fruit} tree and picked",
+                     "corrupted": "I climbed up the {fruit} tree and walked", "answer": " an", "wrong": " a"},
+        "fills": [{"fruit": "apple"}, {"fruit": "pear"}]}
+
+
+def _with_tasks(config: dict, **tasks: dict) -> dict:
+    return validated({**copy.deepcopy(config), "experiments": {**config["experiments"], **tasks}})
+
+
+def test_a_task_gets_a_task_config_and_a_pair_keeps_its_own(config):
+    cfg = _with_tasks(config, t1=TASK, t2=TASK)
+    task, single = S.experiment_config(cfg, "t1"), S.experiment_config(cfg, "an_picked")
+    assert isinstance(task, S.TaskConfig) and isinstance(single, S.ExperimentConfig)
+    assert single == S.ExperimentConfig.of(config, "an_picked")  # the params of a single pair are unchanged
+    assert [p["clean"] for p in task.pairs] == ["I climbed up the apple tree and picked",
+                                                "I climbed up the pear tree and picked"]
+    for obj in (task, single):
+        params = obj.to_dict()
+        assert _plain(params) and S.experiment_config_from_dict(json.loads(json.dumps(params))) == obj
+
+
+def test_changing_one_pair_of_a_task_changes_only_that_tasks_params(config):
+    """Snakemake reruns a job whose params changed: one pair of t1 changed leaves t2 and every experiment as they
+    were (the dry-run of tests/test_workflow.py shows the same on a built workflow)."""
+    before = _with_tasks(config, t1=TASK, t2=TASK)
+    changed = copy.deepcopy(TASK)
+    changed["fills"][1] = {"fruit": "plum"}
+    after = _with_tasks(config, t1=changed, t2=TASK)
+    differs = {name for name in before["experiments"]
+               if S.experiment_config(before, name).to_dict() != S.experiment_config(after, name).to_dict()}
+    assert differs == {"t1"}

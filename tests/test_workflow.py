@@ -35,7 +35,11 @@ TEST_RUN = ("--workflow-profile", "workflow/profiles/default", "--cores", "3", "
 # The end-to-end run: the demo config with two models and few documents, two experiments only (tests/configs.py).
 RUN_CONFIG = "tests/run.yaml"
 CONFIG_ARGS = ("--replace-workflow-config", "--configfile", RUN_CONFIG)
-EXPERIMENTS = ("an_a", "though_even")
+EXPERIMENTS = ("an_a", "though_even", "an_task")
+# A task of three pairs (docs/science.md "Tasks"), run beside the two single pairs.
+TASK = {"template": {"clean": "I climbed up the {fruit} tree and picked",
+                     "corrupted": "I climbed up the {fruit} tree and walked", "answer": " an", "wrong": " a"},
+        "fills": [{"fruit": "apple"}, {"fruit": "pear"}, {"fruit": "plum"}]}
 
 
 def snakemake(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -157,6 +161,7 @@ def run_dir(tmp_path_factory) -> Path:
     overlay = write_yaml(work / "tests/run-overlay.yaml", {
         "models": ["resources/models/demo-planted", "extra/tiny-random"],
         "data": {"max_docs": 60, "shards": 2},
+        "experiments": {"an_task": TASK},
     })
     write_complete_config(work / RUN_CONFIG, [DEMO, overlay], list(EXPERIMENTS), repo=work)
     r = snakemake(*TEST_RUN, *CONFIG_ARGS, cwd=work,
@@ -177,6 +182,7 @@ def plans(run_dir) -> dict[str, list[dict]]:
         "prompt": {"experiments": {"though_even": {"clean": "He went out in the rain even",
                                                    "corrupted": "He went out in the rain today"}}},
         "model": {"demo": {"seed": 1}},
+        "task_pair": {"experiments": {"an_task": dict(TASK, fills=[*TASK["fills"][:2], {"fruit": "lemon"}])}},
         "kurtosis": {"classes": {"kurtosis": 3.0}},
         "window": {"record": {"window": 12}},
     }
@@ -296,6 +302,18 @@ def test_changing_a_prompt_reruns_only_that_experiment(plans):
     for j in jobs:
         if j["rule"] in ("experiment", "experiment_figures"):
             assert all("/though_even" in p for p in j["outputs"]), j
+    for model in MODELS:
+        assert {"experiment", "experiment_figures"} <= rules(jobs, model), model
+
+
+@pytest.mark.slow
+def test_changing_one_pair_of_a_task_reruns_only_that_task(plans):
+    jobs = plans["task_pair"]
+    assert rules(jobs) <= {"experiment", "experiment_figures", "experiments_summary", "paper_check", "pages",
+                           "manifest"}, rules(jobs)
+    for j in jobs:
+        if j["rule"] in ("experiment", "experiment_figures"):
+            assert all("/an_task" in p for p in j["outputs"]), j
     for model in MODELS:
         assert {"experiment", "experiment_figures"} <= rules(jobs, model), model
 

@@ -3,7 +3,9 @@
 For a clean/corrupted pair: the top next tokens of both prompts, whether each prefers the right token, the logit
 lens, layer × position patching of resid_pre / attn_out / mlp_out, attribution patching of every neuron, exact
 patching of every neuron of the chosen layers and of the top neurons by |attribution| wherever they are, each
-neuron's robust z within its layer, and joint patching of each chosen layer's top-k neurons (both signs).
+neuron's robust z within its layer, and joint patching of each chosen layer's top-k neurons (both signs); then the
+heads (anneuron.experiments.heads) and every neuron's direct effect (anneuron.experiments.direct_effect). A task
+(many pairs): anneuron.experiments.task_run.
 
 `neuron_layers: auto` chooses the layers to patch neuron by neuron: with `auto_method: mlp_out` those whose mlp_out
 at the last position restores at least `auto_threshold`; with `logit_lens` those whose MLP raises the clean
@@ -28,9 +30,13 @@ from anneuron.contracts import EXPERIMENT_SCHEMAS as SCHEMAS
 from anneuron.contracts import EXPERIMENT_TABLES, flat_name
 from anneuron.experiments import patching as P
 from anneuron.experiments.contrast import contrast_scores, contrast_summary, contrast_table
+from anneuron.experiments.direct_effect import direct_table
+from anneuron.experiments.heads import head_tables
+from anneuron.experiments.heads import unsupported as heads_unsupported
 from anneuron.experiments.logit_lens import logit_lens
 from anneuron.experiments.prompts import make_pair, prediction_rows, prompt_check
 from anneuron.experiments.standouts import robust_z, standout_mask, standout_rule
+from anneuron.experiments.tasks import PairsModel, TaskRuns
 from anneuron.io import write_json, write_parquet
 from anneuron.models import body_dtype
 from anneuron.stage_config import ExperimentConfig, PatchingConfig
@@ -75,18 +81,44 @@ def choose_layers(requested: str | tuple[int, ...], cfg: PatchingConfig, mlp_las
     return chosen, how
 
 
+def joint_k_groups(exact: torch.Tensor, ks: tuple[int, ...]) -> list[tuple[str, list[tuple[int, list[int]]]]]:
+    """The groups joint patching patches, per side: `answer` = the k highest exact scores of the layer, `wrong` =
+    the k lowest (the neurons that push toward the wrong token); [(side, [(k, neurons), ...]), ...]."""
+    ks = sorted({min(k, len(exact)) for k in ks})
+    return [(side, [(k, order[:k].tolist()) for k in ks])
+            for side, order in (("answer", torch.argsort(exact, descending=True, stable=True)),
+                                ("wrong", torch.argsort(exact, stable=True)))]
+
+
 def joint_rows(model: P.SuffixModel, runs: P.PairRuns, layer: int, exact: torch.Tensor, ks: tuple[int, ...],
                batch_size: int) -> list[dict]:
-    """Top-k neurons of one layer by exact score patched together: `answer` side = the k highest scores,
-    `wrong` side = the k lowest (the neurons that push toward the wrong token)."""
-    ks = sorted({min(k, len(exact)) for k in ks})
+    """Top-k neurons of one layer by exact score patched together (joint_k_groups)."""
     rows = []
-    for side, order in (("answer", torch.argsort(exact, descending=True, stable=True)),
-                        ("wrong", torch.argsort(exact, stable=True))):
-        groups = [order[:k].tolist() for k in ks]
-        scores = P.joint_scores(model, runs, layer, groups, batch_size=batch_size)
-        rows += [dict(layer=layer, side=side, k=k, score=float(s)) for k, s in zip(ks, scores)]
+    for side, groups in joint_k_groups(exact, ks):
+        scores = P.joint_scores(model, runs, layer, [g for _, g in groups], batch_size=batch_size)
+        rows += [dict(layer=layer, side=side, k=k, score=float(s)) for (k, _), s in zip(groups, scores)]
     return rows
+
+
+COMPONENT_TABLES = ("heads", "head_positions", "patterns", "direct")  # beyond the neurons: heads.py, direct_effect.py
+
+
+def component_tables(bridge, task: TaskRuns, model: PairsModel, exact: torch.Tensor, clean_str: list[str],
+                     cfg: PatchingConfig, min_agreement: float) -> tuple[dict[str, pa.Table], list[dict]]:
+    """The heads' tables and the neurons' direct effects, for an experiment (one pair) or a task, and the top heads
+    (heads.head_tables); refuses to write head scores the hooked reference disagrees with. Where a family's heads
+    cannot be computed exactly (heads.unsupported) the tables are written empty and the log says why."""
+    reason = heads_unsupported(bridge)
+    if reason is not None:
+        log.warning("heads and direct effects not computed: %s", reason)
+        return {name: SCHEMAS[name].empty_table() for name in COMPONENT_TABLES}, []
+    tables, error, top_heads = head_tables(bridge, task, model, clean_str, cfg, min_agreement)
+    tolerance = P.ENGINE_TOLERANCE[body_dtype(bridge)]
+    if error > tolerance:
+        raise RuntimeError(f"head patching disagrees with a full hooked forward by {error:.3g} (relative LD; "
+                           f"tolerance {tolerance}): refusing to write wrong scores")
+    log.info("heads: engine check %.3g", error)
+    return tables | {"direct": direct_table(bridge, task, model, exact)}, top_heads
 
 
 def run_experiment(bridge, exp: ExperimentConfig) -> ExperimentResult:
@@ -116,7 +148,7 @@ def run_experiment(bridge, exp: ExperimentConfig) -> ExperimentResult:
     if gap == 0 or not math.isfinite(gap):
         # e.g. a default GPT-2 experiment on a model that never learnt its tokens: report it, never break the run
         log.warning("clean and corrupted give the same LD (%s): nothing to patch", runs.ld_clean)
-        tables |= {name: SCHEMAS[name].empty_table() for name in ("layers", "neurons", "joint")}
+        tables |= {name: SCHEMAS[name].empty_table() for name in ("layers", "neurons", "joint", *COMPONENT_TABLES)}
         return ExperimentResult(tables, dict(
             base, prompt_check=f"{check}; clean and corrupted give the same LD: nothing to patch", neuron_layers=[],
             top_neurons=[], n_exact=0, n_standout=0, contrast_spearman=None, contrast_rank_of_best_exact=None))
@@ -189,6 +221,8 @@ def run_experiment(bridge, exp: ExperimentConfig) -> ExperimentResult:
         "neurons": pa.table(neuron_rows).cast(SCHEMAS["neurons"]),
         "joint": pa.Table.from_pylist(joint, schema=SCHEMAS["joint"]),
     }
+    task = TaskRuns([runs])  # one pair: the heads and direct effects share the tasks' code (their tables are new)
+    tables |= component_tables(bridge, task, PairsModel(bridge, task), exact, clean_str, cfg, min_agreement=0.0)[0]
     return ExperimentResult(tables, summary)
 
 

@@ -1,5 +1,6 @@
 """Figures of one prompt experiment (docs/paper.md: results/{model}/figures/experiments/{exp}/): the logit lens, the
-layer × position patching heatmaps, each chosen layer's neuron scores, attribution vs exact, and joint patching."""
+layer × position patching heatmaps, each chosen layer's neuron scores, attribution vs exact, and joint patching; the
+heads and the direct effects (anneuron.experiments.head_figures)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import polars as pl
 from matplotlib.colors import TwoSlopeNorm
 
 from anneuron.contracts import MIN_LD_GAP, experiment_files, neuron_name
+from anneuron.experiments.head_figures import direct_figure, head_positions_figure, heads_figure, patterns_figure
 from anneuron.figures import style
 from anneuron.io import REBUILD, read_json, read_parquet, save_figure
 
@@ -38,6 +40,8 @@ def _tok(s: str) -> str:
 
 
 def _pair_title(exp: str, summary: dict) -> str:
+    if "n_pairs" in summary:  # a task: its first pair's tokens, every score the aggregate over its pairs
+        return f"{exp}: task of {summary['n_pairs']} pairs (first: {summary['answer']!r} vs {summary['wrong']!r})"
     return f"{exp}: {summary['answer']!r} vs {summary['wrong']!r}"
 
 
@@ -253,6 +257,13 @@ def experiment_figures(exp_dir: str | Path, fig_dir: str | Path, exp: str) -> li
         figs["attribution_vs_exact"] = attribution_figure(neurons, summary, exp)
         figs["joint"] = joint_figure(read("joint"), summary, exp)
         figs["contrast_vs_exact"] = contrast_figure(read("contrast"), neurons, summary, exp)
+        title = _pair_title(exp, summary)
+        if not read("heads").is_empty():  # empty where the family's heads are not computed (heads.unsupported)
+            figs["heads"] = heads_figure(read("heads"), title, f"{summary['standout_rule']}, z over all heads")
+            figs["head_positions"] = head_positions_figure(read("head_positions"), title)
+            figs["head_patterns"] = patterns_figure(read("patterns"), {"clean": summary["tokens_clean"],
+                                                                       "corrupted": summary["tokens_corrupted"]}, title)
+            figs["direct_vs_total"] = direct_figure(read("direct"), title)
     if summary["prompt_check"] != "ok":
         for fig in figs.values():
             note = textwrap.fill(f"prompt check: {summary['prompt_check']}", 110)

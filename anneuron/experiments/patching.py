@@ -239,6 +239,8 @@ class _PrefixCache:
             return k, v
         kp, vp = self.kv
         b = k.shape[0]
+        if kp.shape[0] > 1:  # one prefix per pair (anneuron.experiments.tasks): copies are copy-major, pair-minor
+            kp, vp = kp.repeat(b // kp.shape[0], 1, 1, 1), vp.repeat(b // vp.shape[0], 1, 1, 1)
         return (torch.cat([kp.expand(b, -1, -1, -1), k], dim=2), torch.cat([vp.expand(b, -1, -1, -1), v], dim=2))
 
 
@@ -317,6 +319,12 @@ def _optional(layer, path: str | None):
     return None if path is None else A.module(layer, path)
 
 
+def suffix_base(run: Run, start: int) -> dict[Point, Float[Tensor, "L S d_model"]]:
+    """A run's residual on the suffix positions at each point of each layer."""
+    pre, attn, mlp = (run.acts[k][:, start:] for k in ("resid_pre", "attn_out", "mlp_out"))
+    return {"pre": pre, "mid": pre + attn, "post": pre + attn + mlp}
+
+
 class SuffixModel:
     """Blocks L.. of the bridge's model, run on the suffix positions start..T−1 of many copies of the corrupted
     prompt, ending in the two unembedding columns of LD.
@@ -350,21 +358,27 @@ class SuffixModel:
         self.head = M.float32_head(bridge)
         self.ln_final = self.head.norm  # float32
         self.direction, self.bias = unembed_direction(bridge, answer, wrong)
-        unembed = self.head.unembed  # (soft-capped models: both columns, the cap is not linear)
-        self.columns = unembed.weight[[answer, wrong]].detach().float()  # [2, d_model]
-        self.column_bias = (unembed.bias[[answer, wrong]].detach().float() if unembed.bias is not None
-                            else torch.zeros(2, device=self.columns.device))
+        self.columns, self.column_bias = self.answer_columns([answer], [wrong])  # [1, 2, d_model], [1, 2]
         with torch.no_grad():
             self.caches = [self.attention.cache(l, corrupted.acts["resid_pre"][l, :start][None])
                            for l in range(self.n_layers)]
-        self.base = {  # the corrupted residual on the suffix at each point of each layer, and the neurons
-            "pre": corrupted.acts["resid_pre"][:, start:],
-            "mid": corrupted.acts["resid_pre"][:, start:] + corrupted.acts["attn_out"][:, start:],
-            "post": corrupted.acts["resid_pre"][:, start:] + corrupted.acts["attn_out"][:, start:]
-            + corrupted.acts["mlp_out"][:, start:],
-            "act": corrupted.acts["post"][:, start:],
-        }
+        self.base = {**suffix_base(corrupted, start), "act": corrupted.acts["post"][:, start:]}  # and the neurons
         self.mlp_base = corrupted.acts["mlp_out"][:, start:]  # a parallel block's MLP write, unchanged at `mid`
+
+    def answer_columns(self, answers: Sequence[int], wrongs: Sequence[int]
+                       ) -> tuple[Float[Tensor, "P 2 d_model"], Float[Tensor, "P 2"]]:
+        """The float32 unembedding columns (and biases) of each pair's answer and wrong token: a soft-capped LD needs
+        both logits, the cap not being linear."""
+        unembed = self.head.unembed
+        ids = torch.tensor([list(aw) for aw in zip(answers, wrongs)], device=unembed.weight.device)
+        bias = unembed.bias[ids].detach().float() if unembed.bias is not None else torch.zeros(ids.shape,
+                                                                                              device=ids.device)
+        return unembed.weight[ids].detach().float(), bias
+
+    def _unpatched(self, key: str, l: int, x: Tensor) -> Tensor:
+        """The corrupted run's residual at point `key` of block l (or its MLP write, `mlp`) on x's positions, to
+        add to x (PairsModel: one per pair)."""
+        return (self.mlp_base if key == "mlp" else self.base[key])[l][-x.shape[1]:]
 
     def w_out(self, layer: int) -> Float[Tensor, "d_mlp d_model"]:
         """What each neuron of the layer writes per unit of activation (a view of the output projection; before
@@ -385,7 +399,7 @@ class SuffixModel:
         last = l == self.n_layers - 1  # only the last position reaches LD
         if point == "act":
             x = x[:, -1:] if last else x
-            return self.base["mid"][l][-x.shape[1]:] + self._write(l, x)
+            return self._unpatched("mid", l, x) + self._write(l, x)
         h = x  # the block's input: what a parallel block's MLP reads
         if point == "pre":
             x = x + self.attention(l, x, self.caches[l])
@@ -394,23 +408,29 @@ class SuffixModel:
         if point == "pre":
             x = x + self._mlp(l, h if self.parallel else x)
         elif point == "mid":
-            x = x + (self.mlp_base[l][-x.shape[1]:] if self.parallel else self._mlp(l, x))
+            x = x + (self._unpatched("mlp", l, x) if self.parallel else self._mlp(l, x))
         return x
 
     def _ld(self, x: Float[Tensor, "B d_model"]) -> Float[Tensor, "B"]:
         h = self.ln_final(x.float())
         if self.head.softcap is None:
             return h @ self.direction + self.bias
-        z = self.head.capped(h @ self.columns.T + self.column_bias)
+        z = self.head.capped(h @ self.columns[0].T + self.column_bias[0])
         return z[:, 0] - z[:, 1]
+
+    @torch.no_grad()
+    def final_resid(self, resid: Float[Tensor, "B S d_model"], layer: int, point: Point) -> Float[Tensor, "B d_model"]:
+        """Each copy's final residual at the last position (float32), given its residual (neurons, at `act`) on the
+        suffix at `point` of `layer`."""
+        x = self._block(layer, resid, point)
+        for l in range(layer + 1, self.n_layers):
+            x = self._block(l, x, "pre")
+        return x[:, -1].float()
 
     @torch.no_grad()
     def logit_diff(self, resid: Float[Tensor, "B S d"], layer: int, point: Point) -> Float[Tensor, "B"]:
         """LD of each copy, given its residual (neurons, at `act`) on the suffix at `point` of `layer`."""
-        x = self._block(layer, resid, point)
-        for l in range(layer + 1, self.n_layers):
-            x = self._block(l, x, "pre")
-        return self._ld(x[:, -1])
+        return self._ld(self.final_resid(resid, layer, point))
 
     def neuron_patches(self, layer: int, d_act: Float[Tensor, "S d_mlp"],
                        idx: Int[Tensor, "n"]) -> tuple[Point, Callable[[slice], Tensor]]:

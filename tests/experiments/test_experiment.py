@@ -213,7 +213,7 @@ def test_figures_have_the_design_names(demo_results, tmp_path):
     layers = results["though_as"].summary["neuron_layers"]
     pngs = experiment_figures(out / "though_as", tmp_path / "though_as", "though_as")
     expected = {"logit_lens", "patch_resid_pre", "patch_attn_out", "patch_mlp_out", "attribution_vs_exact", "joint",
-                "contrast_vs_exact"}
+                "contrast_vs_exact", "heads", "head_positions", "head_patterns", "direct_vs_total"}
     assert {p.stem for p in pngs} == expected | {f"patch_neurons_L{l}" for l in layers}
     assert all(p.exists() and p.with_suffix(".svg").exists() for p in pngs)
     files = {name: out / name / "neurons.parquet" for name in results}

@@ -18,7 +18,7 @@ rule experiment:
         exp=EXP_NAMES,
     params:
         model=lambda wc: model_name(wc.model),
-        cfg=lambda wc: S.ExperimentConfig.of(config, wc.exp).to_dict(),
+        cfg=lambda wc: S.experiment_config(config, wc.exp).to_dict(),
     log:
         "logs/experiment/{model}/{exp}.log",
     benchmark:
