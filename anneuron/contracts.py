@@ -100,6 +100,16 @@ PATHS: dict[str, str] = {
     "exp_config": "results/{model}/experiments/{exp}/config.json",
     "experiments_summary": "results/{model}/experiments/summary.parquet",
     "experiments_overview": "results/{model}/experiments/overview.parquet",
+    # universality (anneuron.universality): per pair of models sharing a tokenizer, tiles of neuron blocks (under the
+    # pair's first model in sorted order, `other` the second), merged per model; the figures
+    "universality_tile": "results/{model}/universality/tiles/{other}/tile-{i}-{j}.parquet",
+    "universality_tile_pairs": "results/{model}/universality/tiles/{other}/tile-{i}-{j}.pairs.parquet",
+    "universality_neurons": "results/{model}/universality/neurons.parquet",
+    "universality_summary": "results/{model}/universality/summary.parquet",
+    "universality_pairs": "results/{model}/universality/pairs.parquet",
+    "universality_properties": "results/{model}/universality/properties.parquet",
+    "universality_config": "results/{model}/universality/config.json",
+    "figures_universality": "results/{model}/figures/universality",
     # provenance: every stage config file of a model, gathered
     "manifest": "results/{model}/manifest.json",
     "manifest_html": "results/{model}/figures/manifest.html",
@@ -219,6 +229,26 @@ EXPERIMENTS_SUMMARY = pa.schema([("layer", pa.int32()), ("neuron", pa.int32()),
                                  ("experiments", pa.list_(pa.string())), ("n_experiments", pa.int32()),
                                  ("max_exact", pa.float64()), ("mean_z", pa.float64())])
 
+# Universality (docs/science.md "Universality"): flat neuron = layer · d_mlp + neuron. A tile's table has one row per
+# neuron of either side (`a`: the pair's first model, `b`: the second) against the other side's block.
+UNIVERSALITY_TILE = pa.schema([("side", pa.string()), ("flat", pa.int64()), ("max_corr", pa.float64()),
+                               ("argmax", pa.int64()), ("min_corr", pa.float64()),
+                               ("baseline_max_corr", pa.float64())])
+UNIVERSALITY_TILE_PAIRS = pa.schema([("a_flat", pa.int64()), ("b_flat", pa.int64()), ("corr", pa.float64())])
+UNIVERSALITY_NEURONS = pa.schema([("layer", pa.int32()), ("neuron", pa.int32()), ("other_model", pa.string()),
+                                  ("max_corr", pa.float64()), ("max_layer", pa.int32()), ("max_neuron", pa.int32()),
+                                  ("min_corr", pa.float64()), ("baseline_max_corr", pa.float64())])
+UNIVERSALITY_SUMMARY = pa.schema([("layer", pa.int32()), ("neuron", pa.int32()), ("varrho", pa.float64()),
+                                  ("baseline_varrho", pa.float64()), ("excess", pa.float64()),
+                                  ("universal", pa.bool_())])
+UNIVERSALITY_PAIRS = pa.schema([("rank", pa.int32()), ("layer", pa.int32()), ("neuron", pa.int32()),
+                                ("other_model", pa.string()), ("other_layer", pa.int32()),
+                                ("other_neuron", pa.int32()), ("corr", pa.float64())])
+UNIVERSALITY_PROPERTIES = pa.schema([("layer", pa.int32()), ("neuron", pa.int32()), ("act_frequency", pa.float64()),
+                                     ("act_mean", pa.float64()), ("act_skew", pa.float64()),
+                                     ("act_kurt", pa.float64()), ("w_in_norm", pa.float64()),
+                                     ("w_out_norm", pa.float64()), ("in_out_cos", pa.float64())])
+
 PAPER_CHECK = pa.schema([
     ("section", pa.string()), ("key", pa.string()), ("quantity", pa.string()), ("published_item", pa.string()),
     ("published", pa.float64()), ("our_item", pa.string()), ("ours", pa.float64()), ("difference", pa.float64()),
@@ -243,5 +273,11 @@ TABLES: dict[str, pa.Schema] = {
     "experiments_summary": EXPERIMENTS_SUMMARY,
     "experiments_overview": EXPERIMENTS_OVERVIEW,
     "paper_check": PAPER_CHECK,
+    "universality_tile": UNIVERSALITY_TILE,
+    "universality_tile_pairs": UNIVERSALITY_TILE_PAIRS,
+    "universality_neurons": UNIVERSALITY_NEURONS,
+    "universality_summary": UNIVERSALITY_SUMMARY,
+    "universality_pairs": UNIVERSALITY_PAIRS,
+    "universality_properties": UNIVERSALITY_PROPERTIES,
 }
 

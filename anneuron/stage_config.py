@@ -375,3 +375,74 @@ class PaperCheckConfig(StageConfig):
             basis=config["congruence"]["basis"], dtype=config["dtype"], readout=config["curves"]["readout"],
             binning=config["curves"]["binning"], standout_min_score=config["patching"]["standout_min_score"],
             neuron_layers={name: e["neuron_layers"] for name, e in config["experiments"].items()}))
+
+
+# --- universality (anneuron.universality) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UniversalityTileConfig(StageConfig):
+    """One tile job (universality_tile): how the models run and what is summed. Not the models list nor the
+    threshold: adding a model or moving the threshold reruns no tile."""
+
+    device: str
+    dtype: str
+    engine: str
+    batch_size: int
+    max_tokens: int
+    seed: int  # the rotation baseline's
+    top_pairs: int
+
+    @classmethod
+    def of(cls, config: dict) -> "UniversalityTileConfig":
+        u = config["universality"]
+        return cls.from_dict({"device": config["device"], "dtype": config["dtype"],
+                              "engine": config["record"]["engine"], "batch_size": u["batch_size"],
+                              "max_tokens": u["max_tokens"],
+                              "seed": u["baseline"]["seed"], "top_pairs": u["top_pairs"]})
+
+
+@dataclass(frozen=True)
+class UniversalityConfig(StageConfig):
+    """The merge of one model's tiles (universality): ϱ's threshold and the pairs kept."""
+
+    threshold: float
+    top_pairs: int
+
+    @classmethod
+    def of(cls, config: dict) -> "UniversalityConfig":
+        return cls.from_dict({k: config["universality"][k] for k in ("threshold", "top_pairs")})
+
+
+@dataclass(frozen=True)
+class UniversalityPropertiesConfig(StageConfig):
+    """universality_properties: each neuron's activation moments over the tiles' tokens, and its weights."""
+
+    device: str
+    dtype: str
+    engine: str
+    batch_size: int
+    max_tokens: int
+
+    @classmethod
+    def of(cls, config: dict) -> "UniversalityPropertiesConfig":
+        t = UniversalityTileConfig.of(config).to_dict()
+        return cls.from_dict({k: t[k] for k in ("device", "dtype", "engine", "batch_size", "max_tokens")})
+
+
+@dataclass(frozen=True)
+class UniversalityFiguresConfig(StageConfig):
+    """universality_figures: the threshold drawn and how many tokens the twins' scatter samples."""
+
+    threshold: float
+    twin_tokens: int
+    device: str
+    dtype: str
+    engine: str
+
+    @classmethod
+    def of(cls, config: dict) -> "UniversalityFiguresConfig":
+        u = config["universality"]
+        return cls.from_dict({"threshold": u["threshold"], "twin_tokens": u["twin_tokens"],
+                              "device": config["device"], "dtype": config["dtype"],
+                              "engine": config["record"]["engine"]})
