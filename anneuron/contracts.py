@@ -53,6 +53,8 @@ PATHS: dict[str, str] = {
     "rehearsal_model": "resources/models/rehearsal-gpt2-large",
     "emergent_corpus": "resources/data/demo-emergent-{split}.parquet",
     "emergent_model": "resources/models/demo-emergent",
+    # demo-emergent retrained from another initialisation seed on the same corpus (`make demo DEMO=universal`)
+    "emergent_replicate": "resources/models/demo-emergent-seed{seed}",
     "emergent_loss_curve": "results/demo-emergent/figures/training/loss_curve.png",
     "emergent_loss_curve_svg": "results/demo-emergent/figures/training/loss_curve.svg",
     # smollm2-wiki, the real-model demo (anneuron.demos.real): pinned wheels from the Python package index, the

@@ -164,12 +164,14 @@ class EmergentModelConfig(StageConfig):
     train: TrainConfig
 
     @classmethod
-    def of(cls, config: dict, n_ctx: int) -> "EmergentModelConfig":
-        """`n_ctx`: the demo model's context (anneuron.demos.specs, which the core does not import)."""
+    def of(cls, config: dict, n_ctx: int, seed: int | None = None) -> "EmergentModelConfig":
+        """`n_ctx`: the demo model's context (anneuron.demos.specs, which the core does not import). `seed`: the
+        training seed of a replicate (emergent_replicate; the corpus and probes stay demo.seed's), else demo.seed."""
         keys = {f.name for f in fields(TrainConfig)} - {"n_ctx", "seed"}
         train = {k: config["demo"]["emergent"][k] for k in keys}
+        seed = config["demo"]["seed"] if seed is None else seed
         return cls.from_dict({"probe_seed": emergent_seed(config, "probes"),
-                              "train": {**train, "n_ctx": n_ctx, "seed": config["demo"]["seed"]}})
+                              "train": {**train, "n_ctx": n_ctx, "seed": seed}})
 
 
 # --- the stages ---------------------------------------------------------------------------------------------------

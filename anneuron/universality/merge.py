@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from anneuron import contracts as K
-from anneuron.io import InputError, open_parquet, read_parquet
+from anneuron.io import InputError, open_parquet, read_parquet, write_parquet
 
 
 @dataclass(frozen=True)
@@ -112,3 +112,20 @@ def top_pairs(model_d_mlp: int, others: Sequence[Other], top_k: int) -> pa.Table
         neuron=(mine[order] % model_d_mlp).astype(np.int32), other_model=[ids[w] for w in who[order]],
         other_layer=(theirs[order] // d_other[order]).astype(np.int32),
         other_neuron=(theirs[order] % d_other[order]).astype(np.int32), corr=corr[order]), schema=K.UNIVERSALITY_PAIRS)
+
+
+def merge_model(d_mlp: int, n_neurons: int, others: dict[str, int], tiles: dict[str, list], threshold: float,
+                top_k: int, out_neurons: str | Path, out_summary: str | Path, out_pairs: str | Path) -> dict:
+    """The `universality` job: `others` = other id -> its d_mlp, `tiles` = other id -> [side, [[a, b, i, j], ...]]
+    (anneuron.universality.plan.tiles_of, in merge order); writes the three tables, returns counts."""
+    from anneuron.contracts import path
+
+    objs = [Other(o, others[o], [TileFile(path("universality_tile", model=a, other=b, i=i, j=j),
+                                          path("universality_tile_pairs", model=a, other=b, i=i, j=j), side)
+                                 for a, b, i, j in tiles[o][1]])
+            for o, (side, _) in tiles.items()]
+    neurons, summary, pairs = merge(d_mlp, n_neurons, objs, threshold, top_k)
+    for out, table in ((out_neurons, neurons), (out_summary, summary), (out_pairs, pairs)):
+        write_parquet(out, table)
+    universal = summary.column("universal").to_numpy(zero_copy_only=False)
+    return dict(neurons=n_neurons, others=sorted(others), universal=int(universal.sum()))

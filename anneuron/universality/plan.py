@@ -58,3 +58,15 @@ def plan(groups: list[list[str]], n_neurons: dict[str, int], budget_mb: float) -
 def partners(pairs: dict[tuple[str, str], list[Tile]], model: str) -> list[str]:
     """The other models `model` is correlated with, in id order."""
     return sorted({b if a == model else a for a, b in pairs if model in (a, b)})
+
+
+def tiles_of(pairs: dict[tuple[str, str], list[Tile]], model: str) -> dict[str, tuple[str, list[Tile]]]:
+    """other model -> (the side `model` is in its pair's tiles, those tiles in the OTHER model's flat order): merged
+    in that order, a later tile wins only with a strictly larger ρ, so a tie goes to the other's lowest neuron."""
+    out = {}
+    for other in partners(pairs, model):
+        a, b = sorted((model, other))
+        side = "a" if model == a else "b"
+        key = (lambda t: (t.j, t.i)) if side == "a" else (lambda t: (t.i, t.j))
+        out[other] = (side, sorted(pairs[(a, b)], key=key))
+    return out
