@@ -1,31 +1,8 @@
 # Universality (anneuron.universality, docs/science.md "Universality"): for every pair of models that share a
 # tokenizer (universality.models), the Pearson correlation of every neuron with every neuron of the other model over
 # the same tokens, tiled into neuron blocks sized by universality.tile_mb (one job per tile, one GPU each on a
-# cluster); per model the tiles merge into neurons/summary/pairs, its neurons' properties, and the figures.
-from anneuron.config import universality_groups
-from anneuron.universality import plan as UP
-
-UNIVERSALITY_GROUPS = universality_groups(config, SPECS)
-UNIVERSALITY_TILES = UP.plan(
-    UNIVERSALITY_GROUPS,
-    {mid: s.n_neurons for mid, s in SPECS.items()},
-    config["universality"]["tile_mb"],
-)
-UNIVERSAL_MODELS = sorted({m for g in UNIVERSALITY_GROUPS for m in g})
-
-
-def universality_tile(wc):
-    """The plan's tile of these wildcards."""
-    return next(t for t in UNIVERSALITY_TILES[(wc.model, wc.other)] if (t.i, t.j) == (int(wc.i), int(wc.j)))
-
-
-def tile_files(key, model):
-    """`key` (universality_tile or universality_tile_pairs) of every tile of `model`, in merge order."""
-    return [
-        K.path(key, model=t.a, other=t.b, i=t.i, j=t.j)
-        for side, tiles in UP.tiles_of(UNIVERSALITY_TILES, model).values()
-        for t in tiles
-    ]
+# cluster); per model the tiles merge into neurons/summary/pairs, its neurons' properties, and the figures. The
+# plan (UNIVERSALITY_TILES) and its helpers are in common.smk.
 
 
 rule universality_tile:
