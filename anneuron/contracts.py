@@ -162,10 +162,12 @@ MOMENT_COLUMNS = [f"{basis}_{m}" for basis in ("wu", "cos") for m in ("mean", "v
 WEIGHTS_TOKENS = pa.schema([("token_id", pa.int64()), ("token_str", pa.string()),
                             ("top_neurons", pa.list_(pa.int64())), ("top_values", pa.list_(pa.float32())),
                             ("d_tok", pa.float64())])
+# `w_out_norm` and `null_share` (entropy neurons: anneuron.weights.entropy) were added last, for issue 23
 NEURON_STATS = pa.schema([("layer", pa.int64()), ("neuron", pa.int64()),
                           ("top_token_ids", pa.list_(pa.int64())), ("top_values", pa.list_(pa.float32())),
                           ("bottom_token_ids", pa.list_(pa.int64())), ("bottom_values", pa.list_(pa.float32())),
-                          ("d_neu", pa.float64())] + [(c, pa.float64()) for c in MOMENT_COLUMNS])
+                          ("d_neu", pa.float64())] + [(c, pa.float64()) for c in MOMENT_COLUMNS]
+                         + [("w_out_norm", pa.float64()), ("null_share", pa.float64())])
 NEURONS = NEURON_STATS.append(pa.field("neuron_class", pa.string()))
 PAIRS = pa.schema([("rank", pa.int64()), ("layer", pa.int64()), ("neuron", pa.int64()), ("token_id", pa.int64()),
                    ("token_str", pa.string()), ("congruence", pa.float32()), ("d_neu", pa.float64()),

@@ -205,6 +205,7 @@ class CongruenceConfig(StageConfig):
     chunk_neurons: int | str
     dtype: str
     save_matrix: bool
+    null_dims: int  # the unembedding's bottom singular directions that make its null space (entropy neurons)
 
     @classmethod
     def of(cls, config: dict) -> "CongruenceConfig":

@@ -375,6 +375,9 @@ class _Builder:
         bot_vals, _ = _lists(nt.column("bottom_values"))
         moments = np.stack([_float(nt, c) for c in K.MOMENT_COLUMNS], 1)
         d_neu = _float(nt, "d_neu")
+        # entropy neurons (anneuron.weights.entropy): null-space share of w_out and its norm, when the table has them
+        entropy = np.stack([_float(nt, c) for c in ("null_share", "w_out_norm")], 1) \
+            if "null_share" in nt.schema.names else None
         pairs, watch, curves = self.pair_of(), self.watch_of(), self.curve_of()
         standouts = {i: e.standout for i, e in enumerate(self.experiments) if e.standout is not None}
         kurt = moments[:, K.MOMENT_COLUMNS.index("cos_kurt")]
@@ -399,6 +402,8 @@ class _Builder:
                     "p": pairs.get(f), "x": self.experiments_of(f), "w": watch.get(f), "cv": curves.get(f),
                     "u": ex["u"] if ex else 0, "e": ex["e"] if ex else None,
                 }
+                if entropy is not None:
+                    rec["en"] = [num(x) for x in entropy[f]]
                 if self.has_universality:  # only then: the pages of a model without it keep their bytes
                     rec["tw"], rec["vr"] = self.twins.get(f, []), self.varrho.get(f)
                     vr = self.varrho.get(f)

@@ -17,7 +17,7 @@ import pytest
 from anneuron import contracts as K
 from anneuron.io import write_json
 from anneuron.pages import SHARD_NEURONS, TOKEN_SHARD, Sources, build_site
-from anneuron.pages.build import js_literal
+from anneuron.pages.build import js_literal, num
 
 EVIL = ["<script>alert(1)</script>", "</script><b>x", "a & b", "\u2028line", '"quoted"', "<!--", " an", "\n",
         '<img src=x onerror="window.__pwned=1">']
@@ -54,7 +54,8 @@ def synthetic(tmp: Path, with_dataset: bool = True, with_experiments: bool = Tru
         "top_token_ids": lists(top_ids, pa.int64()), "top_values": lists(top_vals, pa.float32()),
         "bottom_token_ids": lists(bot_ids, pa.int64()), "bottom_values": lists(bot_vals, pa.float32()),
         "d_neu": (top_vals[:, 0] - top_vals[:, 1]).astype(np.float64),
-        **{c: rng.normal(size=n) for c in K.MOMENT_COLUMNS}, "neuron_class": cls.tolist(),
+        **{c: rng.normal(size=n) for c in K.MOMENT_COLUMNS}, "w_out_norm": rng.gamma(2.0, size=n),
+        "null_share": rng.beta(1, 20, n), "neuron_class": cls.tolist(),
     }).cast(K.NEURONS)
     tok_top = np.stack([rng.choice(n, 5, replace=False) for _ in range(V)])
     tok_vals = -np.sort(-rng.random((V, 5)), 1).astype(np.float32)
@@ -332,6 +333,8 @@ def test_universality_twins_and_filter(tmp_path):
     rec = neuron_record(tmp_path / "site", 1, 2)
     assert rec["tw"] == [["other-a", 1, 2, 0.9, 0.15], ["other-b", 1, 2, 0.7, 0.15]]
     assert rec["vr"] == [0.8, 0.65, 1]
+    nt = pq.read_table(src.neurons)
+    assert rec["en"] == [num(nt.column(c)[D + 2].as_py()) for c in ("null_share", "w_out_norm")]
     assert neuron_record(tmp_path / "site", 0, 4)["vr"][2] == 0
     _, ix = read_js(tmp_path / "site" / "data" / "index" / "L1.js")
     assert ix["un"] == [2] and ix["v"][2] == 0.8 and len(ix["v"]) == D

@@ -223,7 +223,10 @@
         [h("span", { title: "cos(w_out, W_U[:, t])" }, "cosine"), fmt(m.cos_mean), fmt(m.cos_var), fmt(m.cos_skew), fmt(m.cos_kurt)],
         [h("span", { title: "w_out · W_U[:, t]" }, "raw"), fmt(m.wu_mean), fmt(m.wu_var), fmt(m.wu_skew), fmt(m.wu_kurt)],
       ], [1, 2, 3, 4])),
-      h("p", { class: "hint" }, "d_neu (top-1 − top-2 congruence): ", h("b", null, fmt(r.d, 3))));
+      h("p", { class: "hint" }, "d_neu (top-1 − top-2 congruence): ", h("b", null, fmt(r.d, 3))),
+      r.en ? h("p", { class: "hint", title: "share of ‖w_out‖² in the span of the unembedding's bottom singular directions: " +
+        "an entropy neuron has a large norm and nearly all of it there" },
+        "null-space share of w_out: ", h("b", null, fmt(r.en[0], 3)), " · ‖w_out‖ ", h("b", null, fmt(r.en[1], 3))) : null);
   }
   function classText(c) {
     return {
