@@ -73,9 +73,11 @@ def _planned_jobs(text: str) -> list[tuple[str, dict[str, str]]]:
 
 
 def test_slurm_profile_sends_gpu_rules_to_the_gpu_partition():
-    """Planned with the slurm profile on the real study (gpt2-large; offline): gpu=1 jobs on `gpu`, others on
-    `cpu`, and every set-resources entry names a rule of the workflow."""
-    r = snakemake("-n", "--forceall", "--profile", "workflow/profiles/slurm")
+    """Planned with the slurm profile on the real study with a second GPT-2 (gpt2-large and gpt2-medium, so the
+    universality tiles are planned too; offline): gpu=1 jobs on `gpu`, others on `cpu`, and every set-resources
+    entry names a rule of the workflow."""
+    r = snakemake("-n", "--forceall", "--profile", "workflow/profiles/slurm", "--config",
+                  'models=["gpt2-large","gpt2-medium"]')
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     jobs = _planned_jobs(r.stdout + r.stderr)
     assert jobs
