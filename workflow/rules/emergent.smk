@@ -73,7 +73,7 @@ rule emergent_replicate:
     conda:
         "../../envs/cpu.yaml"
     script:
-        "../../scripts/emergent_model.py"
+        "../../scripts/emergent_replicate.py"
 
 
 rule emergent_loss_curve:
