@@ -52,11 +52,29 @@ def corr_vs_baseline(ax, neurons: pl.DataFrame, threshold: float) -> None:
     ax.legend(fontsize=7, ncol=2, markerscale=2)
 
 
+def class_shares(ax, table: pl.DataFrame) -> None:
+    """The weights pass's classes among universal and among other neurons (% of each group)."""
+    classes = ["prediction", "suppression", "partition", "other"]
+    for x, (universal, label) in enumerate(((True, "universal"), (False, "other"))):
+        d = table.filter(pl.col("universal") == universal)
+        bottom = 0.0
+        for k, c in enumerate(classes):
+            share = 100 * float((d["neuron_class"] == c).sum()) / max(1, d.height)
+            ax.bar(x, share, 0.6, bottom=bottom, color=f"C{k}", label=c if x == 0 else None)
+            bottom += share
+        ax.text(x, 101, f"n = {d.height}", ha="center", fontsize=8)
+    ax.set(xticks=[0, 1], xticklabels=["universal", "other"], ylabel="% of the group", ylim=(0, 108),
+           title="neuron class (weights pass)")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+
+
 def properties_figure(path: Path, table: pl.DataFrame) -> None:
-    """One panel per property: its median by layer for universal and for other neurons (quartiles shaded)."""
+    """One panel per property: its median by layer for universal and for other neurons (quartiles shaded); and
+    the classes of each group."""
     cols = [c for c in PROPERTIES if c in table.columns]
     ncol = 3
-    fig, axes = plt.subplots(-(-len(cols) // ncol), ncol, figsize=(12, 3.2 * -(-len(cols) // ncol)), squeeze=False)
+    rows = -(-(len(cols) + 1) // ncol)
+    fig, axes = plt.subplots(rows, ncol, figsize=(12, 3.2 * rows), squeeze=False)
     for ax, col in zip(axes.flat, cols):
         for universal, colour, label in ((True, "C0", "universal"), (False, "C7", "other")):
             d = (table.filter(pl.col("universal") == universal).group_by("layer")
@@ -68,7 +86,8 @@ def properties_figure(path: Path, table: pl.DataFrame) -> None:
         ax.set(title=PROPERTIES[col], xlabel="layer")
         ax.set_xticks(sorted(table["layer"].unique().to_list()))
     axes.flat[0].legend()
-    for ax in list(axes.flat)[len(cols):]:
+    class_shares(axes.flat[len(cols)], table)
+    for ax in list(axes.flat)[len(cols) + 1:]:
         ax.set_visible(False)
     fig.suptitle("universal vs other neurons: median by layer (shaded: quartiles)")
     fig.tight_layout()
@@ -134,7 +153,7 @@ def draw_universality_figures(out: Path, summary: pl.DataFrame, neurons: pl.Data
     keys = ["layer", "neuron"]
     cast = [pl.col(k).cast(pl.Int64) for k in keys]
     table = (summary.with_columns(cast).join(properties.with_columns(cast), on=keys)
-             .join(classes.select(*keys, "wu_skew", "wu_kurt").with_columns(cast), on=keys, how="left"))
+             .join(classes.select(*keys, "wu_skew", "wu_kurt", "neuron_class").with_columns(cast), on=keys, how="left"))
     properties_figure(out / "properties", table)
     twins_figure(out / "twins", twins, twin_data or [])
     return ["universal_by_layer", "corr_vs_baseline", "properties", "twins"]

@@ -28,7 +28,8 @@ def tables(seed: int = 0) -> dict[str, pl.DataFrame]:
                               w_in_norm=rng.gamma(3, size=n), w_out_norm=rng.gamma(3, size=n),
                               in_out_cos=rng.uniform(-0.3, 0.3, n)))
     classes = pl.DataFrame(dict(layer=layer, neuron=neuron, wu_skew=rng.normal(size=n),
-                                wu_kurt=3 + rng.gamma(2, size=n)))
+                                wu_kurt=3 + rng.gamma(2, size=n),
+                                neuron_class=rng.choice(["prediction", "suppression", "partition", "other"], n)))
     return dict(summary=summary, neurons=pl.DataFrame(rows), properties=props, classes=classes)
 
 
