@@ -32,9 +32,10 @@ def share_by_layer(ax, summary: pl.DataFrame, threshold: float) -> None:
     x = by["layer"].to_numpy()
     ax.bar(x - 0.2, 100 * by["u"].to_numpy(), 0.4, label="ϱ > threshold", color="C0")
     ax.bar(x + 0.2, 100 * by["b"].to_numpy(), 0.4, label="baseline ϱ > threshold", color="C7")
-    ax.set(xlabel="layer", ylabel="% of the layer's neurons", xticks=x,
+    top = float(max(100 * by["u"].max(), 100 * by["b"].max(), 1.0))
+    ax.set(xlabel="layer", ylabel="% of the layer's neurons", xticks=x, ylim=(0, top * 1.3),
            title=f"universal neurons by layer (threshold {threshold})")
-    ax.legend()
+    ax.legend(loc="upper center", ncol=2)
 
 
 def corr_vs_baseline(ax, neurons: pl.DataFrame, threshold: float) -> None:

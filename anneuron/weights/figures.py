@@ -396,9 +396,11 @@ def entropy_by_layer(neurons: pl.DataFrame, n_named: int = 5):
     ax.plot(ls, q[:, 1], "o-", color="C0", ms=3, label="median")
     ax.plot(ls, [np.nanmax(share[layer == l]) for l in ls], "^", color="C3", ms=4, label="max")
     ax.set(xlabel="layer", ylabel="share of ‖w_out‖² in the null space", title="null-space share by layer")
+    ax.set_xticks(ls[:: max(1, -(-n_layers // 18))])
     ax.legend()
     sc = bx.scatter(norm, share, c=layer, s=5, cmap="viridis", alpha=0.7, rasterized=True)
-    fig.colorbar(sc, ax=bx, label="layer")
+    bar = fig.colorbar(sc, ax=bx, label="layer")
+    bar.set_ticks(ls[:: max(1, -(-n_layers // 12))])
     score = np.nan_to_num(share * norm, nan=-np.inf)
     top = np.argsort(-score, kind="stable")[:n_named]
     d_mlp = int(neurons["neuron"].max()) + 1
