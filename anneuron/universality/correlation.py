@@ -6,7 +6,8 @@ keeps three cross-product accumulators, each (na, nb) float64: A·B, A·rot(B) (
 baseline), where rot(X) is X's activations mixed by a random rotation per layer (anneuron.universality.baseline).
 
 Numerics: every column is **shifted** by its mean over the first batch before anything is summed (Σ(x−s),
-Σ(x−s)², Σ(x−s)(y−t)), the per-batch products are one float32 GEMM each, and the running sums are float64. A
+Σ(x−s)², Σ(x−s)(y−t)), each batch's sums and products are float32 (one GEMM per product), and the running sums
+across batches are float64. A
 Pearson correlation is unchanged by a shift, and with s near the mean the sums no longer cancel catastrophically:
 cov = Σxy/n − x̄ȳ of raw activations whose mean is 10^3 times their spread loses every digit in float32
 (tests/universality/test_correlation.py has a neuron where the unshifted sums give |error| > 0.1 and shifted ones
@@ -46,8 +47,10 @@ class _Moments:
         if self.shift is None:
             self.shift = x.mean(0) if shifted else torch.zeros_like(x[0])
         x = x - self.shift
-        self.s1 += x.sum(0, dtype=torch.float64)
-        self.s2 += (x.double() ** 2).sum(0)
+        # per-batch sums in float32 (of shifted values: no cancellation), accumulated in float64 like the products;
+        # converting the (T, n) batch to float64 instead cost as much as a GEMM (anneuron.bench universality)
+        self.s1.add_(x.sum(0))  # (float64 += float32 in place: no float64 temporary)
+        self.s2.add_((x * x).sum(0))
         return x
 
     def cov_terms(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,20 +89,23 @@ class TileCorrelation:
         if xa.shape[0] == 0:
             return
         xa, xb = self.ma.centred(xa.float(), self.shifted), self.mb.centred(xb.float(), self.shifted)
-        self.ab += (xa.T @ xb).double()  # one float32 GEMM per batch, accumulated in float64
+        self.ab.add_(xa.T @ xb)  # one float32 GEMM per batch, accumulated in float64 (in place)
         if self.baseline:
             ra, rb = self.mra.centred(ra.float(), self.shifted), self.mrb.centred(rb.float(), self.shifted)
-            self.a_rb += (xa.T @ rb).double()
-            self.ra_b += (ra.T @ xb).double()
+            self.a_rb.add_(xa.T @ rb)
+            self.ra_b.add_(ra.T @ xb)
         self.n += xa.shape[0]
 
     def _corr(self, cross: torch.Tensor, ma: _Moments, mb: _Moments) -> torch.Tensor:
         """Pearson ρ (na, nb) from the shifted sums; 0 where either neuron is constant over the tokens."""
         mean_a, sa = ma.cov_terms(self.n)
         mean_b, sb = mb.cov_terms(self.n)
-        num = cross - self.n * mean_a[:, None] * mean_b[None, :]
-        den = sa[:, None] * sb[None, :]
-        return torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros((), dtype=num.dtype, device=num.device))
+        # in place: two (na, nb) float64 temporaries at a time (plan.MATRICES_PER_TILE counts them)
+        num = torch.outer(mean_a, mean_b).mul_(-self.n).add_(cross)
+        den = torch.outer(sa, sb)
+        constant = den == 0
+        num.div_(den.clamp_min_(1e-300)).masked_fill_(constant, 0.0)
+        return num
 
     def correlation(self) -> torch.Tensor:
         """The tile's (na, nb) correlation matrix (tests and the twin scatter; the stage keeps only reductions)."""
