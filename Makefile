@@ -24,6 +24,10 @@ REAL_RESOURCES := resources/models/smollm2-135m resources/data/wiki-leads.parque
 DEMO_FIRST_smollm2-wiki := $(REAL_RESOURCES)
 DEMO_MODEL_smollm2-wiki := smollm2-135m
 DEMO_NEURON_smollm2-wiki := L25N1527
+# universal (docs/demos.md): three demo-emergent replicates and the universality stage across them; the pages of
+# each seed link a neuron to its twins in the other two
+DEMO_MODEL_universal := demo-emergent-seed1
+DEMO_NEURON_universal := L1N0
 DEMO_RESULTS = results/$(or $(DEMO_MODEL_$(DEMO)),$(DEMO))
 
 # The pinned wheels alone (.ci/run tries this first: test-real runs where they can be fetched).

@@ -150,6 +150,27 @@ def by_tokenizer(specs: dict[str, ModelSpec]) -> dict[str, list[ModelSpec]]:
     return out
 
 
+def universality_groups(config: dict, specs: dict[str, ModelSpec]) -> list[list[str]]:
+    """The groups of model ids whose neurons are correlated with each other (docs/science.md "Universality"):
+    `universality.models: auto` = every group of >= 2 configured models sharing a tokenizer id; a list = those
+    models, which must be configured and share one tokenizer."""
+    chosen = config["universality"]["models"]
+    if chosen == "auto":
+        return [sorted(s.id for s in g) for g in by_tokenizer(specs).values() if len(g) >= 2]
+    ids = [model_id(name) for name in chosen]
+    unknown = [name for name, i in zip(chosen, ids) if i not in specs]
+    if unknown:
+        raise ConfigError(f"config: universality.models: {unknown[0]} is not one of models:")
+    if len(set(ids)) < 2:
+        raise ConfigError("config: universality.models: needs at least two different models")
+    toks = {specs[i].tokenizer_id: i for i in ids}
+    if len(toks) > 1:
+        (ta, ma), (tb, mb) = list(toks.items())[:2]
+        raise ConfigError(f"config: universality.models: {ma} (tokenizer {ta}) and {mb} (tokenizer {tb}) do not "
+                          "share a tokenizer, so they cannot read the same tokens")
+    return [sorted(set(ids))]
+
+
 def drop_default_experiments(config: dict, named: Collection[str]) -> dict:
     """With `experiments_defaults: false`, only the experiments a configfile or `--config` names (`named`) are
     kept: a study's configfile can switch off config.yaml's own, which Snakemake merges into every configfile (on
@@ -172,6 +193,7 @@ def check(config: dict, schema_path: str | Path, validate: SchemaValidator, prod
         raise ConfigError(f"config: dataset: {ds} does not exist and no rule produces it")
     for group in by_tokenizer(specs).values():
         seq_len_for(config, group)
+    universality_groups(config, specs)
     curves = config["curves"]
     if curves["readout"] == "post" and not config["record"]["pred_post"]:
         raise ConfigError("config: curves.readout: post counts the post's readout, which record only writes with "

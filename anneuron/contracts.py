@@ -53,6 +53,8 @@ PATHS: dict[str, str] = {
     "rehearsal_model": "resources/models/rehearsal-gpt2-large",
     "emergent_corpus": "resources/data/demo-emergent-{split}.parquet",
     "emergent_model": "resources/models/demo-emergent",
+    # demo-emergent retrained from another initialisation seed on the same corpus (`make demo DEMO=universal`)
+    "emergent_replicate": "resources/models/demo-emergent-seed{seed}",
     "emergent_loss_curve": "results/demo-emergent/figures/training/loss_curve.png",
     "emergent_loss_curve_svg": "results/demo-emergent/figures/training/loss_curve.svg",
     # smollm2-wiki, the real-model demo (anneuron.demos.real): pinned wheels from the Python package index, the
@@ -104,6 +106,16 @@ PATHS: dict[str, str] = {
     "exp_config": "results/{model}/experiments/{exp}/config.json",
     "experiments_summary": "results/{model}/experiments/summary.parquet",
     "experiments_overview": "results/{model}/experiments/overview.parquet",
+    # universality (anneuron.universality): per pair of models sharing a tokenizer, tiles of neuron blocks (under the
+    # pair's first model in sorted order, `other` the second), merged per model; the figures
+    "universality_tile": "results/{model}/universality/tiles/{other}/tile-{i}-{j}.parquet",
+    "universality_tile_pairs": "results/{model}/universality/tiles/{other}/tile-{i}-{j}.pairs.parquet",
+    "universality_neurons": "results/{model}/universality/neurons.parquet",
+    "universality_summary": "results/{model}/universality/summary.parquet",
+    "universality_pairs": "results/{model}/universality/pairs.parquet",
+    "universality_properties": "results/{model}/universality/properties.parquet",
+    "universality_config": "results/{model}/universality/config.json",
+    "figures_universality": "results/{model}/figures/universality",
     # provenance: every stage config file of a model, gathered
     "manifest": "results/{model}/manifest.json",
     "manifest_html": "results/{model}/figures/manifest.html",
@@ -155,10 +167,12 @@ MOMENT_COLUMNS = [f"{basis}_{m}" for basis in ("wu", "cos") for m in ("mean", "v
 WEIGHTS_TOKENS = pa.schema([("token_id", pa.int64()), ("token_str", pa.string()),
                             ("top_neurons", pa.list_(pa.int64())), ("top_values", pa.list_(pa.float32())),
                             ("d_tok", pa.float64())])
+# `w_out_norm` and `null_share` (entropy neurons: anneuron.weights.entropy) were added last, for issue 23
 NEURON_STATS = pa.schema([("layer", pa.int64()), ("neuron", pa.int64()),
                           ("top_token_ids", pa.list_(pa.int64())), ("top_values", pa.list_(pa.float32())),
                           ("bottom_token_ids", pa.list_(pa.int64())), ("bottom_values", pa.list_(pa.float32())),
-                          ("d_neu", pa.float64())] + [(c, pa.float64()) for c in MOMENT_COLUMNS])
+                          ("d_neu", pa.float64())] + [(c, pa.float64()) for c in MOMENT_COLUMNS]
+                         + [("w_out_norm", pa.float64()), ("null_share", pa.float64())])
 NEURONS = NEURON_STATS.append(pa.field("neuron_class", pa.string()))
 PAIRS = pa.schema([("rank", pa.int64()), ("layer", pa.int64()), ("neuron", pa.int64()), ("token_id", pa.int64()),
                    ("token_str", pa.string()), ("congruence", pa.float32()), ("d_neu", pa.float64()),
@@ -236,6 +250,26 @@ EXPERIMENTS_SUMMARY = pa.schema([("layer", pa.int32()), ("neuron", pa.int32()),
                                  ("experiments", pa.list_(pa.string())), ("n_experiments", pa.int32()),
                                  ("max_exact", pa.float64()), ("mean_z", pa.float64())])
 
+# Universality (docs/science.md "Universality"): flat neuron = layer · d_mlp + neuron. A tile's table has one row per
+# neuron of either side (`a`: the pair's first model, `b`: the second) against the other side's block.
+UNIVERSALITY_TILE = pa.schema([("side", pa.string()), ("flat", pa.int64()), ("max_corr", pa.float64()),
+                               ("argmax", pa.int64()), ("min_corr", pa.float64()),
+                               ("baseline_max_corr", pa.float64())])
+UNIVERSALITY_TILE_PAIRS = pa.schema([("a_flat", pa.int64()), ("b_flat", pa.int64()), ("corr", pa.float64())])
+UNIVERSALITY_NEURONS = pa.schema([("layer", pa.int32()), ("neuron", pa.int32()), ("other_model", pa.string()),
+                                  ("max_corr", pa.float64()), ("max_layer", pa.int32()), ("max_neuron", pa.int32()),
+                                  ("min_corr", pa.float64()), ("baseline_max_corr", pa.float64())])
+UNIVERSALITY_SUMMARY = pa.schema([("layer", pa.int32()), ("neuron", pa.int32()), ("varrho", pa.float64()),
+                                  ("baseline_varrho", pa.float64()), ("excess", pa.float64()),
+                                  ("universal", pa.bool_())])
+UNIVERSALITY_PAIRS = pa.schema([("rank", pa.int32()), ("layer", pa.int32()), ("neuron", pa.int32()),
+                                ("other_model", pa.string()), ("other_layer", pa.int32()),
+                                ("other_neuron", pa.int32()), ("corr", pa.float64())])
+UNIVERSALITY_PROPERTIES = pa.schema([("layer", pa.int32()), ("neuron", pa.int32()), ("act_frequency", pa.float64()),
+                                     ("act_mean", pa.float64()), ("act_skew", pa.float64()),
+                                     ("act_kurt", pa.float64()), ("w_in_norm", pa.float64()),
+                                     ("w_out_norm", pa.float64()), ("in_out_cos", pa.float64())])
+
 PAPER_CHECK = pa.schema([
     ("section", pa.string()), ("key", pa.string()), ("quantity", pa.string()), ("published_item", pa.string()),
     ("published", pa.float64()), ("our_item", pa.string()), ("ours", pa.float64()), ("difference", pa.float64()),
@@ -261,5 +295,11 @@ TABLES: dict[str, pa.Schema] = {
     "experiments_summary": EXPERIMENTS_SUMMARY,
     "experiments_overview": EXPERIMENTS_OVERVIEW,
     "paper_check": PAPER_CHECK,
+    "universality_tile": UNIVERSALITY_TILE,
+    "universality_tile_pairs": UNIVERSALITY_TILE_PAIRS,
+    "universality_neurons": UNIVERSALITY_NEURONS,
+    "universality_summary": UNIVERSALITY_SUMMARY,
+    "universality_pairs": UNIVERSALITY_PAIRS,
+    "universality_properties": UNIVERSALITY_PROPERTIES,
 }
 

@@ -164,12 +164,14 @@ class EmergentModelConfig(StageConfig):
     train: TrainConfig
 
     @classmethod
-    def of(cls, config: dict, n_ctx: int) -> "EmergentModelConfig":
-        """`n_ctx`: the demo model's context (anneuron.demos.specs, which the core does not import)."""
+    def of(cls, config: dict, n_ctx: int, seed: int | None = None) -> "EmergentModelConfig":
+        """`n_ctx`: the demo model's context (anneuron.demos.specs, which the core does not import). `seed`: the
+        training seed of a replicate (emergent_replicate; the corpus and probes stay demo.seed's), else demo.seed."""
         keys = {f.name for f in fields(TrainConfig)} - {"n_ctx", "seed"}
         train = {k: config["demo"]["emergent"][k] for k in keys}
+        seed = config["demo"]["seed"] if seed is None else seed
         return cls.from_dict({"probe_seed": emergent_seed(config, "probes"),
-                              "train": {**train, "n_ctx": n_ctx, "seed": config["demo"]["seed"]}})
+                              "train": {**train, "n_ctx": n_ctx, "seed": seed}})
 
 
 # --- the stages ---------------------------------------------------------------------------------------------------
@@ -203,6 +205,7 @@ class CongruenceConfig(StageConfig):
     chunk_neurons: int | str
     dtype: str
     save_matrix: bool
+    null_dims: int  # the unembedding's bottom singular directions that make its null space (entropy neurons)
 
     @classmethod
     def of(cls, config: dict) -> "CongruenceConfig":
@@ -427,3 +430,74 @@ class PaperCheckConfig(StageConfig):
             standout_min_score=patching["standout_min_score"],
             experiments={name: {k: e[k] for k in ("clean", "corrupted", "answer", "wrong", "neuron_layers")}
                          for name, e in config["experiments"].items()}))
+
+
+# --- universality (anneuron.universality) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UniversalityTileConfig(StageConfig):
+    """One tile job (universality_tile): how the models run and what is summed. Not the models list nor the
+    threshold: adding a model or moving the threshold reruns no tile."""
+
+    device: str
+    dtype: str
+    engine: str
+    batch_size: int
+    max_tokens: int
+    seed: int  # the rotation baseline's
+    top_pairs: int
+
+    @classmethod
+    def of(cls, config: dict) -> "UniversalityTileConfig":
+        u = config["universality"]
+        return cls.from_dict({"device": config["device"], "dtype": config["dtype"],
+                              "engine": config["record"]["engine"], "batch_size": u["batch_size"],
+                              "max_tokens": u["max_tokens"],
+                              "seed": u["baseline"]["seed"], "top_pairs": u["top_pairs"]})
+
+
+@dataclass(frozen=True)
+class UniversalityConfig(StageConfig):
+    """The merge of one model's tiles (universality): ϱ's threshold and the pairs kept."""
+
+    threshold: float
+    top_pairs: int
+
+    @classmethod
+    def of(cls, config: dict) -> "UniversalityConfig":
+        return cls.from_dict({k: config["universality"][k] for k in ("threshold", "top_pairs")})
+
+
+@dataclass(frozen=True)
+class UniversalityPropertiesConfig(StageConfig):
+    """universality_properties: each neuron's activation moments over the tiles' tokens, and its weights."""
+
+    device: str
+    dtype: str
+    engine: str
+    batch_size: int
+    max_tokens: int
+
+    @classmethod
+    def of(cls, config: dict) -> "UniversalityPropertiesConfig":
+        t = UniversalityTileConfig.of(config).to_dict()
+        return cls.from_dict({k: t[k] for k in ("device", "dtype", "engine", "batch_size", "max_tokens")})
+
+
+@dataclass(frozen=True)
+class UniversalityFiguresConfig(StageConfig):
+    """universality_figures: the threshold drawn and how many tokens the twins' scatter samples."""
+
+    threshold: float
+    twin_tokens: int
+    device: str
+    dtype: str
+    engine: str
+
+    @classmethod
+    def of(cls, config: dict) -> "UniversalityFiguresConfig":
+        u = config["universality"]
+        return cls.from_dict({"threshold": u["threshold"], "twin_tokens": u["twin_tokens"],
+                              "device": config["device"], "dtype": config["dtype"],
+                              "engine": config["record"]["engine"]})

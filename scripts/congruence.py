@@ -10,6 +10,7 @@ from anneuron.models import load_model, resolve_device
 from anneuron.provenance import provenance, require_gpu
 from anneuron.stage_config import CongruenceConfig
 from anneuron.weights import congruence as CG
+from anneuron.weights.entropy import entropy_columns
 
 setup_logging(snakemake)
 cfg = CongruenceConfig.from_dict(snakemake.params.cfg)
@@ -25,7 +26,8 @@ res = CG.congruence_pass(weights, basis=cfg.basis, top_k=cfg.top_k, chunk_neuron
                          dtype=dtype, matrix_dir=snakemake.output.get("matrix"))
 seconds = time.perf_counter() - t0
 write_parquet(snakemake.output.tokens, CG.tokens_table(res, CG.token_strings(bridge.tokenizer, weights.d_vocab)))
-write_parquet(snakemake.output.stats, CG.neurons_table(res))
+entropy = entropy_columns(weights.w_out, weights.W_U, cfg.null_dims)
+write_parquet(snakemake.output.stats, CG.neurons_table(res, entropy))
 write_json(snakemake.output.summary, {  # no wall times here (they are in the log): reruns stay byte-identical
     "model": model, "basis": cfg.basis, "top_k": cfg.top_k, "device": device,
     "dtype": str(dtype).removeprefix("torch."),

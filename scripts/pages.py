@@ -14,5 +14,6 @@ sources.neurons, sources.tokens, sources.pairs = Path(inp.neurons), Path(inp.tok
 sources.congruence, sources.examples = Path(inp.congruence), Path(inp.examples)
 sources.watched, sources.curves, sources.predictions = Path(inp.watched), Path(inp.curves), Path(inp.predictions)
 sources.experiments_summary = Path(inp.summary[0]) if inp.summary else None
+sources.universality, sources.universality_summary = [Path(f) for f in inp.universality] or [None, None]
 stats = build_site(Path(snakemake.output.index).parent, sources, p.model)
 logging.getLogger("pages").info("pages: %s", json.dumps(stats))

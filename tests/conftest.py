@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -70,6 +71,11 @@ def ground_truth(demo_dir) -> dict:
     return load_ground_truth(demo_dir)
 
 
+def no_entropy(n: int) -> dict:
+    """Entropy columns for tables built from a bare congruence matrix (no weights): NaN, as for a zero w_out."""
+    return {"w_out_norm": np.full(n, np.nan), "null_share": np.full(n, np.nan)}
+
+
 def write_token_shards(texts: list[str], folder: Path, n_shards: int, seq_len: int, chunking: str = "concat"):
     """Token shards of a list of texts (GPT-2 tokenizer), as the tokenize stage writes them."""
     from anneuron.data import chunk_rows, tokenize_documents, write_shards
@@ -110,11 +116,13 @@ def demo_congruence(demo_bridge) -> dict:
     """The weights pass (anneuron.weights.congruence, basis we, fp32, default chunking) over the planted demo, as the
     rules write it: {result, tokens, neurons (no classes), weights}."""
     from anneuron.weights.congruence import congruence_pass, neurons_table, token_strings, tokens_table, weights_of
+    from anneuron.weights.entropy import entropy_columns
 
     weights = weights_of(demo_bridge)
     res = congruence_pass(weights, basis="we", top_k=16, chunk_neurons="auto", device="cpu", dtype=torch.float32,
                           progress=False)
-    return dict(result=res, weights=weights, neurons=neurons_table(res),
+    entropy = entropy_columns(weights.w_out, weights.W_U, 12)
+    return dict(result=res, weights=weights, neurons=neurons_table(res, entropy),
                 tokens=tokens_table(res, token_strings(demo_bridge.tokenizer, weights.d_vocab)))
 
 

@@ -129,3 +129,10 @@ def test_pages(demo_site):
     check(out, {"model", "under_1s", "console_errors"},
           {"neurons", "site_gb", "files", "views", "view_median_s", "view_max_s", "index_s", "token_view_s"})
     assert (out["model"], out["neurons"], out["views"], out["console_errors"]) == ("demo-planted", 4 * 1024, 2, 0)
+
+
+def test_universality():
+    out = bench("universality", "--tile-mb", "0.25", "--tokens", "2048", "--batch", "512", "--threads", "1")
+    check(out, {"paper", "ratio", "peak_rss_gb"},
+          {"gflops", "gemm_gflops", "ratio", "tile_side", "paper.hours_fp32", "paper.tiles_per_pair"})
+    assert out["tile_side"] == 64 and out["tokens"] == 2048  # 8 float64 matrices of 64 x 64 = 0.25 MB

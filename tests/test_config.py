@@ -79,6 +79,14 @@ def test_the_pinned_revision_reaches_the_model_spec():
         (lambda c: c.update(dtype="auto"), "dtype: 'auto' is not one of ['float32', 'bfloat16', 'float16']"),
         (lambda c: c.update(models=["resources/models/demo-planted", "elsewhere/demo-planted"]),
          "two models share the id demo-planted"),
+        (lambda c: c.update(universality={"models": ["resources/models/demo-planted", "gpt2"]}),
+         "universality.models: gpt2 is not one of models:"),
+        (lambda c: c.update(models=["resources/models/demo-planted", "resources/models/smollm2-135m"],
+                            universality={"models": ["resources/models/demo-planted",
+                                                     "resources/models/smollm2-135m"]}),
+         "universality.models: demo-planted (tokenizer gpt2) and smollm2-135m (tokenizer smollm2-135m) do not share"),
+        (lambda c: c.update(universality={"threshold": 1.5}), "universality.threshold"),
+        (lambda c: c.update(universality={"models": ["resources/models/demo-planted"]}), "universality.models"),
     ],
 )
 def test_errors_are_one_line_naming_the_key(demo, edit, message):

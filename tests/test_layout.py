@@ -11,7 +11,7 @@ import pytest
 LIB = Path(__file__).resolve().parents[1] / "anneuron"
 # Each package may import itself and the levels before it; core imports core only. demos may use the stages (a demo
 # runs them to check what it built); bench and devtools sit above everything and nothing imports them.
-LEVELS = ["core", "weights", "dataset", "experiments", "pages|report", "demos", "bench|devtools"]
+LEVELS = ["core", "weights", "dataset", "experiments", "universality", "pages|report", "demos", "bench|devtools"]
 
 
 def level(module: str) -> int:

@@ -37,6 +37,10 @@ def every_object(config: dict) -> dict[str, S.StageConfig]:
         "experiment": S.ExperimentConfig.of(config, "an_picked"),
         "example_activations": S.ExampleActivationsConfig.of(config),
         "paper_check": S.PaperCheckConfig.of(config, 128),
+        "emergent_replicate": S.EmergentModelConfig.of(config, 64, seed=3),
+        "universality_tile": S.UniversalityTileConfig.of(config), "universality": S.UniversalityConfig.of(config),
+        "universality_properties": S.UniversalityPropertiesConfig.of(config),
+        "universality_figures": S.UniversalityFiguresConfig.of(config),
     }
 
 
@@ -86,11 +90,13 @@ def test_nested_config_objects(config):
     (("curves", "min_count"), 5, {"curves", "dataset_figures"}),
     # a bigger held-out corpus must not retrain demo-emergent
     (("demo", "emergent", "heldout_docs"), 10, {"emergent_corpus"}),
-    (("demo", "emergent", "d_mlp"), 64, {"emergent_model"}),
-    (("demo", "seed"), 1, {"demo_model", "demo_corpus", "emergent_corpus", "emergent_model"}),
+    (("demo", "emergent", "d_mlp"), 64, {"emergent_model", "emergent_replicate"}),
+    # a replicate's training seed is its own, but its corpus and probes are demo.seed's
+    (("demo", "seed"), 1, {"demo_model", "demo_corpus", "emergent_corpus", "emergent_model", "emergent_replicate"}),
     (("patching", "batch_size"), 8, {"experiment"}),
     (("patching", "standout_min_score"), 0, {"experiment", "paper_check"}),
-    (("dtype",), "bfloat16", {"record", "experiment", "example_activations", "paper_check"}),
+    (("dtype",), "bfloat16", {"record", "experiment", "example_activations", "paper_check", "universality_tile",
+                              "universality_properties", "universality_figures"}),
     # which data the counts come from: the paper check says "not comparable" when it is not the post's
     (("data", "config_name"), "en", {"fetch_dataset", "paper_check"}),
     (("data", "max_docs"), 100, {"tokenize", "paper_check"}),
@@ -98,6 +104,11 @@ def test_nested_config_objects(config):
     (("curves", "binning"), "post", {"curves", "dataset_figures", "paper_check"}),
     (("patching", "standout_z"), 6, {"experiment", "paper_check"}),
     (("congruence", "dtype"), "bfloat16", {"congruence", "paper_check"}),
+    # the threshold is the merge's and the figures': no tile reruns; the token count reruns every tile
+    (("universality", "threshold"), 0.3, {"universality", "universality_figures"}),
+    (("universality", "max_tokens"), 1000, {"universality_tile", "universality_properties"}),
+    (("universality", "baseline", "seed"), 1, {"universality_tile"}),
+    (("universality", "top_pairs"), 5, {"universality_tile", "universality"}),
 ])
 def test_a_config_change_changes_exactly_the_objects_of_the_rules_it_concerns(config, key, value, changed):
     """What Snakemake's params trigger sees: only these rules' params differ (their rules rerun, and what reads

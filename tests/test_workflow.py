@@ -77,9 +77,11 @@ def _planned_jobs(text: str) -> list[tuple[str, dict[str, str]]]:
 
 
 def test_slurm_profile_sends_gpu_rules_to_the_gpu_partition():
-    """Planned with the slurm profile on the real study (gpt2-large; offline): gpu=1 jobs on `gpu`, others on
-    `cpu`, and every set-resources entry names a rule of the workflow."""
-    r = snakemake("-n", "--forceall", "--profile", "workflow/profiles/slurm")
+    """Planned with the slurm profile on the real study with a second GPT-2 (gpt2-large and gpt2-medium, so the
+    universality tiles are planned too; offline): gpu=1 jobs on `gpu`, others on `cpu`, and every set-resources
+    entry names a rule of the workflow."""
+    r = snakemake("-n", "--forceall", "--profile", "workflow/profiles/slurm", "--config",
+                  'models=["gpt2-large","gpt2-medium"]')
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     jobs = _planned_jobs(r.stdout + r.stderr)
     assert jobs
@@ -220,8 +222,9 @@ def test_each_model_gets_its_complete_results(run_dir, plans):
             assert (root / table).exists(), (model, table)
         assert list((root / "figures").rglob("*.png")), model
     # The same jobs per model (the neurons each model watches aside): nothing of one model is shared or skipped.
-    def shape(model: str) -> set[str]:
-        return {re.sub(r"L\d+N\d+", "LxNy", p.split("/", 2)[2]) for p in of_model(everything, model)}
+    def shape(model: str) -> set[str]:  # (a pair's universality tiles live under its first model only)
+        return {re.sub(r"L\d+N\d+", "LxNy", p.split("/", 2)[2]) for p in of_model(everything, model)
+                if "/universality/tiles/" not in p}
     assert shape("demo-planted") == shape("tiny-random")
     import pyarrow.parquet as pq
 
@@ -276,9 +279,11 @@ def test_standouts_make_the_dataset_pass_wait_for_the_experiments(plans):
 @pytest.mark.slow
 def test_class_thresholds_rerun_the_classes_and_the_weights_figures(plans):
     """classes.kurtosis reaches weights_figures through its typed config (the classes figure draws the thresholds)
-    as well as neuron_classes; then what reads neurons.parquet (the pages, the paper check), nothing else."""
+    as well as neuron_classes; then what reads neurons.parquet (the pages, the paper check, the universality figures'
+    class panel: the two models share a tokenizer), nothing else."""
     jobs = plans["kurtosis"]
-    assert rules(jobs) <= {"neuron_classes", "weights_figures", "pages", "paper_check"}, rules(jobs)
+    assert rules(jobs) <= {"neuron_classes", "weights_figures", "pages", "paper_check", "universality_figures"}, \
+        rules(jobs)
     for model in MODELS:
         assert {"neuron_classes", "weights_figures"} <= rules(jobs, model), model
 

@@ -3,6 +3,9 @@ corpus files, so that the config check can resolve a demo model that does not ex
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from anneuron.contracts import PATHS
 from anneuron.resolve import Produced
 
@@ -25,10 +28,21 @@ DATA_FILES = ("resources/data/demo-planted.parquet", "resources/data/demo-emerge
               "resources/data/demo-emergent-heldout.parquet", PATHS["real_corpus"])
 
 
+# demo-emergent retrained from another seed (`make demo DEMO=universal`): any configured folder of this form
+REPLICATE_RE = re.compile(re.escape(PATHS["emergent_replicate"]).replace(r"\{seed\}", r"(\d+)") + "$")
+
+
+def replicate_seed(folder: str) -> int | None:
+    """The training seed of a demo-emergent replicate folder, None for any other folder."""
+    m = REPLICATE_RE.match(str(Path(folder)))
+    return int(m.group(1)) if m else None
+
+
 def produced_models(config: dict) -> dict[str, Produced]:
-    """Model folder -> Produced, for the folders the demo rules build (demo-emergent's shape is in the config)."""
+    """Model folder -> Produced, for the folders the demo rules build (demo-emergent's shape is in the config; its
+    replicates, the configured folders named like PATHS["emergent_replicate"], have the same)."""
     e = config["demo"]["emergent"]
-    return {PLANTED_MODEL: PLANTED,
-            EMERGENT_MODEL: Produced(n_layers=e["n_layer"], d_model=e["d_model"], d_mlp=e["d_mlp"],
-                                     n_ctx=EMERGENT_N_CTX),
-            SMOLLM2_MODEL: SMOLLM2, REHEARSAL_MODEL: REHEARSAL}
+    emergent = Produced(n_layers=e["n_layer"], d_model=e["d_model"], d_mlp=e["d_mlp"], n_ctx=EMERGENT_N_CTX)
+    replicates = {str(Path(m)): emergent for m in config.get("models", []) if replicate_seed(m) is not None}
+    return {PLANTED_MODEL: PLANTED, EMERGENT_MODEL: emergent, SMOLLM2_MODEL: SMOLLM2, REHEARSAL_MODEL: REHEARSAL,
+            **replicates}

@@ -56,6 +56,8 @@ class Sources:
     experiments: dict[str, Path] = field(default_factory=dict)  # name -> its folder
     experiments_summary: Path | None = None
     dataset: str | None = None
+    universality: Path | None = None  # universality/neurons.parquet: each neuron's twin in each other model
+    universality_summary: Path | None = None  # universality/summary.parquet: ϱ and the universal flag
 
     @classmethod
     def of(cls, model: str, dataset: str | None, experiments: list[str], root: str | Path = ".") -> "Sources":
@@ -66,7 +68,8 @@ class Sources:
                    congruence=at("weights_summary"), examples=ds("example_activations"), watched=ds("watched"),
                    curves=ds("curves"), predictions=ds("predictions"),
                    experiments={e: at("exp_neurons", exp=e).parent for e in experiments},
-                   experiments_summary=at("experiments_summary") if experiments else None, dataset=dataset)
+                   experiments_summary=at("experiments_summary") if experiments else None, dataset=dataset,
+                   universality=at("universality_neurons"), universality_summary=at("universality_summary"))
 
 
 def contrast_path(exp_dir: Path) -> Path:
@@ -291,6 +294,8 @@ class _Builder:
         self.predictions = read_parquet(src.predictions) if _exists(src.predictions) else None
         self.summary = read_parquet(src.experiments_summary).to_pylist() if _exists(src.experiments_summary) else []
         self.has_examples = _exists(src.examples)
+        self.has_universality = _exists(src.universality) and _exists(src.universality_summary)
+        self.twins, self.varrho = self.universality_of() if self.has_universality else ({}, {})
         self.examples_of = ExamplesByLayer(src.examples) if self.has_examples else None
         self.sizes: dict[str, int] = {}
 
@@ -308,6 +313,17 @@ class _Builder:
             out[r["layer"] * self.d_mlp + r["neuron"]] = [r["rank"], r["token_id"], r["token_str"], num(r["score"]),
                                                           num(r["congruence"]), num(r["d_neu"]), num(r["d_tok"])]
         return out
+
+    def universality_of(self) -> tuple[dict[int, list], dict[int, list]]:
+        """flat -> its twin in each other model [other id, layer, neuron, ρ, baseline max ρ]; flat -> [ϱ, excess,
+        universal]."""
+        twins: dict[int, list] = {}
+        for r in read_parquet(self.src.universality, schema=K.UNIVERSALITY_NEURONS).to_pylist():
+            twins.setdefault(r["layer"] * self.d_mlp + r["neuron"], []).append(
+                [r["other_model"], r["max_layer"], r["max_neuron"], num(r["max_corr"]), num(r["baseline_max_corr"])])
+        varrho = {r["layer"] * self.d_mlp + r["neuron"]: [num(r["varrho"]), num(r["excess"]), int(r["universal"])]
+                  for r in read_parquet(self.src.universality_summary, schema=K.UNIVERSALITY_SUMMARY).to_pylist()}
+        return twins, varrho
 
     def watch_of(self) -> dict[int, list]:
         return {w["layer"] * self.d_mlp + w["neuron"]: [w["rank"], w["source"], w["token_id"], w["token_str"],
@@ -359,6 +375,9 @@ class _Builder:
         bot_vals, _ = _lists(nt.column("bottom_values"))
         moments = np.stack([_float(nt, c) for c in K.MOMENT_COLUMNS], 1)
         d_neu = _float(nt, "d_neu")
+        # entropy neurons (anneuron.weights.entropy): null-space share of w_out and its norm, when the table has them
+        entropy = np.stack([_float(nt, c) for c in ("null_share", "w_out_norm")], 1) \
+            if "null_share" in nt.schema.names else None
         pairs, watch, curves = self.pair_of(), self.watch_of(), self.curve_of()
         standouts = {i: e.standout for i, e in enumerate(self.experiments) if e.standout is not None}
         kurt = moments[:, K.MOMENT_COLUMNS.index("cos_kurt")]
@@ -383,6 +402,14 @@ class _Builder:
                     "p": pairs.get(f), "x": self.experiments_of(f), "w": watch.get(f), "cv": curves.get(f),
                     "u": ex["u"] if ex else 0, "e": ex["e"] if ex else None,
                 }
+                if entropy is not None:
+                    rec["en"] = [num(x) for x in entropy[f]]
+                if self.has_universality:  # only then: the pages of a model without it keep their bytes
+                    rec["tw"], rec["vr"] = self.twins.get(f, []), self.varrho.get(f)
+                    vr = self.varrho.get(f)
+                    index.setdefault("v", []).append(vr[0] if vr else None)
+                    if vr and vr[2]:
+                        index.setdefault("un", []).append(j)
                 parts.setdefault(neuron_part(j), {})[str(j)] = rec
                 index["c"].append(CLASSES.index(cls) if cls in CLASSES else len(CLASSES) - 1)
                 index["d"].append(num(d_neu[f], 3))
@@ -466,6 +493,9 @@ class _Builder:
             "token_shard": TOKEN_SHARD, "experiments": exps, "pairs": pairs, "n_pairs": self.pairs.num_rows,
             "watched": watched, "summary": summary, "n_summary": len(self.summary),
             "has_examples": self.has_examples, "has_curves": bool(self.curves), **extra,
+            **({"universality": {"others": sorted({t[0] for tw in self.twins.values() for t in tw}),
+                                 "n_universal": sum(v[2] for v in self.varrho.values())}}
+               if self.has_universality else {}),
         }
 
 

@@ -635,9 +635,9 @@ def tokens_table(res: Congruence, token_strs: Sequence[str]) -> pa.Table:
     }, schema=WEIGHTS_TOKENS)
 
 
-def neurons_table(res: Congruence) -> pa.Table:
+def neurons_table(res: Congruence, entropy: dict[str, np.ndarray]) -> pa.Table:
     """The neuron columns of neurons.parquet (all but neuron_class, which anneuron.weights.neuron_classes adds), in
-    flat-id order. Bottom lists are most negative first."""
+    flat-id order. Bottom lists are most negative first. `entropy`: anneuron.weights.entropy.entropy_columns."""
     n = res.neuron_top_ids.shape[0]
     flat = np.arange(n)
     cols = {
@@ -652,4 +652,6 @@ def neurons_table(res: Congruence) -> pa.Table:
     for prefix, m in (("wu", res.wu_moments), ("cos", res.cos_moments)):
         for j, name in enumerate(MOMENTS):
             cols[f"{prefix}_{name}"] = pa.array(m[:, j], pa.float64())
+    for name in ("w_out_norm", "null_share"):
+        cols[name] = pa.array(entropy[name], pa.float64())
     return pa.table(cols, schema=NEURON_STATS)

@@ -424,6 +424,35 @@ def neurons_to_draw(pairs: pl.DataFrame, listed: Sequence[Sequence[int]]) -> lis
     return list(dict.fromkeys([(layer, neuron) for layer, neuron in listed] + top))
 
 
+def entropy_by_layer(neurons: pl.DataFrame, n_named: int = 5):
+    """Entropy neurons (Gurnee et al. 2024, Sec. 5.3): left, every neuron's share of ‖w_out‖² in the unembedding's
+    null space by layer (median and 5-95 % band); right, that share against ‖w_out‖, coloured by layer, the
+    `n_named` neurons of largest share x norm named (large norm, all in the null space: an entropy neuron)."""
+    style()
+    layer = neurons["layer"].to_numpy()
+    share, norm = neurons["null_share"].to_numpy(), neurons["w_out_norm"].to_numpy()
+    n_layers = int(layer.max()) + 1
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    ls = np.arange(n_layers)
+    q = np.array([np.nanpercentile(share[layer == l], [5, 50, 95]) for l in ls])
+    ax.fill_between(ls, q[:, 0], q[:, 2], alpha=0.25, color="C0", label="5–95 %")
+    ax.plot(ls, q[:, 1], "o-", color="C0", ms=3, label="median")
+    ax.plot(ls, [np.nanmax(share[layer == l]) for l in ls], "^", color="C3", ms=4, label="max")
+    ax.set(xlabel="layer", ylabel="share of ‖w_out‖² in the null space", title="null-space share by layer")
+    ax.set_xticks(ls[:: max(1, -(-n_layers // 18))])
+    ax.legend()
+    sc = bx.scatter(norm, share, c=layer, s=5, cmap="viridis", alpha=0.7, rasterized=True)
+    bar = fig.colorbar(sc, ax=bx, label="layer")
+    bar.set_ticks(ls[:: max(1, -(-n_layers // 12))])
+    score = np.nan_to_num(share * norm, nan=-np.inf)
+    top = np.argsort(-score, kind="stable")[:n_named]
+    d_mlp = int(neurons["neuron"].max()) + 1
+    _label_points(bx, norm[top], share[top], [flat_name(int(f), d_mlp) for f in top])
+    bx.set(xlabel="‖w_out‖", ylabel="null-space share", title="entropy neurons: large norm, all in the null space")
+    fig.tight_layout()
+    return fig
+
+
 def draw_weights_figures(out_dir: str | Path, weights, tokens: pl.DataFrame, neurons: pl.DataFrame, pairs: pl.DataFrame,
                          neurons_to_draw: Sequence[tuple[int, int]], token_ids: Sequence[int], basis: str,
                          kurtosis: float, partition_var: float) -> list[Path]:
@@ -455,4 +484,5 @@ def draw_weights_figures(out_dir: str | Path, weights, tokens: pl.DataFrame, neu
     written += save_figure(top2_diff_per_neuron(neurons, strs, basis), out_dir / "top2_diff_per_neuron")
     written += save_figure(top_pairs(pairs, TOP_PAIRS_SHOWN, basis), out_dir / "top_pairs")
     written += save_figure(classes_by_layer(neurons, kurtosis, partition_var), out_dir / "classes_by_layer")
+    written += save_figure(entropy_by_layer(neurons), out_dir / "entropy_by_layer")
     return written

@@ -17,7 +17,7 @@ import pytest
 from anneuron import contracts as K
 from anneuron.io import write_json
 from anneuron.pages import SHARD_NEURONS, TOKEN_SHARD, Sources, build_site
-from anneuron.pages.build import js_literal
+from anneuron.pages.build import js_literal, num
 
 EVIL = ["<script>alert(1)</script>", "</script><b>x", "a & b", "\u2028line", '"quoted"', "<!--", " an", "\n",
         '<img src=x onerror="window.__pwned=1">']
@@ -54,7 +54,8 @@ def synthetic(tmp: Path, with_dataset: bool = True, with_experiments: bool = Tru
         "top_token_ids": lists(top_ids, pa.int64()), "top_values": lists(top_vals, pa.float32()),
         "bottom_token_ids": lists(bot_ids, pa.int64()), "bottom_values": lists(bot_vals, pa.float32()),
         "d_neu": (top_vals[:, 0] - top_vals[:, 1]).astype(np.float64),
-        **{c: rng.normal(size=n) for c in K.MOMENT_COLUMNS}, "neuron_class": cls.tolist(),
+        **{c: rng.normal(size=n) for c in K.MOMENT_COLUMNS}, "w_out_norm": rng.gamma(2.0, size=n),
+        "null_share": rng.beta(1, 20, n), "neuron_class": cls.tolist(),
     }).cast(K.NEURONS)
     tok_top = np.stack([rng.choice(n, 5, replace=False) for _ in range(V)])
     tok_vals = -np.sort(-rng.random((V, 5)), 1).astype(np.float32)
@@ -309,3 +310,39 @@ def test_sources_follow_the_contracts():
     assert str(s.experiments["e1"] / "neurons.parquet") == K.path("exp_neurons", model="m", exp="e1")
     folders = {Path(K.PATHS[k]).parent for k in ("pages_index", "pages_data", "pages_assets")}
     assert folders == {Path("results/{model}/pages")}
+
+
+def test_universality_twins_and_filter(tmp_path):
+    """With the universality tables each neuron lists its twin in each other model and the index its universal
+    neurons; without them (test_weights_only_site) no record or index gains a key."""
+    src, _ = synthetic(tmp_path, with_dataset=False, with_experiments=False)
+    n = L * D
+    flat = np.arange(n)
+    rows = []
+    for f in flat:
+        for o, rho in (("other-a", 0.9 if f == D + 2 else 0.2), ("other-b", 0.7 if f == D + 2 else 0.3)):
+            rows.append(dict(layer=f // D, neuron=f % D, other_model=o, max_corr=rho, max_layer=1, max_neuron=f % 5,
+                             min_corr=-0.1, baseline_max_corr=0.15))
+    varrho = np.where(flat == D + 2, 0.8, 0.25)
+    src.universality, src.universality_summary = tmp_path / "u.parquet", tmp_path / "s.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=K.UNIVERSALITY_NEURONS), src.universality)
+    pq.write_table(pa.table({"layer": (flat // D).astype(np.int32), "neuron": (flat % D).astype(np.int32),
+                             "varrho": varrho, "baseline_varrho": np.full(n, 0.15), "excess": varrho - 0.15,
+                             "universal": varrho > 0.5}).cast(K.UNIVERSALITY_SUMMARY), src.universality_summary)
+    build_site(tmp_path / "site", src, "m")
+    rec = neuron_record(tmp_path / "site", 1, 2)
+    assert rec["tw"] == [["other-a", 1, 2, 0.9, 0.15], ["other-b", 1, 2, 0.7, 0.15]]
+    assert rec["vr"] == [0.8, 0.65, 1]
+    nt = pq.read_table(src.neurons)
+    assert rec["en"] == [num(nt.column(c)[D + 2].as_py()) for c in ("null_share", "w_out_norm")]
+    assert neuron_record(tmp_path / "site", 0, 4)["vr"][2] == 0
+    _, ix = read_js(tmp_path / "site" / "data" / "index" / "L1.js")
+    assert ix["un"] == [2] and ix["v"][2] == 0.8 and len(ix["v"]) == D
+    _, ix0 = read_js(tmp_path / "site" / "data" / "index" / "L0.js")
+    assert "un" not in ix0 and len(ix0["v"]) == D
+    _, meta = read_js(tmp_path / "site" / "data" / "meta.js")
+    assert meta["universality"] == {"others": ["other-a", "other-b"], "n_universal": 1}
+    plain, _ = synthetic(tmp_path / "plain", with_dataset=False, with_experiments=False)
+    build_site(tmp_path / "plain_site", plain, "m")
+    assert "tw" not in neuron_record(tmp_path / "plain_site", 1, 2)
+    assert "universality" not in read_js(tmp_path / "plain_site" / "data" / "meta.js")[1]

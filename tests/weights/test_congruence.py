@@ -22,6 +22,7 @@ from anneuron.weights.congruence import (
     tokens_table,
     weights_of,
 )
+from anneuron.weights.entropy import entropy_columns
 
 K = 16
 TOL = dict(rtol=1e-5, atol=1e-6)  # the bar for fp32 values and moments
@@ -174,13 +175,13 @@ def test_tables_follow_design(small):
     res = congruence_pass(small, basis="we", top_k=4, chunk_neurons=128, device="cpu", dtype=torch.float32,
                           progress=False)
     strs = [f"t{i}" for i in range(small.d_vocab)]
-    tokens, neurons = tokens_table(res, strs), neurons_table(res)
+    tokens, neurons = tokens_table(res, strs), neurons_table(res, entropy_columns(small.w_out, small.W_U, 4))
     assert tokens.column_names == ["token_id", "token_str", "top_neurons", "top_values", "d_tok"]
     assert tokens.schema.field("top_neurons").type == pa.list_(pa.int64())
     assert tokens.schema.field("top_values").type == pa.list_(pa.float32())
     assert neurons.column_names == ["layer", "neuron", "top_token_ids", "top_values", "bottom_token_ids",
                                     "bottom_values", "d_neu", "wu_mean", "wu_var", "wu_skew", "wu_kurt", "cos_mean",
-                                    "cos_var", "cos_skew", "cos_kurt"]
+                                    "cos_var", "cos_skew", "cos_kurt", "w_out_norm", "null_share"]
     assert neurons.column("layer").to_pylist()[89:91] == [0, 1] and neurons.column("neuron").to_pylist()[90] == 0
     row = neurons.slice(100, 1).to_pylist()[0]
     assert row["top_token_ids"] == res.neuron_top_ids[100].tolist()

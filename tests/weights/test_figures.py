@@ -48,7 +48,7 @@ def tables() -> dict:
         "layer": np.arange(n) // D_MLP, "neuron": np.arange(n) % D_MLP,
         "top_token_ids": rng.integers(0, V, (n, 4)).tolist(), "d_neu": rng.random(n),
         "cos_kurt": 3 + rng.random(n), "cos_skew": rng.normal(size=n), "cos_var": 0.01 + 0.001 * rng.random(n),
-        "neuron_class": cls.tolist(),
+        "neuron_class": cls.tolist(), "w_out_norm": rng.gamma(2.0, size=n), "null_share": rng.beta(1, 20, n),
     })
     pairs = pl.DataFrame({
         "rank": [1, 2, 3], "layer": [0, 1, 2], "neuron": [3, 10, 30], "token_id": [5, 6, 7],
@@ -70,6 +70,7 @@ def test_every_figure_draws(tables):
         pw.top2_diff_per_neuron(tables["neurons"], strs, "we"),
         pw.top_pairs(tables["pairs"], 20, "we"),  # scores over 4 decades: log scale
         pw.classes_by_layer(tables["neurons"], kurtosis=3.5, partition_var=0.0105),
+        pw.entropy_by_layer(tables["neurons"]),
     ]
     assert figs[6].axes[0].get_xscale() == "log"
     for fig in figs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+from conftest import no_entropy
 
 from anneuron.contracts import PAIRS
 from anneuron.weights.congruence import Congruence, neurons_table, tokens_table
@@ -43,7 +44,8 @@ def test_pairs_match_brute_force():
     n, t = mutual_pairs(res.token_top_ids[:, 0], res.neuron_top_ids[:, 0])
     want = brute_force_pairs(C)
     assert sorted(zip(n.tolist(), t.tolist())) == sorted((a, b) for a, b, _ in want)
-    table = pairs_table(tokens_table(res, [f"tok{i}" for i in range(40)]), neurons_table(res))
+    neurons = neurons_table(res, no_entropy(res.neuron_top_ids.shape[0]))
+    table = pairs_table(tokens_table(res, [f"tok{i}" for i in range(40)]), neurons)
     assert table.schema == PAIRS
     rows = table.to_pylist()
     assert [r["rank"] for r in rows] == list(range(1, len(want) + 1))
@@ -60,10 +62,11 @@ def test_small_case_by_hand_and_empty_table():
     C = np.array([[1.0, 0, 0], [2, 0, 0], [3, 0, 0], [0, 5, 6]])
     # neuron 2's top token is 0 and token 0's top neuron is 2; neuron 3 <-> token 2; token 1's top neuron (3) prefers 2
     res = congruence_of(C, n_layers=2, k=2)
-    table = pairs_table(tokens_table(res, ["a", "b", "c"]), neurons_table(res))
+    table = pairs_table(tokens_table(res, ["a", "b", "c"]), neurons_table(res, no_entropy(res.neuron_top_ids.shape[0])))
     assert [(r["layer"], r["neuron"], r["token_id"], r["score"]) for r in table.to_pylist()] == [
         (1, 1, 2, 1.0 * 6.0), (1, 0, 0, 3.0 * 1.0)]
-    empty = pairs_table(tokens_table(res, ["a", "b", "c"]).slice(0, 0), neurons_table(res))
+    neurons = neurons_table(res, no_entropy(res.neuron_top_ids.shape[0]))
+    empty = pairs_table(tokens_table(res, ["a", "b", "c"]).slice(0, 0), neurons)
     assert empty.num_rows == 0 and empty.schema.field("score").type == pa.float64()
 
 

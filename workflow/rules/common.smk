@@ -5,6 +5,7 @@ from pathlib import Path
 from anneuron import contracts as K
 from anneuron import fetch as F
 from anneuron import stage_config as S
+from anneuron.universality import plan as UP
 
 # Stage files register the final outputs of one model here; `all` requests them for every model.
 TARGETS = []
@@ -94,3 +95,28 @@ def standout_experiments():
 def standout_files(key):
     """Input function: each experiment's `key` output (exp_neurons, exp_summary) when watching standouts."""
     return lambda wc: [K.path(key, model=wc.model, exp=e) for e in standout_experiments()]
+
+
+# Universality (universality.smk): the groups of models correlated with each other, every pair's tiles (decided
+# here, from the resolved shapes and universality.tile_mb) and the models that get universality outputs.
+UNIVERSALITY_GROUPS = C.universality_groups(config, SPECS)
+UNIVERSALITY_TILES = UP.plan(
+    UNIVERSALITY_GROUPS,
+    {mid: s.n_neurons for mid, s in SPECS.items()},
+    config["universality"]["tile_mb"],
+)
+UNIVERSAL_MODELS = sorted({m for g in UNIVERSALITY_GROUPS for m in g})
+
+
+def universality_tile(wc):
+    """The plan's tile of these wildcards."""
+    return next(t for t in UNIVERSALITY_TILES[(wc.model, wc.other)] if (t.i, t.j) == (int(wc.i), int(wc.j)))
+
+
+def tile_files(key, model):
+    """`key` (universality_tile or universality_tile_pairs) of every tile of `model`, in merge order."""
+    return [
+        K.path(key, model=t.a, other=t.b, i=t.i, j=t.j)
+        for side, tiles in UP.tiles_of(UNIVERSALITY_TILES, model).values()
+        for t in tiles
+    ]

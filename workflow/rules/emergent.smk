@@ -50,6 +50,32 @@ rule emergent_model:
         "../../scripts/emergent_model.py"
 
 
+# A replicate: the same recipe and corpus from another initialisation seed (`make demo DEMO=universal`: is its an
+# neuron the same neuron?). Any configured folder named like resources/models/demo-emergent-seed{seed}.
+rule emergent_replicate:
+    input:
+        train=K.path("emergent_corpus", split="train"),
+    output:
+        directory(K.PATHS["emergent_replicate"]),
+    wildcard_constraints:
+        seed=r"\d+",
+    params:
+        cfg=lambda wc: S.EmergentModelConfig.of(config, EMERGENT_N_CTX, seed=int(wc.seed)).to_dict(),
+    log:
+        "logs/emergent_replicate/seed{seed}.log",
+    benchmark:
+        "benchmarks/emergent_replicate/seed{seed}.tsv"
+    priority: CRITICAL_PATH
+    threads: config["demo"]["emergent"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../../scripts/emergent_replicate.py"
+
+
 rule emergent_loss_curve:
     input:
         model=K.PATHS["emergent_model"],

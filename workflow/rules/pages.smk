@@ -51,6 +51,12 @@ rule pages:
         predictions=lambda wc: K.path("predictions", model=wc.model, dataset=DATASET_ID),
         experiments=lambda wc: [K.path(k, model=wc.model, exp=e) for e in config["experiments"] for k in PAGES_EXP_KEYS],
         summary=lambda wc: ([K.path("experiments_summary", model=wc.model)] if config["experiments"] else []),
+        # each neuron's twins in the other models, when this model is in a universality group
+        universality=lambda wc: (
+            [K.path(k, model=wc.model) for k in ("universality_neurons", "universality_summary")]
+            if wc.model in UNIVERSAL_MODELS
+            else []
+        ),
     output:
         index=report(
             K.PATHS["pages_index"],

@@ -193,6 +193,7 @@
       render(h("div", { id: "neuron", "data-neuron": name(layer, neuron) },
         neuronHead(layer, neuron, r),
         h("div", { class: "grid" }, classCard(r), pairCard(r), watchCard(r)),
+        twinsCard(r),
         tokensCard(r),
         experimentsCard(r),
         curveCard(r),
@@ -206,6 +207,8 @@
     var so = (r.x || []).filter(function (x) { return x[6]; });
     if (so.length) tags.push(badge("stands out in " + so.length + " experiment" + (so.length > 1 ? "s" : ""), "standout"));
     if (r.p) tags.push(badge("pair #" + r.p[0], "watched", "mutually exclusive pair rank"));
+    if (r.vr && r.vr[2]) tags.push(badge("universal ϱ " + fmt(r.vr[0], 3), "standout",
+      "mean over the other models of its max activation correlation, above the threshold"));
     return h("div", { class: "neuron-head" },
       h("h1", null, name(layer, neuron)), tags,
       h("span", { class: "where" }, "layer " + layer + " of " + META.n_layers + " · neuron " + int(neuron) + " of " + int(META.d_mlp)));
@@ -220,7 +223,10 @@
         [h("span", { title: "cos(w_out, W_U[:, t])" }, "cosine"), fmt(m.cos_mean), fmt(m.cos_var), fmt(m.cos_skew), fmt(m.cos_kurt)],
         [h("span", { title: "w_out · W_U[:, t]" }, "raw"), fmt(m.wu_mean), fmt(m.wu_var), fmt(m.wu_skew), fmt(m.wu_kurt)],
       ], [1, 2, 3, 4])),
-      h("p", { class: "hint" }, "d_neu (top-1 − top-2 congruence): ", h("b", null, fmt(r.d, 3))));
+      h("p", { class: "hint" }, "d_neu (top-1 − top-2 congruence): ", h("b", null, fmt(r.d, 3))),
+      r.en ? h("p", { class: "hint", title: "share of ‖w_out‖² in the span of the unembedding's bottom singular directions: " +
+        "an entropy neuron has a large norm and nearly all of it there" },
+        "null-space share of w_out: ", h("b", null, fmt(r.en[0], 3)), " · ‖w_out‖ ", h("b", null, fmt(r.en[1], 3))) : null);
   }
   function classText(c) {
     return {
@@ -229,6 +235,20 @@
       partition: "high variance: it splits the vocabulary",
       other: "no sharp effect on the vocabulary",
     }[c] || "";
+  }
+
+  // A neuron's twin in each other model sharing the tokenizer (the universality stage): the neuron of highest
+  // activation correlation there, linked to that model's own pages (results/<other>/pages/, beside this site).
+  function twinsCard(r) {
+    if (!r.tw) return null;
+    return section("Twins in other models", r.vr ? "ϱ " + fmt(r.vr[0], 3) + " · excess over baseline " + fmt(r.vr[1], 3) : null,
+      r.tw.length ? table(["model", "twin", "ρ", "baseline ρ"], r.tw.map(function (t) {
+        var twin = name(t[1], t[2]);
+        return [t[0], h("a", { href: "../../" + encodeURIComponent(t[0]) + "/pages/index.html#" + twin, class: "twin" }, twin),
+          fmt(t[3], 3), fmt(t[4], 3)];
+      }), [2, 3]) : h("p", { class: "muted" }, "No other model."),
+      h("p", { class: "hint" }, "ρ: Pearson correlation of the two neurons' activations over the same tokens; baseline: the best ρ " +
+        "against the other model's layer mixed by a random rotation. Universal: ϱ (the mean over the other models of ρ) above the threshold."));
   }
 
   function pairCard(r) {
@@ -467,7 +487,7 @@
 
   // --- index view ----------------------------------------------------------------------------------------------
 
-  var browse = { layer: "all", cls: "any", exp: "any", paired: false, watched: false, sort: "pair", page: 0, per: 50 };
+  var browse = { layer: "all", cls: "any", exp: "any", paired: false, watched: false, universal: false, sort: "pair", page: 0, per: 50 };
 
   function showIndex() {
     setNav(null, null);
@@ -545,6 +565,7 @@
     k: { label: "cos kurtosis", key: function (r) { return r.k; }, desc: true },
     s: { label: "cos skew", key: function (r) { return r.s; }, desc: true },
     ns: { label: "experiments stood out in", key: function (r) { return r.so.length; }, desc: true },
+    v: { label: "ϱ (universality)", key: function (r) { return r.v; }, desc: true },
     id: { label: "neuron id", key: function (r) { return r.f; }, desc: false },
   };
 
@@ -554,17 +575,20 @@
     return Promise.all(layers.map(layerIndex)).then(function (idx) {
       var rows = [];
       idx.forEach(function (ix, j) {
-        var layer = layers[j], watched = {};
+        var layer = layers[j], watched = {}, universal = {};
         ix.w.forEach(function (n) { watched[n] = true; });
+        (ix.un || []).forEach(function (n) { universal[n] = true; });
         for (var n = 0; n < ix.c.length; n++) {
           rows.push({ f: layer * META.d_mlp + n, c: META.classes[ix.c[n]], d: ix.d[n], t: ix.t[n], tv: ix.tv[n], k: ix.k[n],
-            s: ix.s[n], p: ix.p[n], ps: ix.ps[n], a: ix.a[n], so: ix.so[String(n)] || [], w: !!watched[n] });
+            s: ix.s[n], p: ix.p[n], ps: ix.ps[n], a: ix.a[n], so: ix.so[String(n)] || [], w: !!watched[n],
+            u: !!universal[n], v: ix.v ? ix.v[n] : null });
         }
       });
       var rowsF = rows.filter(function (r) {
         if (browse.cls !== "any" && r.c !== browse.cls) return false;
         if (browse.paired && !r.p) return false;
         if (browse.watched && !r.w) return false;
+        if (browse.universal && !r.u) return false;
         if (browse.exp === "any-standout" && !r.so.length) return false;
         if (browse.exp !== "any" && browse.exp !== "any-standout" && r.so.indexOf(+browse.exp) < 0) return false;
         return true;
@@ -611,7 +635,9 @@
       select("stands out in", "f-exp", browse.exp, expOpts, again("exp")),
       check("paired only", "f-paired", browse.paired, again("paired")),
       check("watched only", "f-watched", browse.watched, again("watched")),
-      select("sort by", "f-sort", browse.sort, Object.keys(SORTS).map(function (k) { return [k, SORTS[k].label]; }), again("sort")));
+      META.universality ? check("universal only (" + int(META.universality.n_universal) + ")", "f-universal", browse.universal, again("universal")) : null,
+      select("sort by", "f-sort", browse.sort, Object.keys(SORTS).filter(function (k) { return k !== "v" || META.universality; })
+        .map(function (k) { return [k, SORTS[k].label]; }), again("sort")));
   }
 
   // --- start ---------------------------------------------------------------------------------------------------
