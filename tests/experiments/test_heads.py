@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from test_patching import TOL
-from test_tasks import case, make_task  # noqa: F401 (the parametrised fixture)
+from test_tasks import head_case, make_task  # noqa: F401 (the parametrised fixture)
 from transformer_lens import patching as tl_patching
 
 from anneuron.experiments import heads as H
@@ -22,17 +22,17 @@ def one_pair(task: T.TaskRuns, p: int) -> T.TaskRuns:
     return T.TaskRuns([task.runs[p]])
 
 
-def test_heads_decompose_the_attention_output(case):  # noqa: F811
-    bridge, task, _ = case
+def test_heads_decompose_the_attention_output(head_case):  # noqa: F811
+    bridge, task, _ = head_case
     th = H.TaskHeads.of(bridge, task)
     for runs, heads in zip(task.runs, th.corrupted):
         assert H.decomposition_error(runs.corrupted, heads, th.W_O) < 1e-5
     assert th.W_O[0].shape == (bridge.cfg.n_heads, bridge.cfg.d_head, bridge.cfg.d_model)
 
 
-def test_head_patching_equals_a_hooked_forward_per_head(case):  # noqa: F811
+def test_head_patching_equals_a_hooked_forward_per_head(head_case):  # noqa: F811
     """All positions: one full forward per head with that head's z set to clean (GQA: the query head alone)."""
-    bridge, task, model = case
+    bridge, task, model = head_case
     th = H.TaskHeads.of(bridge, task)
     for layer in range(model.n_layers):
         lds = H.head_lds(model, task, th, layer, batch_size=5)  # [H, P]
@@ -68,8 +68,8 @@ def test_head_patching_equals_transformer_lens_helpers(tiny_bridge):
                                        atol=TOL, rtol=0)
 
 
-def test_heads_batched_over_pairs_equal_one_pair_at_a_time(case):  # noqa: F811
-    bridge, task, model = case
+def test_heads_batched_over_pairs_equal_one_pair_at_a_time(head_case):  # noqa: F811
+    bridge, task, model = head_case
     th = H.TaskHeads.of(bridge, task)
     for p in range(task.n_pairs):
         single = one_pair(task, p)
@@ -83,11 +83,11 @@ def test_heads_batched_over_pairs_equal_one_pair_at_a_time(case):  # noqa: F811
                                        atol=TOL, rtol=0)
 
 
-def test_direct_logit_attributions_add_up_to_the_logit_lens(case):  # noqa: F811
+def test_direct_logit_attributions_add_up_to_the_logit_lens(head_case):  # noqa: F811
     """Per pair (a one-pair task: dla is that pair's), a layer's head DLAs plus its attention bias make the logit
     lens' step across that attention, and its neuron DLAs plus the MLP's output bias the step across the MLP (the
     `post` convention: both divide by the final residual's scale)."""
-    bridge, task, model = case
+    bridge, task, model = head_case
     for p in range(task.n_pairs):
         single = one_pair(task, p)
         runs = single.runs[0]
@@ -107,20 +107,20 @@ def test_direct_logit_attributions_add_up_to_the_logit_lens(case):  # noqa: F811
             assert abs(float(neuron_dla[layer].sum()) + bias_dla[1] - float(mlp_step)) < 1e-4
 
 
-def test_final_scale_is_the_final_norms_own(case):  # noqa: F811
+def test_final_scale_is_the_final_norms_own(head_case):  # noqa: F811
     """The scale the direct effects divide by, recomputed from the cached blocks, is ln_final's hook_scale."""
     from anneuron.experiments.direct_effect import final_scale
 
-    bridge, task, _ = case
+    bridge, task, _ = head_case
     for runs in task.runs:
         assert abs(final_scale(bridge, runs.clean) - float(runs.clean.cache["ln_final.hook_scale"][0, -1])) < 1e-5
 
 
 @pytest.mark.parametrize("min_agreement", [0.0, 1.0])
-def test_head_tables(case, min_agreement):  # noqa: F811
+def test_head_tables(head_case, min_agreement):  # noqa: F811
     from anneuron.stage_config import PatchingConfig
 
-    bridge, task, model = case
+    bridge, task, model = head_case
     pc = PatchingConfig(auto_threshold=0.2, auto_method="mlp_out", max_auto_layers=2, attribution_exact_top=5,
                         standout_z=1.0, standout_min_score=0.0, batch_size=8, joint_k=(1,))
     tokens = [str(i) for i in range(task.runs[0].pair.n_pos)]

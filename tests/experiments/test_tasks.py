@@ -70,21 +70,31 @@ def family_model(variant: str, tmp_path_factory):
 
 # GPT-2, two Llama layouts, and the families whose blocks differ: parallel (GPT-NeoX), post-norms and a final
 # soft-cap (Gemma 2: its neurons are patched through the MLP's projection and post-norm, LD soft-capped per pair)
-CASES = ["gpt2", "tied-swiglu", "qwen2-qkv-bias", "gpt_neox", "gemma2", "olmo2"]
+CASES = ["gpt2", "tied-swiglu", "qwen2-qkv-bias", "qwen3", "gpt_neox", "gemma2", "olmo2"]
+HEAD_CASES = CASES[:4]  # where heads are computed (heads.unsupported refuses the others; tested below)
 
 
-@pytest.fixture(scope="module", params=CASES)
-def case(request, tiny_bridge, tmp_path_factory):
-    if request.param == "gpt2":
+def _case(name: str, tiny_bridge, tmp_path_factory):
+    if name == "gpt2":
         bridge = tiny_bridge
-    elif request.param in ("tied-swiglu", "qwen2-qkv-bias"):
-        bridge = llama(request.param, tmp_path_factory)
+    elif name in ("tied-swiglu", "qwen2-qkv-bias"):
+        bridge = llama(name, tmp_path_factory)
     else:
-        bridge = family_model(request.param, tmp_path_factory)
+        bridge = family_model(name, tmp_path_factory)
     task = make_task(bridge)
     starts = [r.pair.start for r in task.runs]
     assert len(set(starts)) > 1 and len({r.pair.answer for r in task.runs}) > 1
     return bridge, task, T.PairsModel(bridge, task)
+
+
+@pytest.fixture(scope="module", params=CASES)
+def case(request, tiny_bridge, tmp_path_factory):
+    return _case(request.param, tiny_bridge, tmp_path_factory)
+
+
+@pytest.fixture(scope="module", params=HEAD_CASES)
+def head_case(request, tiny_bridge, tmp_path_factory):
+    return _case(request.param, tiny_bridge, tmp_path_factory)
 
 
 def test_unpatched_copies_are_each_pairs_corrupted_run(case):
