@@ -47,6 +47,9 @@ class Family:
     # in a layer: each norm -> the linear layers reading its output (folded by fold_rms_norms)
     norm_readers: dict[str, tuple[str, ...]] = field(default_factory=dict)
     unembed: str = "lm_head"
+    # in a layer: the self-attention module, whose output is (attn_out, pattern or None); the pattern only under
+    # eager attention (anneuron.stages reads both)
+    attn: str = "self_attn"
 
     @property
     def centres(self) -> bool:
@@ -54,7 +57,8 @@ class Family:
         return self.norm == "LN"
 
 
-GPT2 = Family("gpt2", ("gpt2",), "LN", "transformer.h", "transformer.wte", "transformer.ln_f", "mlp.c_proj")
+GPT2 = Family("gpt2", ("gpt2",), "LN", "transformer.h", "transformer.wte", "transformer.ln_f", "mlp.c_proj",
+              attn="attn")
 LLAMA = Family(
     "llama", ("llama", "mistral", "qwen2"), "RMS", "model.layers", "model.embed_tokens", "model.norm", "mlp.down_proj",
     norm_readers={"input_layernorm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
@@ -118,6 +122,11 @@ def layers(model, fam: Family | None = None) -> list[nn.Module]:
 def mlp_out(layer: nn.Module, fam: Family) -> nn.Module:
     """The projection whose input is the layer's neurons (c_proj, down_proj)."""
     return module(layer, fam.mlp_out)
+
+
+def attention(layer: nn.Module, fam: Family) -> nn.Module:
+    """The layer's self-attention module: its output is (attn_out, pattern (B, H, T, T) or None)."""
+    return module(layer, fam.attn)
 
 
 def neurons_to_model(proj: nn.Module) -> Float[Tensor, "d_mlp d_model"]:

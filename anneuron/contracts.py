@@ -100,6 +100,11 @@ PATHS: dict[str, str] = {
     "exp_config": "results/{model}/experiments/{exp}/config.json",
     "experiments_summary": "results/{model}/experiments/summary.parquet",
     "experiments_overview": "results/{model}/experiments/overview.parquet",
+    # stages of inference (anneuron.stages): per-layer statistics over the corpus, layer deletion and swap
+    "stages_layers": "results/{model}/{dataset}/stages/layers.parquet",
+    "stages_layers_config": "results/{model}/{dataset}/stages/layers.config.json",
+    "stages_interventions": "results/{model}/{dataset}/stages/interventions.parquet",
+    "stages_interventions_config": "results/{model}/{dataset}/stages/interventions.config.json",
     # provenance: every stage config file of a model, gathered
     "manifest": "results/{model}/manifest.json",
     "manifest_html": "results/{model}/figures/manifest.html",
@@ -114,6 +119,11 @@ PATHS: dict[str, str] = {
     "figures_experiment": "results/{model}/figures/experiments/{exp}",
     "figures_experiments_summary": "results/{model}/figures/experiments/summary.png",
     "figures_experiments_summary_svg": "results/{model}/figures/experiments/summary.svg",
+    "figures_stages": "results/{model}/figures/{dataset}/stages.png",
+    "figures_stages_svg": "results/{model}/figures/{dataset}/stages.svg",
+    # every model of the run side by side (only when the run has several)
+    "figures_stages_models": "results/figures/{dataset}/stages_models.png",
+    "figures_stages_models_svg": "results/figures/{dataset}/stages_models.svg",
 }
 
 # The tables one experiment job writes (each `exp_<name>` in PATHS, schema `EXPERIMENT_SCHEMAS[name]`).
@@ -219,6 +229,19 @@ EXPERIMENTS_SUMMARY = pa.schema([("layer", pa.int32()), ("neuron", pa.int32()),
                                  ("experiments", pa.list_(pa.string())), ("n_experiments", pa.int32()),
                                  ("max_exact", pa.float64()), ("mean_z", pa.float64())])
 
+# Stages of inference: one row per block (`layer`: the residual after it), and one row per intervention.
+STAGES_LAYERS = pa.schema(
+    [("layer", pa.int32()), ("relative_depth", pa.float64())]
+    + [(f"{k}{se}", pa.float64()) for k in ("kl_to_final", "entropy", "kl_to_final_post", "entropy_post")
+       for se in ("", "_se")]
+    + [(k, pa.float64()) for k in ("attn_out_norm", "mlp_out_norm", "prev5_attention")]
+    + [("positions", pa.int64()), ("lens_positions", pa.int64())])
+STAGES_INTERVENTIONS = pa.schema([
+    ("intervention", pa.string()), ("layer", pa.int32()), ("relative_depth", pa.float64()), ("kl", pa.float64()),
+    ("kl_se", pa.float64()), ("top1_agreement", pa.float64()), ("top1_agreement_se", pa.float64()),
+    ("positions", pa.int64())])
+INTERVENTIONS = ("delete", "swap")
+
 PAPER_CHECK = pa.schema([
     ("section", pa.string()), ("key", pa.string()), ("quantity", pa.string()), ("published_item", pa.string()),
     ("published", pa.float64()), ("our_item", pa.string()), ("ours", pa.float64()), ("difference", pa.float64()),
@@ -243,5 +266,7 @@ TABLES: dict[str, pa.Schema] = {
     "experiments_summary": EXPERIMENTS_SUMMARY,
     "experiments_overview": EXPERIMENTS_OVERVIEW,
     "paper_check": PAPER_CHECK,
+    "stages_layers": STAGES_LAYERS,
+    "stages_interventions": STAGES_INTERVENTIONS,
 }
 
