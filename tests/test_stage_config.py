@@ -37,6 +37,8 @@ def every_object(config: dict) -> dict[str, S.StageConfig]:
         "experiment": S.ExperimentConfig.of(config, "an_picked"),
         "example_activations": S.ExampleActivationsConfig.of(config),
         "paper_check": S.PaperCheckConfig.of(config, 128),
+        "stages_layers": S.StagesLayersConfig.of(config),
+        "stages_interventions": S.StagesInterventionsConfig.of(config),
     }
 
 
@@ -92,6 +94,13 @@ def test_nested_config_objects(config):
     (("patching", "standout_min_score"), 0, {"experiment", "paper_check"}),
     (("dtype",), "bfloat16", {"record", "experiment", "example_activations", "paper_check"}),
     (("data", "config_name"), "en", {"fetch_dataset"}),
+    # stages.* reach only the stages' own rules; the shared batch size both of them
+    (("stages", "max_tokens"), 1000, {"stages_layers"}),
+    (("stages", "lens_tokens"), 100, {"stages_layers"}),
+    (("stages", "intervention_tokens"), 100, {"stages_interventions"}),
+    (("stages", "batch_size"), 2, {"stages_layers", "stages_interventions"}),
+    (("device",), "auto", {"congruence", "record", "experiment", "example_activations", "stages_layers",
+                         "stages_interventions"}),
 ])
 def test_a_config_change_changes_exactly_the_objects_of_the_rules_it_concerns(config, key, value, changed):
     """What Snakemake's params trigger sees: only these rules' params differ (their rules rerun, and what reads

@@ -90,3 +90,29 @@ def test_the_layer_list_is_restored(tiny_dir):
             assert len(A.layers(model)) == 1
             raise RuntimeError("inside")
     assert A.layers(model) == before
+
+
+def test_a_block_that_writes_nothing(tiny_dir, shards):  # noqa: F811
+    """Planted: block 1's attention and MLP output projections zeroed, so it writes nothing to the residual. Deleting
+    it, or swapping it with a neighbour, is then no change at all (KL 0, top-1 all kept), while deleting the others
+    is; and the per-layer statistics see a null block (zero output norms, the lens unchanged across it)."""
+    from anneuron.stages.layer_stats import layer_stats
+
+    model = load_hf(str(tiny_dir), "cpu", "float32", "eager")
+    block = A.layers(model)[1]
+    with torch.no_grad():
+        for proj in (block.attn.c_proj, block.mlp.c_proj):
+            proj.weight.zero_()
+            proj.bias.zero_()
+    table = I.interventions(model, shards, intervention_tokens=TOKENS, batch_size=3, progress=False).to_pydict()
+    got = {(k, ell): (kl, a) for k, ell, kl, a in zip(table["intervention"], table["layer"], table["kl"],
+                                                      table["top1_agreement"])}
+    for null in (("delete", 1), ("swap", 0), ("swap", 1)):
+        assert got[null][0] < 1e-9 and got[null][1] == 1.0, null
+    for other in (("delete", 0), ("delete", 2)):
+        assert got[other][0] > 1e-3, other
+    stats = layer_stats(model, shards, max_tokens=TOKENS, lens_tokens=TOKENS, batch_size=3, seed=0,
+                        progress=False).to_pydict()
+    assert stats["attn_out_norm"][1] == 0 and stats["mlp_out_norm"][1] == 0 and stats["mlp_out_norm"][0] > 0
+    assert stats["kl_to_final"][1] == pytest.approx(stats["kl_to_final"][0], rel=1e-5)
+    assert stats["entropy"][1] == pytest.approx(stats["entropy"][0], rel=1e-5)
