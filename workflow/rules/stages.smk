@@ -125,8 +125,8 @@ rule stages_models_figure:
 
 
 TARGETS.append(
-    lambda mid: [K.path(k, model=mid, dataset=DATASET_ID) for k in ("stages_layers", "stages_interventions",
-                                                                    "figures_stages")]
-    + ([K.path("figures_stages_models", dataset=DATASET_ID)] if len(model_ids()) > 1 and mid == model_ids()[0]
-       else [])
+    lambda mid: [
+        K.path(k, model=mid, dataset=DATASET_ID) for k in ("stages_layers", "stages_interventions", "figures_stages")
+    ]
+    + ([K.path("figures_stages_models", dataset=DATASET_ID)] if len(model_ids()) > 1 and mid == model_ids()[0] else [])
 )
