@@ -37,7 +37,7 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--d-model", type=int, default=None, help="default: 768 (gpt2), 576 (llama)")
     ap.add_argument("--d-mlp", type=int, default=None, help="default: 4 d_model (gpt2), 1536 (llama)")
     ap.add_argument("--seq-len", type=int, default=512)
-    ap.add_argument("--rows", type=int, default=8)
+    ap.add_argument("--rows", type=int, default=4)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lens-fraction", type=float, default=0.125,
                     help="share of positions with the logit lens (smollm2-wiki: 4,096 of 32,768 = 0.125)")
