@@ -273,9 +273,11 @@ def test_standouts_make_the_dataset_pass_wait_for_the_experiments(plans):
 @pytest.mark.slow
 def test_class_thresholds_rerun_the_classes_and_the_weights_figures(plans):
     """classes.kurtosis reaches weights_figures through its typed config (the classes figure draws the thresholds)
-    as well as neuron_classes; then what reads neurons.parquet (the pages, the paper check), nothing else."""
+    as well as neuron_classes; then what reads neurons.parquet (the pages, the paper check, the stages figures, which
+    draw the class shares), nothing else."""
     jobs = plans["kurtosis"]
-    assert rules(jobs) <= {"neuron_classes", "weights_figures", "pages", "paper_check"}, rules(jobs)
+    assert rules(jobs) <= {"neuron_classes", "weights_figures", "pages", "paper_check", "stages_figure",
+                           "stages_models_figure"}, rules(jobs)
     for model in MODELS:
         assert {"neuron_classes", "weights_figures"} <= rules(jobs, model), model
 
