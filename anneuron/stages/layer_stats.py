@@ -71,7 +71,12 @@ def _scale(x: Float[Tensor, "... d"], head: M.Head) -> Float[Tensor, "..."]:
 @torch.no_grad()
 def logit_lens(resid: Float[Tensor, "L n d"], head: M.Head) -> dict[str, Float[Tensor, "L n"]]:
     """KL(final ‖ layer) and entropy of every layer's lens distribution, both conventions, at n positions; the
-    last layer's residual is the final norm's input (its recomputed lens is the model's own output)."""
+    last layer's residual is the final norm's input (its recomputed lens is the model's own output).
+
+    Few passes over the n x V logits ℓ of a layer (the cost): with p the final distribution, q = softmax(ℓ) and
+    lse = log Σ exp ℓ, KL(p ‖ q) = Σ p log p − p·ℓ + lse and H(q) = lse − q·ℓ. Since ℓ = s·W_U(norm(x) − β) + W_U·β
+    + b_U, p·ℓ = s·(W_Uᵀp)·(norm(x) − β) + p·(W_U·β + b_U): a d-dimensional dot, W_Uᵀp made once per position. So
+    a layer and convention costs forming ℓ, its log-sum-exp, q and one dot (float32: KL to ~1e-5 nats)."""
     resid = resid.float()
     beta = head.norm(torch.zeros(resid.shape[-1], device=resid.device))
     w, offset = head.unembed.weight.float(), head.unembed(beta)  # (V, d), (V,) = W_U·β + b_U
@@ -79,14 +84,23 @@ def logit_lens(resid: Float[Tensor, "L n d"], head: M.Head) -> dict[str, Float[T
     out = {k: torch.empty(resid.shape[:2]) for k in LENS}
     for lo in range(0, resid.shape[1], LENS_CHUNK):
         sl = slice(lo, lo + LENS_CHUNK)
-        final = torch.log_softmax((head.norm(resid[-1, sl]) - beta) @ w.T + offset, -1)
-        p_final = final.exp()
+        final = (head.norm(resid[-1, sl]) - beta) @ w.T + offset
+        lse_final = torch.logsumexp(final, -1)
+        p = (final - lse_final[:, None]).exp_()
+        p_log_p = torch.linalg.vecdot(p, final) - lse_final  # Σ p log p
+        w_p, p_offset = p @ w, p @ offset  # W_Uᵀp (n, d), p·(W_U·β + b_U) (n,)
+        del final, p
         for layer in range(resid.shape[0]):
-            z = (head.norm(resid[layer, sl]) - beta) @ w.T
-            for suffix, logits in (("", z + offset), ("_post", ratio[layer, sl, None] * z + offset)):
-                lp = torch.log_softmax(logits, -1)
-                out[f"kl_to_final{suffix}"][layer, sl] = (p_final * (final - lp)).sum(-1).cpu()
-                out[f"entropy{suffix}"][layer, sl] = -(lp.exp() * lp).sum(-1).cpu()
+            y = head.norm(resid[layer, sl]) - beta
+            z = y @ w.T
+            w_p_y = torch.linalg.vecdot(w_p, y)
+            for suffix, s in (("", None), ("_post", ratio[layer, sl, None])):
+                logits = (z if s is None else z * s) + offset
+                lse = torch.logsumexp(logits, -1)
+                q = (logits - lse[:, None]).exp_()
+                p_logits = (w_p_y if s is None else w_p_y * s[:, 0]) + p_offset
+                out[f"kl_to_final{suffix}"][layer, sl] = (p_log_p - p_logits + lse).cpu()
+                out[f"entropy{suffix}"][layer, sl] = (lse - torch.linalg.vecdot(q, logits)).cpu()
     return out
 
 

@@ -148,9 +148,9 @@ def check(folder, shards) -> None:
     assert table["positions"] == [MAX_TOKENS - len(list(take_rows(shards, MAX_TOKENS)))] * L  # BOS left out
     assert table["lens_positions"] == want["lens_positions"].tolist() and 0 < table["lens_positions"][0] < MAX_TOKENS
     for key in (*S.LENS, *(f"{k}_se" for k in S.LENS), *S.OTHER):
-        np.testing.assert_allclose(table[key], want[key], rtol=2e-4, atol=2e-5, err_msg=key)
+        np.testing.assert_allclose(table[key], want[key], rtol=2e-4, atol=5e-5, err_msg=key)
     # the last residual's recomputed lens is the model itself: KL 0, the model's own entropy
-    assert abs(table["kl_to_final"][-1]) < 1e-5 and abs(table["kl_to_final_post"][-1]) < 1e-5
+    assert abs(table["kl_to_final"][-1]) < 5e-5 and abs(table["kl_to_final_post"][-1]) < 5e-5
     assert table["entropy"][-1] == pytest.approx(want["model_entropy"], rel=1e-4)
     assert max(table["kl_to_final"][:-1]) > 0.01  # the lens of earlier layers is not the final distribution
     assert not np.allclose(table["kl_to_final"][:-1], table["kl_to_final_post"][:-1])  # the conventions differ
