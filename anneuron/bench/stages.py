@@ -40,7 +40,7 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--rows", type=int, default=4)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lens-fraction", type=float, default=0.125,
-                    help="share of positions with the logit lens (smollm2-wiki: 4,096 of 32,768 = 0.125)")
+                    help="share of positions with the logit lens (smollm2-wiki: 2,048 of 16,384 = 0.125)")
     ap.add_argument("--intervention-rows", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
