@@ -98,7 +98,8 @@ def stages_figure(layers: pl.DataFrame, interventions: pl.DataFrame, neurons: pl
 
 def _legend(ax, tw) -> None:
     handles = ax.get_legend_handles_labels()[0] + tw.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], loc="best", fontsize=8)
+    # on the twin axis, which is drawn last: the legend stays above both axes' lines
+    tw.legend(handles, [h.get_label() for h in handles], loc="best", fontsize=7, frameon=True, framealpha=0.85)
 
 
 def models_figure(runs: dict[str, tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]], out_stem: str | Path
