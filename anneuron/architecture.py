@@ -61,6 +61,9 @@ class Family:
     gain_offset: float = 0.0  # an RMSNorm multiplies by (offset + weight): Gemma's (1 + w)
     cache_kwarg: str = "past_key_values"  # the attention module's keyword for a key/value cache
     sdpa: bool = True  # the Hugging Face model runs under SDPA attention (Gemma 2: soft-capped scores need eager)
+    # in a layer: the self-attention module, whose output is (attn_out, pattern or None); the pattern only under
+    # eager attention (anneuron.stages reads both)
+    attn: str = "self_attn"
 
     @property
     def centres(self) -> bool:
@@ -73,7 +76,7 @@ class Family:
 
 
 GPT2 = Family("gpt2", ("gpt2",), "LN", "transformer.h", "transformer.wte", "transformer.ln_f", "mlp.c_proj",
-              attn_norm="ln_1", mlp_norm="ln_2")
+              attn_norm="ln_1", mlp_norm="ln_2", attn="attn")
 _LLAMA_NORMS = dict(norm_readers={"input_layernorm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
                                   "post_attention_layernorm": ("mlp.gate_proj", "mlp.up_proj")},
                     attn_norm="input_layernorm", mlp_norm="post_attention_layernorm")
@@ -87,7 +90,7 @@ NEOX = Family("gpt_neox", ("gpt_neox",), "LN", "gpt_neox.layers", "gpt_neox.embe
               "mlp.dense_4h_to_h", {"input_layernorm": ("attention.query_key_value",),
                                     "post_attention_layernorm": ("mlp.dense_h_to_4h",)},
               attn_norm="input_layernorm", mlp_norm="post_attention_layernorm",
-              parallel="use_parallel_residual", cache_kwarg="layer_past")
+              parallel="use_parallel_residual", cache_kwarg="layer_past", attn="attention")
 # Phi (1, 1.5, 2): one LayerNorm read by both the attention and the MLP, parallel, partial rotary, lm_head with a bias
 PHI = Family("phi", ("phi",), "LN", "model.layers", "model.embed_tokens", "model.final_layernorm", "mlp.fc2",
              {"input_layernorm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.fc1")},
@@ -164,6 +167,11 @@ def layers(model, fam: Family | None = None) -> list[nn.Module]:
 def mlp_out(layer: nn.Module, fam: Family) -> nn.Module:
     """The projection whose input is the layer's neurons (c_proj, down_proj)."""
     return module(layer, fam.mlp_out)
+
+
+def attention(layer: nn.Module, fam: Family) -> nn.Module:
+    """The layer's self-attention module: its output is (attn_out, pattern (B, H, T, T) or None)."""
+    return module(layer, fam.attn)
 
 
 def neurons_to_model(proj: nn.Module) -> Float[Tensor, "d_mlp d_model"]:

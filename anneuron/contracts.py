@@ -116,6 +116,11 @@ PATHS: dict[str, str] = {
     "universality_properties": "results/{model}/universality/properties.parquet",
     "universality_config": "results/{model}/universality/config.json",
     "figures_universality": "results/{model}/figures/universality",
+    # stages of inference (anneuron.stages): per-layer statistics over the corpus, layer deletion and swap
+    "stages_layers": "results/{model}/{dataset}/stages/layers.parquet",
+    "stages_layers_config": "results/{model}/{dataset}/stages/layers.config.json",
+    "stages_interventions": "results/{model}/{dataset}/stages/interventions.parquet",
+    "stages_interventions_config": "results/{model}/{dataset}/stages/interventions.config.json",
     # provenance: every stage config file of a model, gathered
     "manifest": "results/{model}/manifest.json",
     "manifest_html": "results/{model}/figures/manifest.html",
@@ -130,6 +135,11 @@ PATHS: dict[str, str] = {
     "figures_experiment": "results/{model}/figures/experiments/{exp}",
     "figures_experiments_summary": "results/{model}/figures/experiments/summary.png",
     "figures_experiments_summary_svg": "results/{model}/figures/experiments/summary.svg",
+    "figures_stages": "results/{model}/figures/{dataset}/stages.png",
+    "figures_stages_svg": "results/{model}/figures/{dataset}/stages.svg",
+    # every model of the run side by side (only when the run has several)
+    "figures_stages_models": "results/figures/{dataset}/stages_models.png",
+    "figures_stages_models_svg": "results/figures/{dataset}/stages_models.svg",
 }
 
 # The tables one experiment job writes (each `exp_<name>` in PATHS, schema `EXPERIMENT_SCHEMAS[name]`).
@@ -269,6 +279,18 @@ UNIVERSALITY_PROPERTIES = pa.schema([("layer", pa.int32()), ("neuron", pa.int32(
                                      ("act_mean", pa.float64()), ("act_skew", pa.float64()),
                                      ("act_kurt", pa.float64()), ("w_in_norm", pa.float64()),
                                      ("w_out_norm", pa.float64()), ("in_out_cos", pa.float64())])
+# Stages of inference: one row per block (`layer`: the residual after it), and one row per intervention.
+STAGES_LAYERS = pa.schema(
+    [("layer", pa.int32()), ("relative_depth", pa.float64())]
+    + [(f"{k}{se}", pa.float64()) for k in ("kl_to_final", "entropy", "kl_to_final_post", "entropy_post")
+       for se in ("", "_se")]
+    + [(k, pa.float64()) for k in ("attn_out_norm", "mlp_out_norm", "prev5_attention")]
+    + [("positions", pa.int64()), ("lens_positions", pa.int64())])
+STAGES_INTERVENTIONS = pa.schema([
+    ("intervention", pa.string()), ("layer", pa.int32()), ("relative_depth", pa.float64()), ("kl", pa.float64()),
+    ("kl_se", pa.float64()), ("top1_agreement", pa.float64()), ("top1_agreement_se", pa.float64()),
+    ("positions", pa.int64())])
+INTERVENTIONS = ("delete", "swap")
 
 PAPER_CHECK = pa.schema([
     ("section", pa.string()), ("key", pa.string()), ("quantity", pa.string()), ("published_item", pa.string()),
@@ -301,5 +323,7 @@ TABLES: dict[str, pa.Schema] = {
     "universality_summary": UNIVERSALITY_SUMMARY,
     "universality_pairs": UNIVERSALITY_PAIRS,
     "universality_properties": UNIVERSALITY_PROPERTIES,
+    "stages_layers": STAGES_LAYERS,
+    "stages_interventions": STAGES_INTERVENTIONS,
 }
 

@@ -391,6 +391,36 @@ class ExampleActivationsConfig(StageConfig):
 
 
 @dataclass(frozen=True)
+class StagesLayersConfig(StageConfig):
+    """stages_layers: the positions read (the first max_tokens of the token shards), the logit lens's sample
+    (lens_tokens expected positions, drawn from seed), the batch and the device. Float32 always."""
+
+    device: str
+    max_tokens: int
+    lens_tokens: int
+    batch_size: int
+    seed: int
+
+    @classmethod
+    def of(cls, config: dict) -> "StagesLayersConfig":
+        return cls.from_dict({**config["stages"], "device": config["device"]})
+
+
+@dataclass(frozen=True)
+class StagesInterventionsConfig(StageConfig):
+    """stages_interventions: the positions of every deletion and swap (the first intervention_tokens of the token
+    shards), the batch and the device. Float32 always."""
+
+    device: str
+    intervention_tokens: int
+    batch_size: int
+
+    @classmethod
+    def of(cls, config: dict) -> "StagesInterventionsConfig":
+        return cls.from_dict({**config["stages"], "device": config["device"]})
+
+
+@dataclass(frozen=True)
 class PaperCheckConfig(StageConfig):
     """paper_check: the run's values of every setting the post's numbers depend on (a row says "not comparable"
     where one differs from the post's; anneuron.report.paper_check.PAPER_SETTINGS, run_settings)."""

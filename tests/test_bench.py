@@ -76,6 +76,15 @@ def test_record():
     assert out["shape"] == "2x64x256" and out["neurons"] == 512 and len(out["overhead_cold_rounds"]) == 3
 
 
+def test_stages():
+    out = bench("stages", "--layers", "2", "--d-model", "64", "--d-mlp", "128", "--seq-len", "32", "--rows", "4",
+                "--batch", "2", "--lens-fraction", "0.5", "--threads", "1")
+    check(out, {"arch", "shape", "seconds"},
+          {"record_tok_s", "layers_tok_s", "layers_overhead", "layers_no_lens_overhead", "interventions_tok_s",
+           "interventions_forwards", "forwards_per_intervention", "peak_rss_gb", "tokens", "intervention_tokens"})
+    assert out["shape"] == "2x64x128" and out["tokens"] == 4 * 32 and out["interventions"] == 3
+
+
 def test_patching():
     out = bench("patching", "--layers", "2", "--d-model", "64", "--d-mlp", "256", "--layer", "0", "--sample", "4",
                 "--threads", "1")

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 LIB = Path(__file__).resolve().parents[1] / "anneuron"
-# Each package may import itself and the levels before it; core imports core only. demos may use the stages (a demo
+# Each package may import itself and the levels before it (stages reads the dataset pass's shards beside the
+# experiments); core imports core only. demos may use the stages (a demo
 # runs them to check what it built); bench and devtools sit above everything and nothing imports them.
-LEVELS = ["core", "weights", "dataset", "experiments", "universality", "pages|report", "demos", "bench|devtools"]
+LEVELS = ["core", "weights", "dataset", "experiments|stages", "universality", "pages|report", "demos", "bench|devtools"]
 
 
 def level(module: str) -> int:

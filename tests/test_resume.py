@@ -41,7 +41,8 @@ CONFIG = "tests/resume.yaml"
 # small: few documents and examples, one experiment, few watched neurons and figures (every rule still runs)
 OVERLAY = {"data": {"max_docs": 24, "shards": 2}, "demo": {"docs": 40}, "record": {"top_k_examples": 5},
            "congruence": {"tokens": [" an"]},
-           "watch": {"top_pairs": 2, "neurons": {"demo-planted": [{"L2N892": " an"}]}}}
+           "watch": {"top_pairs": 2, "neurons": {"demo-planted": [{"L2N892": " an"}]}},
+           "stages": {"max_tokens": 1024, "lens_tokens": 128, "intervention_tokens": 256}}
 EXPERIMENTS = ["an_picked"]
 # the same job slots and threads for both runs: a job's thread count (hence its float sums) must not differ
 RUN = (*TEST_RUN, "--replace-workflow-config", "--configfile", CONFIG)

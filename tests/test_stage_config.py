@@ -41,6 +41,8 @@ def every_object(config: dict) -> dict[str, S.StageConfig]:
         "universality_tile": S.UniversalityTileConfig.of(config), "universality": S.UniversalityConfig.of(config),
         "universality_properties": S.UniversalityPropertiesConfig.of(config),
         "universality_figures": S.UniversalityFiguresConfig.of(config),
+        "stages_layers": S.StagesLayersConfig.of(config),
+        "stages_interventions": S.StagesInterventionsConfig.of(config),
     }
 
 
@@ -109,6 +111,14 @@ def test_nested_config_objects(config):
     (("universality", "max_tokens"), 1000, {"universality_tile", "universality_properties"}),
     (("universality", "baseline", "seed"), 1, {"universality_tile"}),
     (("universality", "top_pairs"), 5, {"universality_tile", "universality"}),
+    # stages.* reach only the stages' own rules; the shared batch size both of them
+    (("stages", "max_tokens"), 1000, {"stages_layers"}),
+    (("stages", "lens_tokens"), 100, {"stages_layers"}),
+    (("stages", "intervention_tokens"), 100, {"stages_interventions"}),
+    (("stages", "batch_size"), 2, {"stages_layers", "stages_interventions"}),
+    (("device",), "auto", {"congruence", "record", "experiment", "example_activations", "stages_layers",
+                         "stages_interventions", "universality_tile", "universality_properties",
+                         "universality_figures"}),
 ])
 def test_a_config_change_changes_exactly_the_objects_of_the_rules_it_concerns(config, key, value, changed):
     """What Snakemake's params trigger sees: only these rules' params differ (their rules rerun, and what reads

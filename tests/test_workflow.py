@@ -164,6 +164,7 @@ def run_dir(tmp_path_factory) -> Path:
         "models": ["resources/models/demo-planted", "extra/tiny-random"],
         "data": {"max_docs": 60, "shards": 2},
         "experiments": {"an_task": TASK},
+        "stages": {"max_tokens": 2048, "lens_tokens": 256, "intervention_tokens": 256},
     })
     write_complete_config(work / RUN_CONFIG, [DEMO, overlay], list(EXPERIMENTS), repo=work)
     r = snakemake(*TEST_RUN, *CONFIG_ARGS, cwd=work,
@@ -187,6 +188,8 @@ def plans(run_dir) -> dict[str, list[dict]]:
         "task_pair": {"experiments": {"an_task": dict(TASK, fills=[*TASK["fills"][:2], {"fruit": "lemon"}])}},
         "kurtosis": {"classes": {"kurtosis": 3.0}},
         "window": {"record": {"window": 12}},
+        "lens": {"stages": {"lens_tokens": 128}},
+        "interventions": {"stages": {"intervention_tokens": 128}},
     }
     base = {"configfiles": [RUN_CONFIG], "replace_workflow_config": True}
     spec = {"unchanged": base, "everything": dict(base, forceall=True)}
@@ -280,10 +283,10 @@ def test_standouts_make_the_dataset_pass_wait_for_the_experiments(plans):
 def test_class_thresholds_rerun_the_classes_and_the_weights_figures(plans):
     """classes.kurtosis reaches weights_figures through its typed config (the classes figure draws the thresholds)
     as well as neuron_classes; then what reads neurons.parquet (the pages, the paper check, the universality figures'
-    class panel: the two models share a tokenizer), nothing else."""
+    class panel: the two models share a tokenizer; the stages figures, which draw the class shares), nothing else."""
     jobs = plans["kurtosis"]
-    assert rules(jobs) <= {"neuron_classes", "weights_figures", "pages", "paper_check", "universality_figures"}, \
-        rules(jobs)
+    assert rules(jobs) <= {"neuron_classes", "weights_figures", "pages", "paper_check", "universality_figures",
+                           "stages_figure", "stages_models_figure"}, rules(jobs)
     for model in MODELS:
         assert {"neuron_classes", "weights_figures"} <= rules(jobs, model), model
 
@@ -295,6 +298,25 @@ def test_the_example_window_reruns_the_examples_not_the_recording(plans):
     assert rules(jobs) <= {"max_examples", "example_activations", "pages"}, rules(jobs)
     for model in MODELS:
         assert {"max_examples", "example_activations"} <= rules(jobs, model), model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change, rule", [("lens", "stages_layers"), ("interventions", "stages_interventions")])
+def test_stages_keys_rerun_only_the_stage(plans, change, rule):
+    """stages.lens_tokens reaches only stages_layers, stages.intervention_tokens only stages_interventions (their
+    typed configs); then the stage's figures, nothing else (no dataset pass, no weights pass)."""
+    jobs = plans[change]
+    assert rules(jobs) == {rule, "stages_figure", "stages_models_figure"}, rules(jobs)
+    for model in MODELS:
+        assert {rule, "stages_figure"} <= rules(jobs, model), model
+
+
+@pytest.mark.slow
+def test_stages_draw_every_model_side_by_side(run_dir):
+    """Two models in the run: one stages figure each, and the figure of both against relative depth."""
+    for model in MODELS:
+        assert (run_dir / f"results/{model}/figures/{DATASET}/stages.png").stat().st_size > 10_000
+    assert (run_dir / f"results/figures/{DATASET}/stages_models.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow
@@ -379,8 +401,9 @@ def test_real_study_job_shape_on_a_gpu_cluster(tmp_path):
     cluster = [j for j in jobs if not j["local"]]
     gpu = sorted(j["rule"] for j in cluster if j["gpu"])
     assert set(local) == {"fetch_model", "fetch_dataset", "pairs", "neuron_classes", "watch", "dataset_figures",
-                          "experiment_figures", "experiments_summary", "paper_check", "manifest"}
-    assert gpu == ["congruence", "example_activations"] + ["experiment"] * 4 + ["record"] * 4
+                          "experiment_figures", "experiments_summary", "paper_check", "manifest", "stages_figure"}
+    assert gpu == (["congruence", "example_activations"] + ["experiment"] * 4 + ["record"] * 4
+                   + ["stages_interventions", "stages_layers"])
     assert sorted(j["rule"] for j in cluster if not j["gpu"]) == ["curves", "max_examples", "pages", "tokenize",
                                                                   "weights_figures"]
     experiments = [j for j in cluster if j["rule"] == "experiment"]
@@ -392,5 +415,5 @@ def test_real_study_job_shape_on_a_gpu_cluster(tmp_path):
     allocations = 1 + sum(j["group"] is None and j["gpu"] > 0 for j in cluster)
     print(f"gpus: 4 -> {len(jobs)} jobs: {len(local)} local, {len(cluster)} on SLURM as {submissions} submissions, "
           f"{allocations} of them GPU allocations; the experiments' group job asks for {asks}")
-    assert (len(jobs), len(local), submissions, allocations) == (28, 13, 12, 7)
+    assert (len(jobs), len(local), submissions, allocations) == (31, 14, 14, 9)
     assert not [j for j in runs["cpu"] if j["gpu"] or j["group"]]

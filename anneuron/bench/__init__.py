@@ -2,4 +2,4 @@
 figures measured as ratios in the same run where a ratio exists (this shared machine's raw speed drifts); `serve`
 and `pages` report latencies, against the targets the README states."""
 
-BENCHES = ("congruence", "record", "patching", "rehearsal", "serve", "pages", "tasks", "universality")
+BENCHES = ("congruence", "record", "patching", "rehearsal", "serve", "pages", "tasks", "universality", "stages")

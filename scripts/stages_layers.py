@@ -1,0 +1,21 @@
+from anneuron.jobs import gpu_requested, setup_logging
+
+import torch
+
+from anneuron.io import write_parquet
+from anneuron.models import load_hf, resolve_device
+from anneuron.provenance import provenance, require_gpu
+from anneuron.stage_config import StagesLayersConfig
+from anneuron.stages.layer_stats import layer_stats
+
+setup_logging(snakemake)
+p = snakemake.params
+cfg = StagesLayersConfig.from_dict(p.cfg)
+torch.set_num_threads(snakemake.threads)
+require_gpu(cfg.device, gpu_requested(snakemake))
+model = load_hf(p.model, cfg.device, "float32", "eager")  # eager: the attention modules return their patterns
+table = layer_stats(model, list(snakemake.input.shards), max_tokens=cfg.max_tokens, lens_tokens=cfg.lens_tokens,
+                    batch_size=cfg.batch_size, seed=cfg.seed)
+write_parquet(snakemake.output.table, table)
+cfg.write(snakemake.output.config, model=p.model,
+          provenance=provenance(p.model, p.dataset, device=resolve_device(cfg.device), dtype="float32"))
