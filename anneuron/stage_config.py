@@ -458,7 +458,7 @@ class PaperCheckConfig(StageConfig):
             congruence_dtype=config["congruence"]["dtype"], dtype=config["dtype"], readout=curves["readout"],
             binning=curves["binning"], standout_z=patching["standout_z"],
             standout_min_score=patching["standout_min_score"],
-            experiments={name: {k: e[k] for k in ("clean", "corrupted", "answer", "wrong", "neuron_layers")}
+            experiments={name: {k: e[k] for k in ("clean", "corrupted", "answer", "wrong", "neuron_layers") if k in e}
                          for name, e in config["experiments"].items()}))
 
 

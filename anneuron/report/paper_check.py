@@ -657,7 +657,7 @@ def run_settings(cfg: PaperCheckConfig) -> dict:
     out = {k: d[k] for k in PAPER_SETTINGS}
     for exp in PAPER_EXPERIMENTS:
         e = cfg.experiments.get(exp)
-        out[f"prompts.{exp}"] = None if e is None else [e[k] for k in PROMPT_FIELDS]
+        out[f"prompts.{exp}"] = None if e is None else [e.get(k) for k in PROMPT_FIELDS]  # a task: no one pair
         out[f"layers.{exp}"] = None if e is None else e["neuron_layers"]
     return out
 

@@ -294,6 +294,12 @@ def test_run_settings_read_the_config():
     unpinned["revisions"] = {}
     assert settings_mismatch(settings(unpinned)) == [
         "revision = None (the post: 'eb25b8a95049673437d6e0c9bfa95070f3b79913')"]
+    as_task = merged("workflow/configs/paper.yaml")  # the post's experiment asked of many pairs: not the post's pair
+    an_a = as_task["experiments"]["an_a"]
+    as_task["experiments"]["an_a"] = {"pairs": [{k: an_a[k] for k in ("clean", "corrupted", "answer", "wrong")}] * 2,
+                                      "neuron_layers": an_a["neuron_layers"]}
+    assert settings_mismatch(settings(as_task)) == [
+        "an_a's prompts are not the post's (clean = None, corrupted = None, answer = None, wrong = None)"]
 
 
 def test_an_experiment_left_out_of_the_standout_count_is_named(post_outputs):
