@@ -4,6 +4,7 @@ from pathlib import Path
 
 from anneuron import contracts as K
 from anneuron import fetch as F
+from anneuron import resolve as R
 from anneuron import stage_config as S
 from anneuron.universality import plan as UP
 
@@ -41,6 +42,11 @@ TOKENIZERS = C.by_tokenizer(SPECS)
 
 def model_ids():
     return list(SPECS)
+
+
+def stage_models():
+    """The models the stages-of-inference stage runs on (resolve.STAGES_OF_INFERENCE: the families it is tested on)."""
+    return [mid for mid in SPECS if SPECS[mid].family in R.STAGES_OF_INFERENCE]
 
 
 def model_name(mid):

@@ -93,9 +93,9 @@ rule stages_figure:
 
 rule stages_models_figure:
     input:
-        layers=expand(K.PATHS["stages_layers"], model=model_ids(), allow_missing=True),
-        interventions=expand(K.PATHS["stages_interventions"], model=model_ids(), allow_missing=True),
-        neurons=expand(K.PATHS["neurons"], model=model_ids()),
+        layers=expand(K.PATHS["stages_layers"], model=stage_models(), allow_missing=True),
+        interventions=expand(K.PATHS["stages_interventions"], model=stage_models(), allow_missing=True),
+        neurons=expand(K.PATHS["neurons"], model=stage_models()),
     output:
         png=report(
             K.PATHS["figures_stages_models"],
@@ -108,7 +108,7 @@ rule stages_models_figure:
     wildcard_constraints:
         dataset=DATASET_RE,
     params:
-        models=model_ids(),
+        models=stage_models(),
     log:
         "logs/stages_models_figure/{dataset}.log",
     benchmark:
@@ -124,9 +124,23 @@ rule stages_models_figure:
         "../../scripts/stages_models_figure.py"
 
 
+from snakemake.logging import logger
+
+for _mid in sorted(set(model_ids()) - set(stage_models())):
+    logger.warning(
+        f"stages: skipped for {_mid} (family {SPECS[_mid].family}): the stage is tested on "
+        f"{', '.join(sorted(R.STAGES_OF_INFERENCE))} only"
+    )
+
 TARGETS.append(
-    lambda mid: [
-        K.path(k, model=mid, dataset=DATASET_ID) for k in ("stages_layers", "stages_interventions", "figures_stages")
-    ]
-    + ([K.path("figures_stages_models", dataset=DATASET_ID)] if len(model_ids()) > 1 and mid == model_ids()[0] else [])
+    lambda mid: (
+        [K.path(k, model=mid, dataset=DATASET_ID) for k in ("stages_layers", "stages_interventions", "figures_stages")]
+        if mid in stage_models()
+        else []
+    )
+    + (
+        [K.path("figures_stages_models", dataset=DATASET_ID)]
+        if len(stage_models()) > 1 and mid == stage_models()[0]
+        else []
+    )
 )
