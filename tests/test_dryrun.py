@@ -36,7 +36,7 @@ def test_bad_config_fails_with_one_line():
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("anneuron:")]
     assert lines == ["anneuron: config: unknown key bogus_key (known: classes, congruence, curves, data, dataset, "
                      "demo, device, dtype, experiments, experiments_defaults, fetch, gpus, models, patching, record, "
-                     "revisions, seed, watch)"]
+                     "revisions, seed, stages, universality, watch)"]
 
 
 def test_experiments_defaults_false_keeps_the_experiments_the_configfile_names():
