@@ -7,21 +7,14 @@ separate fixture in each), offline, with the GPT-2 tokenizer. Every test using `
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import pytest
+from llama_models import _once  # one cache of built models per test process
 
 from anneuron.demos.families import FAMILY_MODELS
 
 __all__ = ["FAMILY_MODELS", "family", "family_dir", "family_bridge", "family_hf"]
 
-_CACHE: dict[str, object] = {}
-
-
-def _once(key: str, build: Callable[[], object]):
-    if key not in _CACHE:
-        _CACHE[key] = build()
-    return _CACHE[key]
 
 
 @pytest.fixture(scope="session", params=list(FAMILY_MODELS))

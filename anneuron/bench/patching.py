@@ -13,14 +13,11 @@ FLOPs of the engine (counted below) and the time they take on one H100 at an ass
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-from anneuron.bench.common import emit, peak_rss_gb
-from anneuron.demos.gpt2 import random_gpt2
+from anneuron.bench.common import add_gpt2_shape, emit, peak_rss_gb, random_gpt2_bridge
 from anneuron.experiments import patching as P
 
 CLEAN = "I climbed up the pear tree and picked a pear. I climbed up the apple tree and picked"
@@ -55,20 +52,11 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--layer", type=int, default=9)
     ap.add_argument("--sample", type=int, default=24, help="neurons patched the naive way (time scaled up)")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--d-model", type=int, default=768, help="a multiple of 64 (heads of 64 dimensions)")
-    ap.add_argument("--d-mlp", type=int, default=3072)
+    add_gpt2_shape(ap, layers=12, d_model=768, d_mlp=3072)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     from anneuron.experiments.prompts import make_pair
-    from anneuron.models import load_model
 
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = random_gpt2(Path(tmp) / "gpt2-random", n_layer=args.layers, d_model=args.d_model, d_mlp=args.d_mlp,
-                             n_head=args.d_model // 64, ln_noise=0.1)
-        bridge = load_model(str(folder), device="cpu", dtype="float32")
+    bridge = random_gpt2_bridge(args)
     pair = make_pair(bridge, CLEAN, CORRUPTED, " an", " a")
     d_mlp, n_layers = bridge.cfg.d_mlp, bridge.cfg.n_layers
     runs = P.run_pair(bridge, pair, grad=False)

@@ -8,14 +8,11 @@ ratio of their times is `speedup`."""
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-from anneuron.bench.common import emit, peak_rss_gb
-from anneuron.demos.gpt2 import random_gpt2
+from anneuron.bench.common import add_gpt2_shape, emit, peak_rss_gb, random_gpt2_bridge
 from anneuron.experiments import patching as P
 from anneuron.experiments import tasks as T
 
@@ -29,20 +26,11 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--pairs", type=int, default=12, help=f"at most {len(NAMES)}")
     ap.add_argument("--layer", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=64, help="rows per forward, as patching.batch_size")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--layers", type=int, default=8)
-    ap.add_argument("--d-model", type=int, default=256, help="a multiple of 64 (heads of 64 dimensions)")
-    ap.add_argument("--d-mlp", type=int, default=1024)
+    add_gpt2_shape(ap, layers=8, d_model=256, d_mlp=1024)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     from anneuron.experiments.prompts import make_pair
-    from anneuron.models import load_model
 
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = random_gpt2(Path(tmp) / "gpt2-random", n_layer=args.layers, d_model=args.d_model, d_mlp=args.d_mlp,
-                             n_head=args.d_model // 64, ln_noise=0.1)
-        bridge = load_model(str(folder), device="cpu", dtype="float32")
+    bridge = random_gpt2_bridge(args)
     pairs = [make_pair(bridge, TEMPLATE.format(a=a, b=b, c=b), TEMPLATE.format(a=a, b=b, c=a), f" {a}", f" {b}")
              for a, b in NAMES[: args.pairs]]
     task = T.TaskRuns([P.run_pair(bridge, pair, grad=False) for pair in pairs])
