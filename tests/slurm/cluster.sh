@@ -3,13 +3,16 @@
 #   tests/slurm/cluster.sh install        apt-get the Debian packages (root)
 #   tests/slurm/cluster.sh up SCRATCH     start munge (unless one answers), slurmctld, slurmd; wait for the node
 #   tests/slurm/cluster.sh down SCRATCH   stop what `up` started, by the pids in SCRATCH, and restore /etc/slurm
-# One node named after this host, partitions `cpu` (default) and `gpu`, two fake GPUs (character devices made with
+# One node named after this host, partitions `cpu` (default) and `gpu`, eight fake GPUs (character devices made with
 # mknod: SLURM only needs the files to exist, and sets CUDA_VISIBLE_DEVICES per job), no accounting (the workflow's
 # slurm profile is then run with `--slurm-status-command squeue`, which needs MinJobAge >= 120).
 set -euo pipefail
 
 PACKAGES=(slurm-wlm slurmctld slurmd slurm-client munge)
-N_GPUS=${ANNEURON_SLURM_GPUS:-2}
+# Enough fake GPUs, declared cores and memory for every GPU job the demo DAG can have ready at once (congruence,
+# the experiments' group, the two stages jobs and the two record shards): the test checks that the two record
+# shards run side by side on GPUs of their own, which must not depend on which other GPU job SLURM started first.
+N_GPUS=${ANNEURON_SLURM_GPUS:-8}
 
 log() { echo "[slurm-cluster] $*" >&2; }
 
@@ -66,11 +69,12 @@ start_munge() {
 write_conf() {
   local scratch=$1 host cpus mem dev
   host=$(hostname -s)
-  # Declared, not measured (SlurmdParameters=config_overrides): at least 8 CPUs so two 2-thread GPU jobs and CPU jobs
-  # fit side by side on a 2-core machine; memory is not enforced (task/none), so declare plenty.
-  cpus=$(( $(nproc) > 8 ? $(nproc) : 8 ))
+  # Declared, not measured (SlurmdParameters=config_overrides): at least 32 CPUs and 512 GB so that every GPU job
+  # (2 threads, 16 GB asked each) and the CPU jobs fit side by side on a 2-core machine; memory is not enforced
+  # (task/none), so declaring plenty costs nothing.
+  cpus=$(( $(nproc) > 32 ? $(nproc) : 32 ))
   mem=$(( $(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) * 9 / 10 ))
-  (( mem < 64000 )) && mem=64000
+  (( mem < 512000 )) && mem=512000
   dev="$scratch/dev"
   mkdir -p "$dev"
   for ((i = 0; i < N_GPUS; i++)); do [[ -e $dev/nvidia$i ]] || mknod "$dev/nvidia$i" c 1 3; done

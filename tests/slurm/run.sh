@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test-slurm`: the demo pipeline through a real single-node SLURM equals a local run of it.
 #   1. installs slurm-wlm + munge (Debian packages) and starts a throwaway cluster (tests/slurm/cluster.sh):
-#      partitions cpu and gpu, two fake GPUs, no accounting;
+#      partitions cpu and gpu, eight fake GPUs, no accounting;
 #   2. runs the demo (workflow/configs/demo-planted.yaml + tests/slurm/config.yaml: few documents, 2 record
 #      shards, one experiment) twice at the same time, in two scratch copies of the repository: locally with the
 #      default profile, and with `--profile workflow/profiles/slurm` (plus the flags a cluster without accounting
