@@ -1,12 +1,12 @@
-"""How the dataset pass runs the model: an engine gives logits for a batch of token ids and calls back with every
-layer's MLP activation (TransformerLens' `blocks.L.mlp.hook_post`: for a gated MLP the product act(gate)·up) and, for
-`pred_post`, the final norm's normalized residual (`ln_final.hook_normalized`: centred and scaled under LayerNorm,
-only scaled under RMSNorm).
+"""How the dataset pass runs the model: an engine runs a batch of token ids, calls back with every layer's MLP
+activation (TransformerLens' `blocks.L.mlp.hook_post`: for a gated MLP the product act(gate)·up) and returns the
+residual entering the final norm (`final_residual`), from which `head` computes the logits and, for `pred_post`, the
+normalized residual (`ln_final.hook_normalized`: centred and scaled under LayerNorm, only scaled under RMSNorm).
 
 - `HFEngine` (the default for every family of anneuron.architecture): the Hugging Face model itself with SDPA
   attention (flash/memory-efficient kernels; the bridge computes attention eagerly, materialising every (T x T)
   pattern; Gemma 2 eager, SDPA has no soft-capped attention scores), hooked with plain forward pre-hooks on each
-  layer's MLP output projection (its input is hook_post) and on the final norm. GPT-2's gelu_new runs as one fused
+  layer's MLP output projection (its input is hook_post) and on the final norm (its input). GPT-2's gelu_new runs as one fused
   kernel (`gelu(approximate="tanh")`, the same function; the unfused one is ~8 elementwise passes). Raw weights:
   hook_post is the same as in the processed model; GPT-2's logits differ by a per-position constant (docs/science.md)
   and every other family's not at all, so the argmax, the softmax and `pred_post` are the same (a LayerNorm's
@@ -19,7 +19,9 @@ bfloat16/float16 (anneuron.models.cast_body, as load_engine and load_model do fo
 blocks in that precision, but its logits and normalized residual are computed in float32 from the float32 residual
 before the final norm, through float32 copies of the final norm, the unembedding and W_E (anneuron.models.Head):
 `logits` returns float32 logits and `W_E` a float32 matrix, whatever the body. (A low-precision unembedding of raw
-GPT-2, whose logits sit near -60..-130, would round them to multiples of 0.25-0.5.) The MLP activations passed to
+GPT-2, whose logits sit near -60..-130, would round them to multiples of 0.25-0.5.) `final_residual` stops before
+the unembedding: the dataset pass unembeds one row at a time from it (`head.logits`), so no (B, T, d_vocab) tensor
+exists (8.6 GB in float32 for 8 rows of 1,024 tokens under Gemma's 262k vocabulary). The MLP activations passed to
 `on_post` stay in the body's precision.
 """
 
@@ -36,7 +38,6 @@ from anneuron import models as M
 from anneuron.resolve import ModelError, ModelSpec, resolve
 
 PostHook = Callable[[torch.Tensor, int], None]  # (activation (B, T, d_mlp), layer)
-NormHook = Callable[[torch.Tensor], None]  # normalized residual (B, T, d_model), float32
 
 
 class BridgeEngine:
@@ -56,23 +57,22 @@ class BridgeEngine:
         return self.head.W_E
 
     @contextlib.contextmanager
-    def hooks(self, on_post: PostHook, on_normalized: NormHook | None = None) -> Iterator[None]:
+    def hooks(self, on_post: PostHook) -> Iterator[None]:
         fwd = [(f"blocks.{layer}.mlp.hook_post", lambda act, hook, layer=layer: on_post(act, layer))
                for layer in range(self.n_layers)]
-        if on_normalized is not None:
-            if self.dtype == torch.float32:
-                fwd.append(("ln_final.hook_normalized", lambda x, hook: on_normalized(x)))
-            else:  # from the float32 residual, not from the low-precision norm
-                fwd.append((self._final, lambda x, hook: on_normalized(self.head.normalized(x))))
         with self.bridge.hooks(fwd_hooks=fwd):
             yield
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.dtype == torch.float32:
             return self.bridge(tokens)
+        return self.head.logits(self.final_residual(tokens))
+
+    def final_residual(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The residual entering the final norm, (B, T, d_model) (the bridge still computes its logits)."""
         final: list[torch.Tensor] = []
         self.bridge.run_with_hooks(tokens, fwd_hooks=[(self._final, lambda x, hook: final.append(x))])
-        return self.head.logits(final[-1])
+        return final[-1]
 
 
 class FusedGeluNew(nn.Module):
@@ -108,12 +108,9 @@ class HFEngine:
         return self.head.W_E
 
     @contextlib.contextmanager
-    def hooks(self, on_post: PostHook, on_normalized: NormHook | None = None) -> Iterator[None]:
+    def hooks(self, on_post: PostHook) -> Iterator[None]:
         handles = [A.hook_neurons(layer, self.family, lambda act, l=l: on_post(act, l))
                    for l, layer in enumerate(self.layers)]
-        if on_normalized is not None:
-            handles.append(self.final_norm.register_forward_pre_hook(
-                lambda mod, inp: on_normalized(self.head.normalized(inp[0]))))
         try:
             yield
         finally:
@@ -123,13 +120,17 @@ class HFEngine:
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.dtype == torch.float32:
             return self.model(input_ids=tokens, use_cache=False).logits
+        return self.head.logits(self.final_residual(tokens))
+
+    def final_residual(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The residual entering the final norm, (B, T, d_model): the base model only, no unembedding."""
         final: list[torch.Tensor] = []
         h = self.final_norm.register_forward_pre_hook(lambda mod, inp: final.append(inp[0]))
         try:
             self.model.base_model(input_ids=tokens, use_cache=False)
         finally:
             h.remove()
-        return self.head.logits(final[-1])
+        return final[-1]
 
 
 Engine = BridgeEngine | HFEngine

@@ -97,7 +97,6 @@ class Recorder:
         self.W_E = self.engine.W_E if pred_post else None
         self._idx: BatchIndex | None = None
         self._acts: dict[int, torch.Tensor] = {}
-        self._normalized: torch.Tensor | None = None
         self._ctx = None
         self.calls = 0  # hook calls (each layer exactly once per batch)
 
@@ -107,11 +106,8 @@ class Recorder:
         if layer in self.col_index:
             self._acts[layer] = act[:, :, self.col_index[layer]].float()  # stays on the device until the end
 
-    def _on_normalized(self, x: torch.Tensor) -> None:
-        self._normalized = x
-
     def __enter__(self) -> "Recorder":
-        self._ctx = self.engine.hooks(self._on_post, self._on_normalized if self.pred_post else None)
+        self._ctx = self.engine.hooks(self._on_post)
         self._ctx.__enter__()
         return self
 
@@ -126,21 +122,21 @@ class Recorder:
         for b, r in enumerate(rows):
             toks[b, :len(r.tokens)] = torch.as_tensor(r.tokens)
         self._idx = BatchIndex.build(chunks, [r.docs for r in rows], width, self.device)
-        self._acts, self._normalized = {}, None
+        self._acts = {}
         before = self.calls
-        logits = self.engine.logits(toks.to(self.device))
+        final = self.engine.final_residual(toks.to(self.device))
         if self.calls - before != self.n_layers:
             raise RuntimeError(f"MLP hooks fired {self.calls - before} times for {self.n_layers} layers")
-        # per-position predictions on the device, row by row (a float copy of one row's logits at a time), then
-        # one transfer: no synchronisation inside the loop
+        # per-position predictions on the device, row by row (one row's float32 logits at a time: memory T x d_vocab,
+        # not B x T x d_vocab), then one transfer: no synchronisation inside the loop
         pred, prob, post, topk = [], [], [], []
         for b, r in enumerate(rows):
-            lg = logits[b, :len(r.tokens)].float()  # (the engines' logits are float32 whatever the body's dtype)
+            lg = self.engine.head.logits(final[b, :len(r.tokens)])  # float32 whatever the body's dtype
             arg = lg.argmax(-1)
             pred.append(arg)
             prob.append(torch.exp(-torch.nn.functional.cross_entropy(lg, arg, reduction="none")))  # softmax[arg]
             if self.pred_post:
-                post.append((self._normalized[b, :len(r.tokens)] @ self.W_E.T).argmax(-1))
+                post.append((self.engine.head.normalized(final[b, :len(r.tokens)]) @ self.W_E.T).argmax(-1))
             if self.pred_topk:
                 topk.append(lg.topk(self.pred_topk, -1).indices)
         host = lambda xs: torch.cat(xs).cpu().numpy() if xs else None  # noqa: E731

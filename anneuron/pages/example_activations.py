@@ -113,7 +113,7 @@ def _forward(engine, batch: _Batch, toks: torch.Tensor) -> dict[int, torch.Tenso
 
     with engine.hooks(on_post):
         try:
-            engine.logits(toks)
+            engine.final_residual(toks)
         except _Stop:
             pass
     missing = set(batch.by_layer) - set(got)
