@@ -10,9 +10,10 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def dry_run(*args: str) -> subprocess.CompletedProcess:
+def dry_run(*args: str, directory: Path = REPO) -> subprocess.CompletedProcess:
+    """`snakemake -n` of this repository's workflow, run in `directory` (the repository, or a study folder)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    return subprocess.run([*SNAKEMAKE, "-n", "--cores", "1", "--directory", str(REPO), *args],
+    return subprocess.run([*SNAKEMAKE, "-n", "--cores", "1", "--directory", str(directory), *args],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -184,3 +184,26 @@ def test_fetch_command_failure_is_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "someone/pythia-tiny@default branch: cannot be downloaded" in err
     assert not (tmp_path / "resources").exists()
+
+
+def test_after_the_fetch_command_the_workflow_plans_the_study_without_a_fetch_job(pythia_source, tmp_path,
+                                                                                 monkeypatch):
+    """The other half of "the workflow's fetch rule finds it done": a dry run of a study naming the fetched hub
+    model, offline and with the cache the command filled, schedules every stage on it and no `fetch_model` job."""
+    import huggingface_hub
+
+    from test_dryrun import dry_run
+
+    cache, root, name = tmp_path / "cache", tmp_path / "study", "someone/pythia-tiny"
+    _hub_cache(monkeypatch, cache)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", _fake_snapshot_download(pythia_source, cache,
+                                                                                      "abc123", []))
+    assert F.main([name, "--root", str(root)]) == 0
+    study = tmp_path / "study.yaml"
+    study.write_text(f"models: [{name}]\ndataset: resources/data/demo-planted.parquet\n"
+                     "experiments_defaults: false\nexperiments: {}\n")
+    r = dry_run("--configfile", str(study), "--quiet", "rules", directory=root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    jobs = {line.split()[0] for line in r.stdout.splitlines() if line.strip() and line.split()[-1].isdigit()}
+    assert {"congruence", "record", "pages"} <= jobs
+    assert "fetch_model" not in jobs
