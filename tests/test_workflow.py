@@ -190,6 +190,8 @@ def plans(run_dir) -> dict[str, list[dict]]:
         "window": {"record": {"window": 12}},
         "lens": {"stages": {"lens_tokens": 128}},
         "interventions": {"stages": {"intervention_tokens": 128}},
+        "stages_positions": {"stages": {"max_tokens": 512}},
+        "stages_batch": {"stages": {"batch_size": 3}},
     }
     base = {"configfiles": [RUN_CONFIG], "replace_workflow_config": True}
     spec = {"unchanged": base, "everything": dict(base, forceall=True)}
@@ -301,14 +303,17 @@ def test_the_example_window_reruns_the_examples_not_the_recording(plans):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("change, rule", [("lens", "stages_layers"), ("interventions", "stages_interventions")])
-def test_stages_keys_rerun_only_the_stage(plans, change, rule):
-    """stages.lens_tokens reaches only stages_layers, stages.intervention_tokens only stages_interventions (their
-    typed configs); then the stage's figures, nothing else (no dataset pass, no weights pass)."""
+@pytest.mark.parametrize("change, rerun", [("lens", {"stages_layers"}), ("stages_positions", {"stages_layers"}),
+                                           ("interventions", {"stages_interventions"}),
+                                           ("stages_batch", {"stages_layers", "stages_interventions"})])
+def test_stages_keys_rerun_only_the_stage(plans, change, rerun):
+    """stages.lens_tokens and stages.max_tokens reach only stages_layers, stages.intervention_tokens only
+    stages_interventions, stages.batch_size both (their typed configs); then the stage's figures, nothing else (no
+    dataset pass, no weights pass)."""
     jobs = plans[change]
-    assert rules(jobs) == {rule, "stages_figure", "stages_models_figure"}, rules(jobs)
+    assert rules(jobs) == {*rerun, "stages_figure", "stages_models_figure"}, rules(jobs)
     for model in MODELS:
-        assert {rule, "stages_figure"} <= rules(jobs, model), model
+        assert {*rerun, "stages_figure"} <= rules(jobs, model), model
 
 
 @pytest.mark.slow
