@@ -465,38 +465,9 @@ class PaperCheckConfig(StageConfig):
 # --- universality (anneuron.universality) ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class UniversalityTileConfig(StageConfig):
-    """One tile job (universality_tile): how the models run and what is summed. Not the models list nor the
-    threshold: adding a model or moving the threshold reruns no tile."""
-
-    device: str
-    dtype: str
-    engine: str
-    batch_size: int
-    max_tokens: int
-    seed: int  # the rotation baseline's
-    top_pairs: int
-
-    @classmethod
-    def of(cls, config: dict) -> "UniversalityTileConfig":
-        u = config["universality"]
-        return cls.from_dict({"device": config["device"], "dtype": config["dtype"],
-                              "engine": config["record"]["engine"], "batch_size": u["batch_size"],
-                              "max_tokens": u["max_tokens"],
-                              "seed": u["baseline"]["seed"], "top_pairs": u["top_pairs"]})
-
-
-@dataclass(frozen=True)
-class UniversalityConfig(StageConfig):
-    """The merge of one model's tiles (universality): ϱ's threshold and the pairs kept."""
-
-    threshold: float
-    top_pairs: int
-
-    @classmethod
-    def of(cls, config: dict) -> "UniversalityConfig":
-        return cls.from_dict({k: config["universality"][k] for k in ("threshold", "top_pairs")})
+def _models_run(config: dict) -> dict:
+    """How a universality pass runs the models: the run's device and dtype, and the dataset pass's engine."""
+    return {"device": config["device"], "dtype": config["dtype"], "engine": config["record"]["engine"]}
 
 
 @dataclass(frozen=True)
@@ -511,8 +482,30 @@ class UniversalityPropertiesConfig(StageConfig):
 
     @classmethod
     def of(cls, config: dict) -> "UniversalityPropertiesConfig":
-        t = UniversalityTileConfig.of(config).to_dict()
-        return cls.from_dict({k: t[k] for k in ("device", "dtype", "engine", "batch_size", "max_tokens")})
+        """(UniversalityTileConfig's too: from_dict takes each class's own fields.)"""
+        u = config["universality"]
+        return cls.from_dict({**u, **_models_run(config), "seed": u["baseline"]["seed"]})
+
+
+@dataclass(frozen=True)
+class UniversalityTileConfig(UniversalityPropertiesConfig):
+    """One tile job (universality_tile): how the models run over the same tokens as universality_properties, and
+    what is summed. Not the models list nor the threshold: adding a model or moving the threshold reruns no tile."""
+
+    seed: int  # the rotation baseline's
+    top_pairs: int
+
+
+@dataclass(frozen=True)
+class UniversalityConfig(StageConfig):
+    """The merge of one model's tiles (universality): ϱ's threshold and the pairs kept."""
+
+    threshold: float
+    top_pairs: int
+
+    @classmethod
+    def of(cls, config: dict) -> "UniversalityConfig":
+        return cls.from_dict(config["universality"])
 
 
 @dataclass(frozen=True)
@@ -527,7 +520,4 @@ class UniversalityFiguresConfig(StageConfig):
 
     @classmethod
     def of(cls, config: dict) -> "UniversalityFiguresConfig":
-        u = config["universality"]
-        return cls.from_dict({"threshold": u["threshold"], "twin_tokens": u["twin_tokens"],
-                              "device": config["device"], "dtype": config["dtype"],
-                              "engine": config["record"]["engine"]})
+        return cls.from_dict({**config["universality"], **_models_run(config)})

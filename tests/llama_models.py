@@ -40,30 +40,44 @@ def llama_kind(request) -> str:
     return request.param
 
 
-@pytest.fixture(scope="session")
-def llama_dir(llama_kind, tmp_path_factory) -> Path:
+def llama_folder(kind: str, tmp_path_factory) -> Path:
+    """The random Llama `kind` (LLAMAS), built once per test process."""
     from anneuron.demos.llama import random_llama
 
-    return _once(f"dir/{llama_kind}", lambda: random_llama(
-        tmp_path_factory.mktemp("llama") / llama_kind, n_layer=3, d_model=64, d_mlp=128, n_head=4, n_kv_head=2,
-        **LLAMAS[llama_kind]))
+    return _once(f"dir/{kind}", lambda: random_llama(
+        tmp_path_factory.mktemp("llama") / kind, n_layer=3, d_model=64, d_mlp=128, n_head=4, n_kv_head=2,
+        **LLAMAS[kind]))
+
+
+def loaded(key: str, folder: Path):
+    """The model in `folder` processed as the pipeline loads it (anneuron.models.load_model: norms folded), once."""
+    from anneuron.models import load_model
+
+    return _once(f"bridge/{key}", lambda: load_model(str(folder), device="cpu", dtype="float32"))
+
+
+def raw_hf(key: str, folder: Path):
+    """The raw Hugging Face model in `folder` (eager attention, float32), once: the references' source of weights."""
+    from transformers import AutoModelForCausalLM
+
+    return _once(f"hf/{key}", lambda: AutoModelForCausalLM.from_pretrained(
+        folder, attn_implementation="eager").eval())
+
+
+@pytest.fixture(scope="session")
+def llama_dir(llama_kind, tmp_path_factory) -> Path:
+    return llama_folder(llama_kind, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def llama_bridge(llama_kind, llama_dir):
     """Processed as the pipeline loads it (anneuron.models.load_model): RMSNorm gains folded, nothing centred."""
-    from anneuron.models import load_model
-
-    return _once(f"bridge/{llama_kind}", lambda: load_model(str(llama_dir), device="cpu", dtype="float32"))
+    return loaded(llama_kind, llama_dir)
 
 
 @pytest.fixture(scope="session")
 def llama_hf(llama_kind, llama_dir):
-    """The raw Hugging Face model (eager attention, float32): the references' source of weights."""
-    from transformers import AutoModelForCausalLM
-
-    return _once(f"hf/{llama_kind}", lambda: AutoModelForCausalLM.from_pretrained(
-        llama_dir, attn_implementation="eager").eval())
+    return raw_hf(llama_kind, llama_dir)
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +101,4 @@ def planted_truth(planted_llama_dir) -> dict:
 
 @pytest.fixture(scope="session")
 def planted_llama_bridge(planted_llama_dir):
-    from anneuron.models import load_model
-
-    return _once("bridge/planted", lambda: load_model(str(planted_llama_dir), device="cpu", dtype="float32"))
+    return loaded("planted", planted_llama_dir)

@@ -373,6 +373,43 @@ def test_report_shows_every_figure_with_its_caption(run_dir):
     assert any(c.name == "workflow.rst" for c in captions)
 
 
+COUNT_ROWS = ("an_predicted", "an_occurred", "though_predicted", "though_occurred")
+
+
+@pytest.mark.slow
+def test_a_run_over_the_first_100_documents_says_its_counts_are_not_comparable(run_dir, tmp_path):
+    """The issue's run, end to end: the `paper_check` rule rerun by Snakemake on the planted demo's artifacts with
+    `data.max_docs: 100` (a configfile overlay, as docs/paper.md says) writes count rows "not comparable: …" that
+    name max_docs; the same run with no max_docs names it nowhere, and its values are the same (only the settings
+    differ). In a copy, so that the run the other tests read stays as it was."""
+    import pyarrow.parquet as pq
+
+    work = tmp_path / "repo"
+    shutil.copytree(run_dir, work, symlinks=True)
+    table = work / "results/demo-planted/paper_check.parquet"
+
+    def check(max_docs: int | None) -> dict[str, dict]:
+        overlay = write_yaml(work / f"tests/max-docs-{max_docs}.yaml", {"data": {"max_docs": max_docs}})
+        r = snakemake(str(table.relative_to(work)), "--cores", "1", "--forcerun", "paper_check",
+                      "--allowed-rules", "paper_check", "--rerun-triggers", "mtime",
+                      "--replace-workflow-config", "--configfile", RUN_CONFIG, overlay, cwd=work)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+        return {row["key"]: row for row in pq.read_table(table).to_pylist()}
+
+    first_100, every_doc = check(100), check(None)
+    for key in COUNT_ROWS:
+        status = first_100[key]["status"]
+        assert status.startswith("not comparable: ") and "max_docs = 100 (the post: None)" in status, status
+        assert first_100[key]["difference"] is None
+        assert "max_docs" not in every_doc[key]["status"], every_doc[key]
+        assert every_doc[key]["status"].startswith("not comparable: "), every_doc[key]  # the demo's own data
+        assert first_100[key]["ours"] == every_doc[key]["ours"] and first_100[key]["ours"] is not None
+    for key, row in every_doc.items():
+        assert "max_docs" not in row["status"], row
+        if key not in COUNT_ROWS and "max_docs" not in row["settings"]:
+            assert first_100[key]["status"] == row["status"], key  # what does not read the data is untouched
+
+
 def _profile_grouping(profile: Path) -> dict:
     """The slurm profile's group settings as the dry-run API takes them."""
     cfg = yaml.safe_load(profile.read_text())

@@ -23,7 +23,6 @@ thousands of forwards: ~k/t of the neurons are still updated at batch t.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
@@ -32,9 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anneuron.bench.common import emit, peak_rss_gb
+from anneuron.bench.common import add_arch_shape, build_model, emit, parse_arch_shape, peak_rss_gb, timed
 from anneuron.data import Row
-from anneuron.demos.gpt2 import random_gpt2
 
 
 def corpus_rows(n_rows: int, seq_len: int, mean_doc: int, seed: int = 0) -> list[tuple[int, Row]]:
@@ -61,21 +59,6 @@ def run_fraction(k: int, batches: int) -> float:
     return sum(min(1.0, k / t) for t in range(1, batches + 1)) / batches
 
 
-SHAPES = {"gpt2": dict(layers=12, d_model=768), "llama": dict(layers=30, d_model=576, d_mlp=1536)}
-
-
-def build_model(arch: str, folder: Path, layers: int, d_model: int, d_mlp: int, n_ctx: int) -> Path:
-    """A random model of the family: heads of 64 dimensions (Llama: a third of them key/value heads, as in
-    SmolLM2), randomised norms."""
-    if arch == "gpt2":
-        return random_gpt2(folder, n_layer=layers, d_model=d_model, d_mlp=d_mlp, n_head=d_model // 64, n_ctx=n_ctx)
-    from anneuron.demos.llama import random_llama
-
-    n_head = d_model // 64
-    return random_llama(folder, n_layer=layers, d_model=d_model, d_mlp=d_mlp, n_head=n_head,
-                        n_kv_head=max(1, n_head // 3), n_ctx=n_ctx, norm_noise=0.1, weight_scale=1.0)
-
-
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="python -m anneuron.bench record", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,21 +71,11 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--run-tokens", type=int, default=10_000_000, help="tokens of the run projected (pile-10k)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                     help="the body's precision (the head is float32 whatever it is)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: least disturbed on a shared CPU)")
-    ap.add_argument("--arch", default="gpt2", choices=["gpt2", "llama"])
-    ap.add_argument("--layers", type=int, default=None, help="default: 12 (gpt2), 30 (llama)")
-    ap.add_argument("--d-model", type=int, default=None, help="default: 768 (gpt2), 576 (llama)")
-    ap.add_argument("--d-mlp", type=int, default=None, help="default: 4 d_model (gpt2), 1536 (llama)")
+    add_arch_shape(ap, arch="gpt2", threads=1)  # 1 thread: least disturbed on a shared CPU
     ap.add_argument("--engine", default="auto", choices=["auto", "hf", "bridge"])
     ap.add_argument("--compare-bridge", action="store_true",
                     help="also time the TransformerBridge's bare forward (the engine's speed-up)")
-    args = ap.parse_args(argv)
-    shape = SHAPES[args.arch]
-    args.layers = args.layers or shape["layers"]
-    args.d_model = args.d_model or shape["d_model"]
-    args.d_mlp = args.d_mlp or shape.get("d_mlp") or 4 * args.d_model
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = parse_arch_shape(ap, argv)
 
     from anneuron.contracts import record_schema
     from anneuron.dataset.engines import BridgeEngine, load_engine
@@ -130,10 +103,8 @@ def main(argv: list[str]) -> None:
 
         def bare(b, eng=engine) -> float:
             toks = torch.tensor([r.tokens for _, r in b])
-            t = time.perf_counter()
             with torch.no_grad():
-                eng.logits(toks)
-            return time.perf_counter() - t
+                return timed(lambda: eng.logits(toks))
 
         def record(b, state: str) -> float:
             """state cold: an empty top-k (every neuron updated); frozen: thresholds at +inf (none updated, the

@@ -16,26 +16,21 @@ Timed, each on the same token shard (`--rows` rows of `--seq-len` tokens) and on
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from anneuron.bench.common import emit, peak_rss_gb
-from anneuron.bench.record import SHAPES, build_model, corpus_rows
+from anneuron.bench.common import add_arch_shape, build_model, emit, parse_arch_shape, peak_rss_gb, timed
+from anneuron.bench.record import corpus_rows
 
 
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="python -m anneuron.bench stages", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", default="llama", choices=["gpt2", "llama"])
-    ap.add_argument("--layers", type=int, default=None, help="default: 12 (gpt2), 30 (llama)")
-    ap.add_argument("--d-model", type=int, default=None, help="default: 768 (gpt2), 576 (llama)")
-    ap.add_argument("--d-mlp", type=int, default=None, help="default: 4 d_model (gpt2), 1536 (llama)")
+    add_arch_shape(ap, arch="llama", threads=2)
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--rows", type=int, default=4)
     ap.add_argument("--batch", type=int, default=4)
@@ -43,14 +38,7 @@ def main(argv: list[str]) -> None:
                     help="share of positions with the logit lens (smollm2-wiki: 2,048 of 16,384 = 0.125)")
     ap.add_argument("--intervention-rows", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args(argv)
-    shape = SHAPES[args.arch]
-    args.layers = args.layers or shape["layers"]
-    args.d_model = args.d_model or shape["d_model"]
-    args.d_mlp = args.d_mlp or shape.get("d_mlp") or 4 * args.d_model
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = parse_arch_shape(ap, argv)
 
     from anneuron.data import write_shards
     from anneuron.dataset.engines import load_engine
@@ -75,11 +63,6 @@ def main(argv: list[str]) -> None:
         eager = load_hf(str(folder), "cpu", "float32", "eager")
         sdpa = load_hf(str(folder), "cpu", "float32", "sdpa")
         bare_toks = torch.tensor([r.tokens for _, r in rows[:args.intervention_rows]])
-
-        def timed(fn) -> float:
-            t = time.perf_counter()
-            fn()
-            return time.perf_counter() - t
 
         steps = {
             "record": lambda: record_shard(engine, shard, tmp / "tokens.parquet", tmp / "topk.parquet", watched,

@@ -11,7 +11,7 @@ A LayerNorm (GPT-2) also removes each entry's mean; an RMSNorm (Llama) does not,
 model's `normalization_type` in both readings. Gemma 2's final soft-cap is applied to each entry's two logits
 (neither reading is then additive); a parallel block's `mid` entry is resid_pre + attn_out. The final norm's gain
 is folded into W_U by load_model in every family, so the direction below already includes it
-(tests/experiments/test_logit_lens.py, test_llama_patching.py, test_family_patching.py).
+(tests/experiments/test_logit_lens.py, test_family_patching.py).
 
 Computed in float32 whatever the body's dtype (docs/science.md "Precision"): the cached residuals are upcast, both
 scales are recomputed from them (the `post` scale is the final residual's, i.e. what ln_final computes; a

@@ -1,7 +1,7 @@
 """Figures of the weights pass (docs/paper.md, results/{model}/figures/weights/): a neuron's output and input weights
-against all tokens, a token against all neurons, each token's highest neuron congruence, the top-2 differences both
-ways, the top mutually exclusive pairs, and the vocabulary moments and classes by depth (Gurnee et al. 2024, Fig.
-5-6)."""
+against all tokens, a token against all neurons, each token's highest neuron congruence and each neuron's highest
+token congruence, the top-2 differences both ways, the top mutually exclusive pairs, and the vocabulary moments and
+classes by depth (Gurnee et al. 2024, Fig. 5-6)."""
 
 from __future__ import annotations
 
@@ -232,23 +232,39 @@ def top_neuron_per_token(tokens: pl.DataFrame, d_mlp: int, basis: str):
     return fig
 
 
-def top2_diff_per_neuron(neurons: pl.DataFrame, token_strs: Sequence[str], basis: str):
-    """d_neu = top-1 minus top-2 token congruence, for every neuron: neurons dedicated to one token stand out."""
+def _per_neuron(v: np.ndarray, neurons: pl.DataFrame, token_strs: Sequence[str], ylabel: str, title: str):
+    """One value per neuron over flat neuron ids (grouped by layer), the best N_TOP numbered and listed with their
+    top token."""
     style()
-    d = neurons["d_neu"].to_numpy()
     n_layers = int(neurons["layer"].max()) + 1
-    d_mlp = len(d) // n_layers
+    d_mlp = len(v) // n_layers
     top1 = neurons["top_token_ids"].list.first().to_numpy()
     fig, ax = plt.subplots(figsize=(11, 4))
-    _layer_scatter(ax, d, n_layers, d_mlp)
+    _layer_scatter(ax, v, n_layers, d_mlp)
     _margin(ax)
-    top = np.argsort(-d)[:N_TOP]
-    _label_numbered(ax, top, d[top], [f"{flat_name(n, d_mlp)} {_tok(token_strs[top1[n]])} {d[n]:.3g}" for n in top])
-    ax.set_ylabel("d_neu = top-1 − top-2\ntoken congruence")
-    ax.set_title(f"Top-1 − top-2 token congruence per neuron (basis {basis}); "
-                 f"best {N_TOP}: neuron, its top token, d_neu")
+    top = np.argsort(-v)[:N_TOP]
+    _label_numbered(ax, top, v[top], [f"{flat_name(n, d_mlp)} {_tok(token_strs[top1[n]])} {v[n]:.3g}" for n in top])
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def top2_diff_per_neuron(neurons: pl.DataFrame, token_strs: Sequence[str], basis: str):
+    """d_neu = top-1 minus top-2 token congruence, for every neuron: neurons dedicated to one token stand out."""
+    return _per_neuron(neurons["d_neu"].to_numpy(), neurons, token_strs, "d_neu = top-1 − top-2\ntoken congruence",
+                       f"Top-1 − top-2 token congruence per neuron (basis {basis}); "
+                       f"best {N_TOP}: neuron, its top token, d_neu")
+
+
+def top_token_per_neuron(neurons: pl.DataFrame, token_strs: Sequence[str], basis: str):
+    """Each neuron's highest token congruence (the notebook's top_token_for_each_neuron_fig, cell 39, shown there
+    but not saved): a neuron whose top token is far above every other neuron's writes that token hardest, whether
+    or not a second token follows close behind (which d_neu, top2_diff_per_neuron, would hide)."""
+    top = neurons["top_values"].list.first().to_numpy().astype(np.float64)
+    return _per_neuron(top, neurons, token_strs, "highest token congruence\nmax over tokens",
+                       f"Highest token congruence per neuron (basis {basis}); best {N_TOP}: neuron, its top token, "
+                       "value")
 
 
 def top_pairs(pairs: pl.DataFrame, n: int, basis: str):
@@ -482,6 +498,7 @@ def draw_weights_figures(out_dir: str | Path, weights, tokens: pl.DataFrame, neu
     written += save_figure(top2_diff_per_token(tokens, d_mlp, basis), out_dir / "top2_diff_per_token")
     written += save_figure(top_neuron_per_token(tokens, d_mlp, basis), out_dir / "top_neuron_per_token")
     written += save_figure(top2_diff_per_neuron(neurons, strs, basis), out_dir / "top2_diff_per_neuron")
+    written += save_figure(top_token_per_neuron(neurons, strs, basis), out_dir / "top_token_per_neuron")
     written += save_figure(top_pairs(pairs, TOP_PAIRS_SHOWN, basis), out_dir / "top_pairs")
     written += save_figure(classes_by_layer(neurons, kurtosis, partition_var), out_dir / "classes_by_layer")
     written += save_figure(entropy_by_layer(neurons), out_dir / "entropy_by_layer")

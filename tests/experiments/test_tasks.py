@@ -46,26 +46,16 @@ def assert_lds(batched: torch.Tensor, loop: list[torch.Tensor], task: T.TaskRuns
 
 def llama(kind: str, tmp_path_factory):
     """The session's random Llama of this kind (tests/llama_models.py), built once per process."""
-    from llama_models import LLAMAS, _once
+    from llama_models import llama_folder, loaded
 
-    from anneuron.demos.llama import random_llama
-    from anneuron.models import load_model
-
-    folder = _once(f"dir/{kind}", lambda: random_llama(
-        tmp_path_factory.mktemp("llama") / kind, n_layer=3, d_model=64, d_mlp=128, n_head=4, n_kv_head=2,
-        **LLAMAS[kind]))
-    return _once(f"bridge/{kind}", lambda: load_model(str(folder), device="cpu", dtype="float32"))
+    return loaded(kind, llama_folder(kind, tmp_path_factory))
 
 
 def family_model(variant: str, tmp_path_factory):
     """The session's tiny random model of another family (tests/family_models.py), built once per process."""
-    from family_models import _once
+    from family_models import family_folder, loaded
 
-    from anneuron.demos.families import random_family_model
-    from anneuron.models import load_model
-
-    folder = _once(f"dir/{variant}", lambda: random_family_model(tmp_path_factory.mktemp("family") / variant, variant))
-    return _once(f"bridge/{variant}", lambda: load_model(str(folder), device="cpu", dtype="float32"))
+    return loaded(variant, family_folder(variant, tmp_path_factory))
 
 
 # GPT-2, two Llama layouts, and the families whose blocks differ: parallel (GPT-NeoX), post-norms and a final

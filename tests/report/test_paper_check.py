@@ -288,7 +288,7 @@ def test_run_settings_read_the_config():
     assert "chunking = 'concat' (the post: 'truncate')" in settings_mismatch(default)
     assert default["layers.an_a"] == "auto" and settings(dict(merged(), experiments={}))["layers.an_a"] is None
     first_100 = merged("workflow/configs/paper.yaml")
-    first_100["data"]["max_docs"] = 100  # as --config data='{max_docs: 100}' would set it
+    first_100["data"]["max_docs"] = 100  # as a configfile overlay `data: {max_docs: 100}` sets it
     assert settings_mismatch(settings(first_100)) == ["max_docs = 100 (the post: None)"]
     unpinned = merged("workflow/configs/paper.yaml")
     unpinned["revisions"] = {}

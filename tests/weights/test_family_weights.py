@@ -1,9 +1,11 @@
-"""Tiny random models of every family beyond GPT-2 and Llama (tests/family_models.py) through load_model and the
-weights pass, against the raw Hugging Face weights in float64.
+"""Tiny random models of every decoder family beyond GPT-2 (tests/family_models.py `decoder`: the random Llamas of
+tests/llama_models.py, tied SwiGLU and untied GeGLU, GQA, RoPE, and the GPT-NeoX, Phi, Gemma 2/3, Qwen3 and OLMo-2
+variants) through load_model and the weights pass, against the raw Hugging Face weights in float64.
 
 Processing (anneuron.architecture.fold_norms) = the gain (and LayerNorm bias) of every norm reading the residual
 folded into the layers reading it, W_U = diag(g_final)·W_U (LayerNorm: centred over d_model), post-norms left in
-place: the logits stay equal to the raw model's. Under a post-norm, W_out is diag(g_post)·W_out: the direction of
+place, nothing else centred: the logits stay equal to the raw model's (not just up to a per-position constant).
+W_out = the output projection's columns (Llama: down_proj's); under a post-norm, diag(g_post)·W_out: the direction of
 each neuron's exact term in the MLP's write."""
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 from family_models import *  # noqa: F401,F403 (session fixtures)
+from family_models import FAMILY_MODELS, LLAMAS
 from test_congruence import K, check, dense_reference
 
 from anneuron import architecture as A
-from anneuron.weights.congruence import BASES, Weights, congruence_pass, weights_of
+from anneuron.weights.congruence import BASES, Weights, congruence_column, congruence_pass, congruence_row, weights_of
 
 PROMPT = "The quick brown fox jumps over the lazy dog. An apple a day keeps the doctor away."
 
@@ -35,29 +38,37 @@ def raw_weights(hf) -> Weights:
     return Weights(w_out, A.module(hf, fam.embed).weight.detach().double(), W_U.detach())
 
 
-def test_fixture_exercises_folding(family_hf):
-    fam = A.family_of(family_hf)
-    cfg = family_hf.config
-    assert cfg.tie_word_embeddings == (cfg.model_type == "gemma2")
-    norms = [A.module(family_hf, fam.final_norm)] + [A.module(layer, n) for layer in A.layers(family_hf, fam)
-                                                     for n in fam.norm_readers]
+def _tied(decoder: str) -> bool:
+    """Whether the variant was built with a tied unembedding (Gemma 2 as the real ones; the Llamas as LLAMAS says)."""
+    return LLAMAS[decoder]["tied"] if decoder in LLAMAS else FAMILY_MODELS[decoder][2]["tie_word_embeddings"]
+
+
+def test_fixture_exercises_folding(decoder_hf, decoder):
+    fam = A.family_of(decoder_hf)
+    cfg = decoder_hf.config
+    assert cfg.tie_word_embeddings == _tied(decoder)
+    assert cfg.tie_word_embeddings == (cfg.model_type == "gemma2") or decoder in LLAMAS
+    if decoder in LLAMAS:
+        assert cfg.num_key_value_heads < cfg.num_attention_heads  # grouped-query attention
+    norms = [A.module(decoder_hf, fam.final_norm)] + [A.module(layer, n) for layer in A.layers(decoder_hf, fam)
+                                                      for n in fam.norm_readers]
     for norm in norms:
         assert (A.gain(norm, fam) - 1).abs().max() > 0.3, "norm gains must be random, or folding is never tested"
 
 
-def test_processed_logits_equal_raw_logits(family_bridge, family_hf):
+def test_processed_logits_equal_raw_logits(decoder_bridge, decoder_hf):
     """Exactly (float rounding), not up to a per-position constant."""
-    toks = family_bridge.to_tokens(PROMPT)
+    toks = decoder_bridge.to_tokens(PROMPT)
     with torch.no_grad():
-        raw, ours = family_hf(toks).logits, family_bridge(toks)
+        raw, ours = decoder_hf(toks).logits, decoder_bridge(toks)
     diff = (raw - ours).abs().max().item()
     print(f"max |processed - raw HF| logits: {diff:.3g} (logits up to {raw.abs().max():.3g})")
     assert diff < 2e-5
 
 
-def test_processed_weights_are_the_raw_ones_with_gains_folded(family_bridge, family_hf):
-    fam = A.family_of(family_hf)
-    for raw, ours in zip(A.layers(family_hf, fam), A.layers(family_bridge, fam)):
+def test_processed_weights_are_the_raw_ones_with_gains_folded(decoder_bridge, decoder_hf, decoder):
+    fam = A.family_of(decoder_hf)
+    for raw, ours in zip(A.layers(decoder_hf, fam), A.layers(decoder_bridge, fam)):
         for norm_name, readers in fam.norm_readers.items():
             norm = A.module(raw, norm_name)
             for reader in readers:
@@ -71,24 +82,59 @@ def test_processed_weights_are_the_raw_ones_with_gains_folded(family_bridge, fam
             if raw_post is not None:
                 assert torch.equal(raw_post.weight, our_post.weight)
         torch.testing.assert_close(A.mlp_out(ours, fam).weight, A.mlp_out(raw, fam).weight, rtol=0, atol=0)
-    w = raw_weights(family_hf)
-    torch.testing.assert_close(family_bridge.W_U.double(), w.W_U, rtol=0, atol=1e-6)
-    torch.testing.assert_close(family_bridge.W_E.double(), w.W_E, rtol=0, atol=0)  # W_E untouched (tied or not)
+        if decoder in LLAMAS:  # the same by the Llama's own module names: q/k/v read g1, gate/up read g2
+            g1, g2 = raw.input_layernorm.weight, raw.post_attention_layernorm.weight
+            for name in ("q_proj", "k_proj", "v_proj"):
+                torch.testing.assert_close(A.module(ours, f"self_attn.{name}").weight,
+                                           getattr(raw.self_attn, name).weight * g1, rtol=0, atol=1e-6)
+            for name in ("gate_proj", "up_proj"):
+                torch.testing.assert_close(A.module(ours, f"mlp.{name}").weight, getattr(raw.mlp, name).weight * g2,
+                                           rtol=0, atol=1e-6)
+            torch.testing.assert_close(A.module(ours, "mlp.down_proj").weight, raw.mlp.down_proj.weight, rtol=0,
+                                       atol=0)
+            assert (A.module(ours, "input_layernorm").weight == 1).all()
+            assert (A.module(ours, "post_attention_layernorm").weight == 1).all()
+    hf_ours = decoder_bridge.original_model
+    assert (A.gain(A.module(hf_ours, fam.final_norm), fam) == 1).all()  # folded into W_U
+    w = raw_weights(decoder_hf)
+    torch.testing.assert_close(decoder_bridge.W_U.double(), w.W_U, rtol=0, atol=1e-6)
+    torch.testing.assert_close(decoder_bridge.W_E.double(), w.W_E, rtol=0, atol=0)  # W_E untouched (tied or not)
+    # the final gain folded into the unembedding only: a tied model comes out untied
+    assert A.module(hf_ours, fam.unembed).weight.data_ptr() != A.module(hf_ours, fam.embed).weight.data_ptr()
 
 
-def test_post_norm_write_splits_into_the_folded_directions(family_bridge):
-    """Under a post-norm, the MLP's write (hook_mlp_out) = Σ_n act_n · W_out'[n] / rms(m), W_out' = weights_of's
-    diag(g)·W_out and m the MLP output before the post-norm: what the folded direction means. Without a post-norm,
-    W_out' is the output projection itself (a view)."""
-    fam = A.family_of(family_bridge)
-    w = weights_of(family_bridge)
-    layers = A.layers(family_bridge, fam)
+def test_transformer_lens_fold_agrees_and_its_centring_is_what_we_skip(llama_dir, llama_bridge):
+    """(The Llamas.) TransformerLens 4.3's own fold_ln gives the same W_U; its default processing also centres W_U over
+    the vocabulary (W_out and W_E it leaves alone under RMSNorm), which only shifts each position's logits."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from anneuron.resolve import folder_tokenizer
+
+    tl = TransformerBridge.boot_transformers(str(llama_dir), device="cpu", dtype=torch.float32,
+                                             tokenizer=folder_tokenizer(llama_dir))
+    tl.enable_compatibility_mode(disable_warnings=True)
+    ours = llama_bridge.W_U
+    torch.testing.assert_close(tl.W_U, ours - ours.mean(1, keepdim=True), rtol=0, atol=1e-6)
+    for layer in range(tl.cfg.n_layers):
+        torch.testing.assert_close(tl.blocks[layer].mlp.W_out, llama_bridge.blocks[layer].mlp.W_out, rtol=0, atol=0)
+    torch.testing.assert_close(tl.W_E, llama_bridge.W_E, rtol=0, atol=0)
+
+
+def test_weights_of_gives_views_or_the_post_norm_write_directions(decoder_bridge):
+    """Without a post-norm, weights_of's W_out is a view of the output projection (Llama: down_proj). Under a
+    post-norm, the MLP's write (hook_mlp_out) = Σ_n act_n · W_out'[n] / rms(m), W_out' = weights_of's diag(g)·W_out
+    and m the MLP output before the post-norm: what the folded direction means."""
+    fam = A.family_of(decoder_bridge)
+    w = weights_of(decoder_bridge)
+    assert w.n_layers == 3 and w.d_mlp == 128 and w.d_vocab == 50257
+    assert all(x.shape == (128, 64) for x in w.w_out)
+    layers = A.layers(decoder_bridge, fam)
     if fam.mlp_post_norm is None:
         for x, layer in zip(w.w_out, layers):
             assert x.data_ptr() == A.mlp_out(layer, fam).weight.data_ptr()
         return
     with torch.no_grad():
-        _, cache = family_bridge.run_with_cache(family_bridge.to_tokens(PROMPT))
+        _, cache = decoder_bridge.run_with_cache(decoder_bridge.to_tokens(PROMPT))
     for l, layer in enumerate(layers):
         acts = cache[f"blocks.{l}.mlp.hook_post"][0].double()  # [T, d_mlp]
         m = acts @ A.neurons_to_model(A.mlp_out(layer, fam)).double()
@@ -99,10 +145,10 @@ def test_post_norm_write_splits_into_the_folded_directions(family_bridge):
 
 
 @pytest.fixture(scope="module")
-def cut(family_bridge, family_hf) -> tuple[Weights, dict]:
+def cut(decoder_bridge, decoder_hf) -> tuple[Weights, dict]:
     """The first 64 neurons of each layer (192; the full vocabulary): the pass's weights and the dense float64
     reference from the raw Hugging Face weights."""
-    w, raw = weights_of(family_bridge), raw_weights(family_hf)
+    w, raw = weights_of(decoder_bridge), raw_weights(decoder_hf)
     ours = Weights([x[:64] for x in w.w_out], w.W_E, w.W_U)
     return ours, dense_reference(Weights([x[:64] for x in raw.w_out], raw.W_E, raw.W_U))
 
@@ -119,14 +165,44 @@ def test_fp32_pass_matches_dense_float64_from_raw_weights(cut, basis):
           f"{np.abs(res.neuron_top_values[:, 0] - C.max(1)).max():.3g}")
 
 
-def test_soft_cap_leaves_top_k_alone(family_bridge):
+@pytest.mark.parametrize("basis", BASES)
+def test_rows_and_columns_match_reference(cut, basis):
+    ours, reference = cut
+    C = reference[basis]["C"]
+    for flat in (0, 100, 191):
+        np.testing.assert_allclose(congruence_row(ours, flat, basis), C[flat], rtol=1e-5, atol=1e-5)
+    for t in (0, 281, 50256):
+        np.testing.assert_allclose(congruence_column(ours, t, basis), C[:, t], rtol=1e-5, atol=1e-5)
+
+
+def test_soft_cap_leaves_top_k_alone(decoder_bridge):
     """Gemma 2's soft-cap c·tanh(z / c) is strictly increasing: the top-k tokens of any logit vector (a neuron's
     direct effect, a prediction) are the same with and without it (float64 here: in float32, logits within a few
     units of 9c round to the same capped value, c = 30 in Gemma 2, far beyond its logits)."""
     from anneuron.models import float32_head
 
-    head = float32_head(family_bridge)
+    head = float32_head(decoder_bridge)
     if head.softcap is None:
         return
     z = 2 * head.softcap * torch.randn(64, 50257, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert torch.equal(z.topk(10, -1).indices, head.capped(z).topk(10, -1).indices)
+
+
+def test_unsupported_architecture_is_one_line():
+    with pytest.raises(A.ArchitectureError) as e:
+        A.family_of("mamba", "exact patching")
+    msg = str(e.value)
+    assert "\n" not in msg and "mamba" in msg and "exact patching" in msg
+
+
+def test_token_value_key_orders_values_of_both_signs():
+    """The per-token top-k merge sorts (token, value) by one int64 key: values straddling 0 must stay in order
+    (they do as soon as a token's k-th best value is negative, as in these un-centred Llama weights)."""
+    from anneuron.weights.congruence import _token_value_key
+
+    val = torch.tensor([0.2, -0.0003, 0.1, -5.0, float("-inf"), 3.0, -0.1, 0.0], dtype=torch.float32)
+    tok = torch.tensor([1, 1, 1, 0, 1, 0, 0, 1])
+    order = torch.argsort(_token_value_key(tok, val))
+    assert tok[order].tolist() == [0, 0, 0, 1, 1, 1, 1, 1]
+    want = torch.tensor([3.0, -0.1, -5.0, 0.2, 0.1, 0.0, -0.0003, float("-inf")], dtype=torch.float32)
+    assert torch.equal(val[order], want)

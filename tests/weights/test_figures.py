@@ -47,6 +47,7 @@ def tables() -> dict:
     neurons = pl.DataFrame({
         "layer": np.arange(n) // D_MLP, "neuron": np.arange(n) % D_MLP,
         "top_token_ids": rng.integers(0, V, (n, 4)).tolist(), "d_neu": rng.random(n),
+        "top_values": np.sort(rng.random((n, 4)), axis=1)[:, ::-1].astype(np.float32).tolist(),
         "cos_kurt": 3 + rng.random(n), "cos_skew": rng.normal(size=n), "cos_var": 0.01 + 0.001 * rng.random(n),
         "neuron_class": cls.tolist(), "w_out_norm": rng.gamma(2.0, size=n), "null_share": rng.beta(1, 20, n),
     })
@@ -68,11 +69,12 @@ def test_every_figure_draws(tables):
         pw.top_neuron_per_token(tables["tokens"], D_MLP, "we"),
         pw.neuron_vs_tokens(rng.normal(size=V), 2, 7, strs, "we", side="in"),
         pw.top2_diff_per_neuron(tables["neurons"], strs, "we"),
+        pw.top_token_per_neuron(tables["neurons"], strs, "we"),
         pw.top_pairs(tables["pairs"], 20, "we"),  # scores over 4 decades: log scale
         pw.classes_by_layer(tables["neurons"], kurtosis=3.5, partition_var=0.0105),
         pw.entropy_by_layer(tables["neurons"]),
     ]
-    assert figs[6].axes[0].get_xscale() == "log"
+    assert figs[7].axes[0].get_xscale() == "log"
     for fig in figs:
         for ax in fig.axes:
             assert _overlaps(ax) == []
@@ -101,6 +103,29 @@ def test_top_neuron_per_token_names_the_neuron_that_holds_the_most_of_the_highes
     texts = [t.get_text() for t in fig.axes[0].texts]
     plt.close(fig)
     assert "L2N17 is the top neuron of 40 of the 100 highest" in texts
+
+
+def test_top_token_per_neuron_lists_the_neurons_with_the_highest_top_token(tables):
+    """The notebook's cell 39 (top_token_for_each_neuron_fig): every neuron's top-1 token congruence; the list beside
+    the axes names, best first, the N_TOP neurons of highest top-1 value with their top token. Planted: L1N5 and
+    L2N0 far above the rest, the first with a second token close behind (a small d_neu: not what top2_diff_per_neuron
+    would list first)."""
+    neurons = tables["neurons"]
+    values = [list(v) for v in neurons["top_values"].to_list()]
+    ids = [list(t) for t in neurons["top_token_ids"].to_list()]
+    for flat, (top1, top2), token in ((1 * D_MLP + 5, (9.0, 8.9), 42), (2 * D_MLP + 0, (7.0, 1.0), 7)):
+        values[flat][:2], ids[flat][0] = [top1, top2], token
+    neurons = neurons.with_columns(pl.Series("top_values", values, dtype=pl.List(pl.Float32)),
+                                   pl.Series("top_token_ids", ids))
+    strs = tables["tokens"]["token_str"].to_list()
+    fig = pw.top_token_per_neuron(neurons, strs, "we")
+    listing = [t.get_text() for t in fig.axes[0].texts if not isinstance(t, Annotation)][0].splitlines()
+    plt.close(fig)
+    top1 = np.array([v[0] for v in values])
+    want = np.argsort(-top1, kind="stable")[: pw.N_TOP]
+    assert listing[:2] == [" 1. L1N5 ' t42' 9", " 2. L2N0 ' t7' 7"]
+    assert [line.split()[1] for line in listing] == [f"L{f // D_MLP}N{f % D_MLP}" for f in want]
+    assert len(listing) == pw.N_TOP
 
 
 def test_input_row_is_the_embedding_dot_the_neurons_input_weights():
