@@ -146,17 +146,40 @@ def test_the_layer_list_is_restored(tiny_dir):
 
 
 def test_a_block_that_writes_nothing(tiny_dir, shards):  # noqa: F811
-    """Planted: block 1's attention and MLP output projections zeroed, so it writes nothing to the residual. Deleting
-    it, or swapping it with a neighbour, is then no change at all (KL 0, top-1 all kept), while deleting the others
-    is; and the per-layer statistics see a null block (zero output norms, the lens unchanged across it)."""
-    from anneuron.stages.layer_stats import layer_stats
-
+    """Planted: block 1's attention and MLP output projections zeroed, so it writes nothing to the residual."""
     model = load_hf(str(tiny_dir), "cpu", "float32", "eager")
     block = A.layers(model)[1]
     with torch.no_grad():
         for proj in (block.attn.c_proj, block.mlp.c_proj):
             proj.weight.zero_()
             proj.bias.zero_()
+    null_block_checks(model, shards)
+
+
+def test_a_family_block_that_writes_nothing(family, family_dir, shards):  # noqa: F811
+    """Planted on every family: block 1's two writes (anneuron.architecture.writers: the post-norms' outputs in
+    Gemma 2/3 and OLMo-2) replaced by zeros by forward hooks. With Gemma 2/3's and Qwen3's mixed windows a swap
+    with the null block is only a no-op if the other block keeps its own window."""
+    model = load_hf(str(family_dir), "cpu", "float32", "eager")
+    fam = A.family_of(model)
+
+    def zero(mod, args, out):
+        return (torch.zeros_like(out[0]), *out[1:]) if isinstance(out, tuple) else torch.zeros_like(out)
+
+    handles = [w.register_forward_hook(zero) for w in A.writers(A.layers(model)[1], fam)]
+    try:
+        null_block_checks(model, shards)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def null_block_checks(model, shards) -> None:  # noqa: F811
+    """Block 1 of a 3-block model writes nothing: deleting it, or swapping it with a neighbour, is then no change
+    at all (KL < 1e-9, top-1 all kept), while deleting the others is (KL > 1e-3); and the per-layer statistics see
+    a null block (zero output norms, the lens unchanged across it, to rel 1e-5)."""
+    from anneuron.stages.layer_stats import layer_stats
+
     table = I.interventions(model, shards, intervention_tokens=TOKENS, batch_size=3, progress=False).to_pydict()
     got = {(k, ell): (kl, a) for k, ell, kl, a in zip(table["intervention"], table["layer"], table["kl"],
                                                       table["top1_agreement"])}
