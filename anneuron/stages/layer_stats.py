@@ -4,18 +4,19 @@ residual after that block):
 - the logit lens of that residual in both conventions (`recomputed`: the final norm with the residual's own scale,
   i.e. what the unembedding would make of the stream if the model stopped there, the paper's reading; `post`: the
   final residual's scale, TransformerLens' apply_ln_to_stack): mean KL(final ‖ layer) and mean entropy, in nats;
-- the mean ‖attn_out‖ and ‖mlp_out‖: what the attention and the MLP each add to the residual (after the post-norm
-  in Gemma 2/3 and OLMo-2; in a parallel block, GPT-NeoX and Phi, both read the block's input);
+- the mean ‖attn_out‖ and ‖mlp_out‖: what the attention and the MLP each add to the residual (after the
+  post-norm in Gemma 2/3 and OLMo-2; in a parallel block, GPT-NeoX and Phi, both read the block's input);
 - the mean attention mass a query puts on the five tokens before it (mean over heads), from the model's own
   pattern, so a sliding window (Gemma, Qwen3, Mistral) is respected: keys outside it carry weight 0.
 
 One forward per batch of the Hugging Face model with eager attention (its modules return their patterns), hooked
 on each layer's output, attention and the last module of each sublayer (anneuron.architecture.writers, so every
-family of its table works). Norms and attention are read at every counted position (anneuron.stages.stream); the full-vocabulary
-projection, L·d·V multiply-adds per position (5x a SmolLM2 forward), only at a seeded Bernoulli sample of them,
-`lens_tokens` expected out of `max_tokens`, chosen per row from (seed, chunk) so it does not depend on batching;
-the lens means come with row-clustered standard errors. Everything in float32; memory is bounded by the batch (the
-B·H·T·T patterns of one layer at a time, the sampled residuals, `LENS_CHUNK` x V logits), not by the corpus.
+family of its table works). Norms and attention are read at every counted position (anneuron.stages.stream); the
+full-vocabulary projection, L·d·V multiply-adds per position (5x a SmolLM2 forward), only at a seeded Bernoulli
+sample of them, `lens_tokens` expected out of `max_tokens`, chosen per row from (seed, chunk) so it does not depend
+on batching; the lens means come with row-clustered standard errors. Everything in float32; memory is bounded by
+the batch (the B·H·T·T patterns of one layer at a time, the sampled residuals, `LENS_CHUNK` x V logits), not by the
+corpus.
 
 Both conventions from ONE product per layer: the final norm is norm(x) = β + g ⊙ c(x)/s(x), with c centring
 (LayerNorm) or not (RMSNorm), s(x) = √(mean c(x)² + ε) and β = norm(0) (LayerNorm's bias, RMSNorm's 0). So with

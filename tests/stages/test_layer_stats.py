@@ -17,7 +17,7 @@ from family_models import *  # noqa: F401,F403 (session fixtures)
 from llama_models import *  # noqa: F401,F403 (session fixtures)
 
 from anneuron import architecture as A
-from anneuron.demos.families import WINDOW
+from anneuron.demos.families import FAMILY_MODELS, WINDOW
 from anneuron.models import load_hf, load_model
 from anneuron.stages import layer_stats as S
 from anneuron.stages.stream import ClusteredMean, take_rows
