@@ -70,6 +70,12 @@ class Family:
         """Whether the final norm removes the mean (so centring W_U over d_model is exact)."""
         return self.norm == "LN"
 
+    @property
+    def fast_attention(self) -> str:
+        """The fastest exact `attn_implementation` of the family's Hugging Face model: SDPA, or eager where SDPA
+        would drop something the model computes (Gemma 2's attention soft-cap)."""
+        return "sdpa" if self.sdpa else "eager"
+
     def is_parallel(self, config) -> bool:
         """Whether attention and MLP read the same residual in a model of this family with this config."""
         return bool(getattr(config, self.parallel)) if isinstance(self.parallel, str) else self.parallel
@@ -172,6 +178,16 @@ def mlp_out(layer: nn.Module, fam: Family) -> nn.Module:
 def attention(layer: nn.Module, fam: Family) -> nn.Module:
     """The layer's self-attention module: its output is (attn_out, pattern (B, H, T, T) or None)."""
     return module(layer, fam.attn)
+
+
+def writers(layer: nn.Module, fam: Family) -> tuple[nn.Module, nn.Module]:
+    """(attention's, MLP's) last module before the residual: each one's output (the first element of a tuple) is
+    exactly what that sublayer adds to the residual stream. The post-norm where the family has one (Gemma 2/3,
+    OLMo-2), else the attention module and the MLP's output projection (the dropouts after them are the identity
+    in eval mode)."""
+    attn_post, mlp_post = post_norms(layer, fam)
+    return (attention(layer, fam) if attn_post is None else attn_post,
+            mlp_out(layer, fam) if mlp_post is None else mlp_post)
 
 
 def neurons_to_model(proj: nn.Module) -> Float[Tensor, "d_mlp d_model"]:

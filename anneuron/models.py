@@ -83,6 +83,14 @@ class Head:
         """The model's final soft-cap applied to unembedding outputs (identity for models without one)."""
         return z if self.softcap is None else self.softcap * torch.tanh(z / self.softcap)
 
+    def scale(self, resid: torch.Tensor) -> torch.Tensor:
+        """(..., d_model) -> (...): the final norm's divisor s(x) = √(mean c(x)² + ε), in float32, with c centring
+        under LayerNorm only (the `post` logit lens divides every residual by the final one's)."""
+        x = resid.float()
+        if self.kind == "LN":
+            x = x - x.mean(-1, keepdim=True)
+        return (x.pow(2).mean(-1) + self.eps).sqrt()
+
     def logits(self, resid: torch.Tensor) -> torch.Tensor:
         """(..., d_model) residual before the final norm -> (..., d_vocab) float32 logits."""
         return self.capped(self.unembed(self.norm(resid.float())))

@@ -31,10 +31,6 @@ MAX_SEQ_LEN = 1024  # `data.seq_len: auto` caps a model's context here
 # config.json `model_type` -> architecture family: exactly the types anneuron.architecture implements and tests
 FAMILIES = {t: f.name for f in ARCHITECTURES for t in f.model_types}
 STAGES = ("weights", "dataset", "experiments")
-# The stages-of-inference stage (anneuron.stages) is tested against brute force on these families only; its lens
-# assumes linear logits (no soft-cap) and its norms read the sublayers' outputs before any post-norm, so the other
-# families skip it (the workflow says so) rather than get approximate curves.
-STAGES_OF_INFERENCE = {"gpt2", "llama"}
 # Which stages run on which family. Anything else is refused at config check, naming the model and the stage.
 SUPPORT = {f.name: set(STAGES) for f in ARCHITECTURES}
 TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))

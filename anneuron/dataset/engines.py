@@ -165,4 +165,4 @@ def load_engine(model: ModelSpec | str, *, device: str, dtype: str | torch.dtype
         raise ValueError(f"record.engine must be auto, hf or bridge, got {engine!r}")
     if unsupported:
         raise ModelError(f"model {spec.id}: {unsupported}; use record.engine: bridge")
-    return HFEngine(M.load_hf(spec, device, dtype, "sdpa" if family.sdpa else "eager"))
+    return HFEngine(M.load_hf(spec, device, dtype, family.fast_attention))

@@ -63,7 +63,7 @@ def logit_lens(bridge, cache: ActivationCache, answer: int, wrong: int) -> Logit
     x = stack.float()  # the last entry is the final norm's input
     if head.kind == "LN":
         x = x - x.mean(-1, keepdim=True)
-    scale = (x.pow(2).mean(-1, keepdim=True) + head.eps).sqrt()  # [n, 1]
+    scale = head.scale(x)[:, None]  # [n, 1]
     if head.softcap is None:
         direction, _ = unembed_direction(bridge, answer, wrong)
         project = lambda v: (v @ direction).detach().cpu()  # noqa: E731

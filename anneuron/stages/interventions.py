@@ -7,8 +7,11 @@ Batched, suffix-only: one intact forward per batch caches the residual entering 
 the memory bound, with `LENS_CHUNK` x V logits), then each intervention at ℓ runs the model with its decoder-layer
 list replaced by [replay of the residual entering ℓ] + the intervened suffix, so the prefix, which the intact model
 shares, is not recomputed: one intervention costs at most one forward (the blocks after ℓ), whatever the number of
-positions. Replacing the layer list (not hooking) works for every family of anneuron.architecture: the model's own
-forward still builds the masks and rotary embeddings each layer needs. tests/stages/test_interventions.py checks it
+positions. Replacing the layer list (not hooking) works for every family of anneuron.architecture, parallel and
+post-norm blocks alike (a block is one opaque call). Every block of the suffix is called with the very arguments it
+got in the intact forward (`Moved`: attention mask, rotary embeddings, positions), not with those of the list index
+it now sits at, since the model picks a layer's mask and rotary base by index (Gemma 2/3, Qwen3: sliding-window and
+global layers): a moved block keeps its own window and rotary base. tests/stages/test_interventions.py checks it
 against a hand-built hooked full forward (an identity hook on the deleted block; the swapped pair run by hand).
 """
 
@@ -39,6 +42,22 @@ def plan(n_layers: int) -> list[tuple[str, int, list[int]]]:
     return out
 
 
+Call = tuple[tuple, dict]  # a decoder layer's positional arguments after the residual, and its keyword arguments
+
+
+class Moved(nn.Module):
+    """A decoder layer called with the arguments it got in the intact forward (`call`), whatever list index it now
+    runs at; only the residual is the one it is given."""
+
+    def __init__(self, block: nn.Module, call: Call):
+        super().__init__()
+        self.block, self.call = block, call
+
+    def forward(self, hidden_states: Tensor, *args, **kwargs) -> Tensor:
+        rest, kw = self.call
+        return self.block(hidden_states, *rest, **kw)
+
+
 class Replay(nn.Module):
     """Stands in for the decoder layers of the shared prefix: returns the residual they produced, whatever it is
     given (a decoder layer's call returns its output residual)."""
@@ -67,12 +86,13 @@ def layer_list(model, fam: A.Family, new: list[nn.Module]) -> Iterator[None]:
 
 def compare(head: M.Head, intact: Float[Tensor, "n d"], other: Float[Tensor, "n d"]
             ) -> tuple[Float[Tensor, "n"], Float[Tensor, "n"]]:
-    """KL(intact ‖ other) and top-1 agreement (1.0 / 0.0) per position, from final-normed residuals, in chunks."""
+    """KL(intact ‖ other) and top-1 agreement (1.0 / 0.0) per position, from final-normed residuals (the model's
+    own logits: unembedding, then Gemma 2's soft-cap), in chunks."""
     kl, agree = torch.empty(len(intact)), torch.empty(len(intact))
     for lo in range(0, len(intact), LENS_CHUNK):
         sl = slice(lo, lo + LENS_CHUNK)
-        p = torch.log_softmax(head.unembed(intact[sl].float()), -1)
-        q = torch.log_softmax(head.unembed(other[sl].float()), -1)
+        p = torch.log_softmax(head.capped(head.unembed(intact[sl].float())), -1)
+        q = torch.log_softmax(head.capped(head.unembed(other[sl].float())), -1)
         kl[sl] = (p.exp() * (p - q)).sum(-1).cpu()
         agree[sl] = (p.argmax(-1) == q.argmax(-1)).float().cpu()
     return kl, agree
@@ -97,9 +117,11 @@ class Interventions:
     @torch.no_grad()
     def add(self, batch: Batch) -> None:
         entering: list = [None] * len(self.layers)
+        calls: list[Call | None] = [None] * len(self.layers)
 
         def grab(layer: int, args: tuple, kwargs: dict) -> None:
             entering[layer] = args[0] if args else kwargs["hidden_states"]
+            calls[layer] = (args[1:], {k: v for k, v in kwargs.items() if k != "hidden_states"})
 
         handles = [layer.register_forward_pre_hook(lambda m, a, kw, k=k: grab(k, a, kw), with_kwargs=True)
                    for k, layer in enumerate(self.layers)]
@@ -112,7 +134,7 @@ class Interventions:
         for i, (_, layer, suffix) in enumerate(self.plan):
             # no replay without a prefix: the list stays at most L long (Llama runs only its first L entries)
             prefix = [Replay(entering[layer])] if layer else []
-            with layer_list(self.model, self.fam, [*prefix, *(self.layers[j] for j in suffix)]):
+            with layer_list(self.model, self.fam, [*prefix, *(Moved(self.layers[j], calls[j]) for j in suffix)]):
                 final = self._final(batch.tokens)
             kl, agree = compare(self.head, intact[mask], final[mask])
             for stat, values in ((self.kl, kl), (self.agree, agree)):

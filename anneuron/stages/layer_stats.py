@@ -4,20 +4,26 @@ residual after that block):
 - the logit lens of that residual in both conventions (`recomputed`: the final norm with the residual's own scale,
   i.e. what the unembedding would make of the stream if the model stopped there, the paper's reading; `post`: the
   final residual's scale, TransformerLens' apply_ln_to_stack): mean KL(final ‖ layer) and mean entropy, in nats;
-- the mean ‖attn_out‖ and ‖mlp_out‖ (the outputs of the attention module and of the MLP's output projection);
-- the mean attention mass a query puts on the five tokens before it (mean over heads).
+- the mean ‖attn_out‖ and ‖mlp_out‖: what the attention and the MLP each add to the residual (after the
+  post-norm in Gemma 2/3 and OLMo-2; in a parallel block, GPT-NeoX and Phi, both read the block's input);
+- the mean attention mass a query puts on the five tokens before it (mean over heads), from the model's own
+  pattern, so a sliding window (Gemma, Qwen3, Mistral) is respected: keys outside it carry weight 0.
 
 One forward per batch of the Hugging Face model with eager attention (its modules return their patterns), hooked
-on each layer's output, attention and MLP output projection (anneuron.architecture, so every family of its table
-works). Norms and attention are read at every counted position (anneuron.stages.stream); the full-vocabulary
-projection, L·d·V multiply-adds per position (5x a SmolLM2 forward), only at a seeded Bernoulli sample of them,
-`lens_tokens` expected out of `max_tokens`, chosen per row from (seed, chunk) so it does not depend on batching;
-the lens means come with row-clustered standard errors. Everything in float32; memory is bounded by the batch (the
-B·H·T·T patterns of one layer at a time, the sampled residuals, `LENS_CHUNK` x V logits), not by the corpus.
+on each layer's output, attention and the last module of each sublayer (anneuron.architecture.writers, so every
+family of its table works). Norms and attention are read at every counted position (anneuron.stages.stream); the
+full-vocabulary projection, L·d·V multiply-adds per position (5x a SmolLM2 forward), only at a seeded Bernoulli
+sample of them, `lens_tokens` expected out of `max_tokens`, chosen per row from (seed, chunk) so it does not depend
+on batching; the lens means come with row-clustered standard errors. Everything in float32; memory is bounded by
+the batch (the B·H·T·T patterns of one layer at a time, the sampled residuals, `LENS_CHUNK` x V logits), not by the
+corpus.
 
 Both conventions from ONE product per layer: the final norm is norm(x) = β + g ⊙ c(x)/s(x), with c centring
 (LayerNorm) or not (RMSNorm), s(x) = √(mean c(x)² + ε) and β = norm(0) (LayerNorm's bias, RMSNorm's 0). So with
 z = W_U·(norm(x) − β): recomputed logits = z + W_U·β + b_U, post logits = (s(x)/s(x_final))·z + W_U·β + b_U.
+The norm is the model's own module (Gemma's (1 + w) gain included), and Gemma 2's final soft-cap c·tanh(ℓ/c) is
+applied to both (anneuron.models.Head, as the prompt experiments' logit lens). The residual after a block is already
+in the model's coordinates (Gemma's √d embedding scale is inside the first one), so nothing else is rescaled.
 """
 
 from __future__ import annotations
@@ -61,13 +67,6 @@ def previous_mass(pattern: Float[Tensor, "B H T T"], window: int = PREVIOUS) -> 
     return mass.mean(1)
 
 
-def _scale(x: Float[Tensor, "... d"], head: M.Head) -> Float[Tensor, "..."]:
-    """s(x) of the final norm: √(mean c(x)² + ε), c centring under LayerNorm only."""
-    if head.kind == "LN":
-        x = x - x.mean(-1, keepdim=True)
-    return (x.pow(2).mean(-1) + head.eps).sqrt()
-
-
 @torch.no_grad()
 def logit_lens(resid: Float[Tensor, "L n d"], head: M.Head) -> dict[str, Float[Tensor, "L n"]]:
     """KL(final ‖ layer) and entropy of every layer's lens distribution, both conventions, at n positions; the
@@ -76,32 +75,44 @@ def logit_lens(resid: Float[Tensor, "L n d"], head: M.Head) -> dict[str, Float[T
     Few passes over the n x V logits ℓ of a layer (the cost): with p the final distribution, q = softmax(ℓ) and
     lse = log Σ exp ℓ, KL(p ‖ q) = Σ p log p − p·ℓ + lse and H(q) = lse − q·ℓ. Since ℓ = s·W_U(norm(x) − β) + W_U·β
     + b_U, p·ℓ = s·(W_Uᵀp)·(norm(x) − β) + p·(W_U·β + b_U): a d-dimensional dot, W_Uᵀp made once per position. So
-    a layer and convention costs forming ℓ, its log-sum-exp, q and one dot (float32: KL to ~1e-5 nats)."""
+    a layer and convention costs forming ℓ, its log-sum-exp, q and one dot (float32: KL to ~1e-5 nats). Under a
+    final soft-cap (Gemma 2) ℓ is not linear in norm(x): p·ℓ is then one more pass over the n x V logits."""
     resid = resid.float()
     beta = head.norm(torch.zeros(resid.shape[-1], device=resid.device))
     w, offset = head.unembed.weight.float(), head.unembed(beta)  # (V, d), (V,) = W_U·β + b_U
-    ratio = _scale(resid, head) / _scale(resid[-1], head)  # (L, n): s(x) / s(x_final)
+    ratio = head.scale(resid) / head.scale(resid[-1])  # (L, n): s(x) / s(x_final)
+    linear = head.softcap is None
     out = {k: torch.empty(resid.shape[:2]) for k in LENS}
     for lo in range(0, resid.shape[1], LENS_CHUNK):
         sl = slice(lo, lo + LENS_CHUNK)
-        final = (head.norm(resid[-1, sl]) - beta) @ w.T + offset
+        final = head.capped((head.norm(resid[-1, sl]) - beta) @ w.T + offset)
         lse_final = torch.logsumexp(final, -1)
         p = (final - lse_final[:, None]).exp_()
         p_log_p = torch.linalg.vecdot(p, final) - lse_final  # Σ p log p
-        w_p, p_offset = p @ w, p @ offset  # W_Uᵀp (n, d), p·(W_U·β + b_U) (n,)
-        del final, p
+        if linear:
+            w_p, p_offset = p @ w, p @ offset  # W_Uᵀp (n, d), p·(W_U·β + b_U) (n,)
+            del p
+        del final
         for layer in range(resid.shape[0]):
             y = head.norm(resid[layer, sl]) - beta
             z = y @ w.T
-            w_p_y = torch.linalg.vecdot(w_p, y)
+            w_p_y = torch.linalg.vecdot(w_p, y) if linear else None
             for suffix, s in (("", None), ("_post", ratio[layer, sl, None])):
-                logits = (z if s is None else z * s) + offset
+                logits = head.capped((z if s is None else z * s) + offset)
                 lse = torch.logsumexp(logits, -1)
                 q = (logits - lse[:, None]).exp_()
-                p_logits = (w_p_y if s is None else w_p_y * s[:, 0]) + p_offset
+                if linear:
+                    p_logits = (w_p_y if s is None else w_p_y * s[:, 0]) + p_offset
+                else:
+                    p_logits = torch.linalg.vecdot(p, logits)
                 out[f"kl_to_final{suffix}"][layer, sl] = (p_log_p - p_logits + lse).cpu()
                 out[f"entropy{suffix}"][layer, sl] = (lse - torch.linalg.vecdot(q, logits)).cpu()
     return out
+
+
+def _first(out: Tensor | tuple) -> Tensor:
+    """A module's main output: the tensor, or the first element of the tuple it returns (attention modules)."""
+    return out[0] if isinstance(out, tuple) else out
 
 
 class LayerStats:
@@ -113,7 +124,7 @@ class LayerStats:
         fam = A.family_of(model, "stages")
         self.layers = A.layers(model, fam)
         self.attn = [A.attention(layer, fam) for layer in self.layers]
-        self.mlp = [A.mlp_out(layer, fam) for layer in self.layers]
+        self.writers = [A.writers(layer, fam) for layer in self.layers]
         self.head = M.float32_head(model)
         self.device = next(model.parameters()).device
         self.n_layers = len(self.layers)
@@ -123,25 +134,26 @@ class LayerStats:
     @contextlib.contextmanager
     def _hooks(self, mask: Tensor, mask_prev: Tensor, sample: Tensor, resid: list) -> Iterator[None]:
         def on_layer(layer: int, out: Tensor) -> None:
-            resid[layer] = (out[0] if isinstance(out, tuple) else out)[sample].float()
+            resid[layer] = _first(out)[sample].float()
 
-        def on_attn(layer: int, out: tuple) -> None:
-            attn_out, pattern = out[0], out[1]
+        def on_pattern(layer: int, out: tuple) -> None:
+            pattern = out[1]
             if pattern is None:
                 raise A.ArchitectureError("stages: the attention module returned no pattern (load the model with "
                                           "attn_implementation='eager')")
-            self.stats["attn_out_norm"].add(layer, attn_out.float().norm(dim=-1), mask)
             self.stats["prev5_attention"].add(layer, previous_mass(pattern), mask_prev)
 
-        def on_mlp(layer: int, out: Tensor) -> None:
-            self.stats["mlp_out_norm"].add(layer, out.float().norm(dim=-1), mask)
+        def on_write(key: str, layer: int, out: Tensor | tuple) -> None:
+            self.stats[key].add(layer, _first(out).float().norm(dim=-1), mask)
 
         handles = []
         for layer in range(self.n_layers):
+            attn_writer, mlp_writer = self.writers[layer]
             handles += [
                 self.layers[layer].register_forward_hook(lambda m, i, o, k=layer: on_layer(k, o)),
-                self.attn[layer].register_forward_hook(lambda m, i, o, k=layer: on_attn(k, o)),
-                self.mlp[layer].register_forward_hook(lambda m, i, o, k=layer: on_mlp(k, o)),
+                self.attn[layer].register_forward_hook(lambda m, i, o, k=layer: on_pattern(k, o)),
+                attn_writer.register_forward_hook(lambda m, i, o, k=layer: on_write("attn_out_norm", k, o)),
+                mlp_writer.register_forward_hook(lambda m, i, o, k=layer: on_write("mlp_out_norm", k, o)),
             ]
         try:
             yield

@@ -1,17 +1,23 @@
 """The per-layer statistics (anneuron.stages.layer_stats) against a brute force, position by position: each row run
-alone (no padding) through the raw TransformerBridge, every quantity recomputed from its cache in float64 (the
-logit lens by hand from the final norm's weights and W_U, the norms of hook_attn_out and hook_mlp_out, the
-previous-five attention from hook_pattern), on a tiny GPT-2 with random LayerNorms and on the four tiny random
-Llamas (RMSNorm, GQA, RoPE, gated MLPs, tied and untied)."""
+alone (no padding), every quantity recomputed in float64 (the logit lens by hand from the raw final norm's weights,
+W_U, b_U and the soft-cap; the norm of each sublayer's write; the previous-five attention from the pattern).
+GPT-2 (random LayerNorms) and the four tiny random Llamas read the raw TransformerBridge's hooks (hook_attn_out,
+hook_mlp_out, hook_pattern); every other family (tests/family_models.py) the Hugging Face model itself, the writes
+taken as differences of the residual stream (capture_hf), which the GPT-2 bridge reference cross-checks.
+Tolerances: rtol 2e-4, atol 5e-5 (float32, batched and padded, against float64 row by row)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
+from family_models import *  # noqa: F401,F403 (session fixtures)
 from llama_models import *  # noqa: F401,F403 (session fixtures)
 
 from anneuron import architecture as A
+from anneuron.demos.families import FAMILY_MODELS, WINDOW
 from anneuron.models import load_hf, load_model
 from anneuron.stages import layer_stats as S
 from anneuron.stages.stream import ClusteredMean, take_rows
@@ -70,55 +76,133 @@ def test_previous_mass_against_a_loop():
         assert torch.allclose(got[:, t], want, atol=1e-6), t
 
 
-def _by_hand_lens(x: torch.Tensor, x_final: torch.Tensor, norm, W_U: torch.Tensor, b_U, kind: str, eps: float):
-    """(recomputed, post) log-probabilities of one residual, float64, from the final norm's formula."""
+def _by_hand_lens(x: torch.Tensor, x_final: torch.Tensor, head: Head):
+    """(recomputed, post) log-probabilities of one residual, float64, from the final norm's formula written out:
+    gain (Gemma: 1 + w), bias, centring under LayerNorm only, then W_U, b_U and the final soft-cap."""
     def centre(v):
-        return v - v.mean() if kind == "LN" else v
+        return v - v.mean() if head.kind == "LN" else v
 
-    g = norm.weight.double()
-    b = norm.bias.double() if getattr(norm, "bias", None) is not None else 0.0
-    s, s_f = ((centre(v).pow(2).mean() + eps).sqrt() for v in (x, x_final))
+    s, s_f = ((centre(v).pow(2).mean() + head.eps).sqrt() for v in (x, x_final))
     out = []
     for scale in (s, s_f):
-        logits = W_U @ (centre(x) / scale * g + b) + b_U
+        logits = head.W_U @ (centre(x) / scale * head.gain + head.bias) + head.b_U
+        if head.cap is not None:
+            logits = head.cap * torch.tanh(logits / head.cap)
         out.append(torch.log_softmax(logits, -1))
     return out
 
 
-def brute_force(folder, shards) -> dict[str, np.ndarray]:
-    bridge = load_model(str(folder), device="cpu", dtype="float32", processed=False)
-    hf = A.hf_model(bridge)
-    fam = A.family_of(hf)
-    norm, head = A.module(hf, fam.final_norm), A.module(hf, fam.unembed)
-    W_U = head.weight.double()
-    b_U = head.bias.double() if head.bias is not None else torch.zeros(len(W_U), dtype=torch.float64)
+@dataclass
+class Head:
+    """The raw model's final norm and unembedding in float64, and its soft-cap."""
+
+    kind: str
+    eps: float
+    gain: torch.Tensor
+    bias: torch.Tensor | float
+    W_U: torch.Tensor
+    b_U: torch.Tensor
+    cap: float | None
+
+    @classmethod
+    def of(cls, hf) -> "Head":
+        fam = A.family_of(hf)
+        norm, head = A.module(hf, fam.final_norm), A.module(hf, fam.unembed)
+        W_U = head.weight.double()
+        cap = getattr(hf.config, "final_logit_softcapping", None)
+        return cls(fam.norm, A.eps_of(norm), A.gain(norm, fam).double(),
+                   norm.bias.double() if getattr(norm, "bias", None) is not None else 0.0, W_U,
+                   head.bias.double() if head.bias is not None else torch.zeros(len(W_U), dtype=torch.float64), cap)
+
+
+def capture_bridge(bridge, toks: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One row through the raw TransformerBridge: its logits, and per layer (stacked) the residual after the
+    block, hook_attn_out, hook_mlp_out and hook_pattern, in float64."""
+    logits, cache = bridge.run_with_cache(toks)
     L = bridge.cfg.n_layers
+
+    def stack(name):
+        return torch.stack([cache[name.format(layer)][0] for layer in range(L)]).double()
+
+    return dict(logits=logits[0].double(), resid=stack("blocks.{}.hook_resid_post"),
+                attn=stack("blocks.{}.hook_attn_out"), mlp=stack("blocks.{}.hook_mlp_out"),
+                pattern=stack("blocks.{}.attn.hook_pattern"))
+
+
+def capture_hf(hf, toks: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One row through the raw Hugging Face model (eager): the same quantities as capture_bridge, with each
+    sublayer's write read off the residual stream itself, not off the modules the stage hooks. Sequential blocks:
+    attn = resid_mid − resid_pre and mlp = resid_post − resid_mid, resid_mid being what the MLP's pre-norm (OLMo-2:
+    the MLP) reads; parallel blocks: mlp = the MLP module's output, attn = resid_post − resid_pre − mlp. Patterns:
+    the model's `output_attentions`."""
+    fam = A.family_of(hf)
+    layers = A.layers(hf, fam)
+    parallel = fam.is_parallel(hf.config)
+    got: dict[str, list] = {k: [None] * len(layers) for k in ("pre", "mid", "post", "mlp")}
+
+    def put(key, layer, value):
+        got[key][layer] = (value[0] if isinstance(value, tuple) else value)[0].double()
+
+    handles = []
+    for k, layer in enumerate(layers):
+        handles += [layer.register_forward_pre_hook(lambda m, a, kw, k=k: put("pre", k, a or (kw["hidden_states"],)),
+                                                    with_kwargs=True),
+                    layer.register_forward_hook(lambda m, a, o, k=k: put("post", k, o))]
+        if parallel:
+            handles.append(A.module(layer, "mlp").register_forward_hook(lambda m, a, o, k=k: put("mlp", k, o)))
+        else:
+            reader = A.module(layer, fam.mlp_norm or "mlp")
+            handles.append(reader.register_forward_pre_hook(lambda m, a, k=k: put("mid", k, a)))
+    try:
+        out = hf(input_ids=toks, use_cache=False, output_attentions=True)
+    finally:
+        for h in handles:
+            h.remove()
+    pre, post = torch.stack(got["pre"]), torch.stack(got["post"])
+    if parallel:
+        mlp = torch.stack(got["mlp"])
+        attn = post - pre - mlp
+    else:
+        mid = torch.stack(got["mid"])
+        attn, mlp = mid - pre, post - mid
+    pattern = torch.stack([a[0] for a in out.attentions]).double()
+    return dict(logits=out.logits[0].double(), resid=post, attn=attn, mlp=mlp, pattern=pattern)
+
+
+def brute_force(folder, shards, *, bridge: bool) -> dict[str, np.ndarray]:
+    """Every statistic position by position, each row alone, from capture_bridge (GPT-2, Llama) or capture_hf
+    (every family); the lens from the raw final norm's weights (Head)."""
+    if bridge:
+        model = load_model(str(folder), device="cpu", dtype="float32", processed=False)
+        capture = capture_bridge
+    else:
+        model = load_hf(str(folder), "cpu", "float32", "eager")
+        capture = capture_hf
+    head = Head.of(A.hf_model(model))
+    L = len(A.layers(model))
     per_row = {k: [[] for _ in range(L)] for k in (*S.LENS, *S.OTHER)}  # [layer][row] -> list of values
     model_entropy = []
     fraction = LENS_TOKENS / MAX_TOKENS
     with torch.no_grad():
         for chunk, row in take_rows(shards, MAX_TOKENS):
-            toks = torch.tensor([row.tokens])
-            logits, cache = bridge.run_with_cache(toks)
+            got = capture(model, torch.tensor([row.tokens]))
             pick = S.lens_sample(chunk, len(row.tokens), fraction, SEED)
             for layer in range(L):
                 vals = {k: [] for k in per_row}
                 for t in range(1, len(row.tokens)):
-                    vals["attn_out_norm"].append(cache[f"blocks.{layer}.hook_attn_out"][0, t].double().norm())
-                    vals["mlp_out_norm"].append(cache[f"blocks.{layer}.hook_mlp_out"][0, t].double().norm())
+                    vals["attn_out_norm"].append(got["attn"][layer, t].norm())
+                    vals["mlp_out_norm"].append(got["mlp"][layer, t].norm())
                     if t >= 5:
-                        pattern = cache[f"blocks.{layer}.attn.hook_pattern"][0].double()
-                        vals["prev5_attention"].append(pattern[:, t, t - 5:t].sum(-1).mean())
+                        vals["prev5_attention"].append(got["pattern"][layer, :, t, t - 5:t].sum(-1).mean())
                     if pick[t]:
-                        x = cache[f"blocks.{layer}.hook_resid_post"][0, t].double()
-                        x_f = cache[f"blocks.{L - 1}.hook_resid_post"][0, t].double()
-                        final, _ = _by_hand_lens(x_f, x_f, norm, W_U, b_U, fam.norm, A.eps_of(norm))
-                        rec, post = _by_hand_lens(x, x_f, norm, W_U, b_U, fam.norm, A.eps_of(norm))
+                        x, x_f = got["resid"][layer, t], got["resid"][L - 1, t]
+                        final, _ = _by_hand_lens(x_f, x_f, head)
+                        rec, post = _by_hand_lens(x, x_f, head)
                         for suffix, lp in (("", rec), ("_post", post)):
                             vals[f"kl_to_final{suffix}"].append((final.exp() * (final - lp)).sum())
                             vals[f"entropy{suffix}"].append(-(lp.exp() * lp).sum())
                         if layer == L - 1:
-                            lp_model = torch.log_softmax(logits[0, t].double(), -1)
+                            lp_model = torch.log_softmax(got["logits"][t], -1)
                             model_entropy.append(float(-(lp_model.exp() * lp_model).sum()))
                 for k, v in vals.items():
                     if v:
@@ -138,11 +222,11 @@ def brute_force(folder, shards) -> dict[str, np.ndarray]:
     return out
 
 
-def check(folder, shards) -> None:
+def check(folder, shards, *, bridge: bool = True) -> dict:
     model = load_hf(str(folder), "cpu", "float32", "eager")
     table = S.layer_stats(model, shards, max_tokens=MAX_TOKENS, lens_tokens=LENS_TOKENS, batch_size=3, seed=SEED,
                           progress=False).to_pydict()
-    want = brute_force(folder, shards)
+    want = brute_force(folder, shards, bridge=bridge)
     L = len(table["layer"])
     assert table["layer"] == list(range(L)) and table["relative_depth"][-1] == 1.0
     assert table["positions"] == [MAX_TOKENS - len(list(take_rows(shards, MAX_TOKENS)))] * L  # BOS left out
@@ -154,6 +238,7 @@ def check(folder, shards) -> None:
     assert table["entropy"][-1] == pytest.approx(want["model_entropy"], rel=1e-4)
     assert max(table["kl_to_final"][:-1]) > 0.01  # the lens of earlier layers is not the final distribution
     assert not np.allclose(table["kl_to_final"][:-1], table["kl_to_final_post"][:-1])  # the conventions differ
+    return table
 
 
 def test_gpt2_against_brute_force(tiny_dir, shards):
@@ -162,3 +247,29 @@ def test_gpt2_against_brute_force(tiny_dir, shards):
 
 def test_llama_against_brute_force(llama_dir, shards):
     check(llama_dir, shards)
+
+
+def test_hf_reference_agrees_with_the_bridge_one(tiny_dir, shards):
+    """The residual-difference reference of the other families (capture_hf) gives GPT-2's bridge-hook numbers."""
+    a, b = brute_force(tiny_dir, shards, bridge=True), brute_force(tiny_dir, shards, bridge=False)
+    for key in (*S.LENS, *S.OTHER):
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, err_msg=key)
+
+
+def test_family_against_brute_force(family, family_dir, shards):
+    """GPT-NeoX (parallel and sequential), Phi (parallel, one norm), Gemma 2 (post-norms, (1 + w) gains, √d
+    embedding scale, final soft-cap 5, sliding window 4), Gemma 3, Qwen3 (sliding window 4 on layers 1-2), OLMo-2
+    (post-norms only) against the residual-difference brute force."""
+    check(family_dir, shards, bridge=False)
+    hf = load_hf(str(family_dir), "cpu", "float32", "eager")
+    sliding = [i for i, t in enumerate(getattr(hf.config, "layer_types", None) or []) if t == "sliding_attention"]
+    if "sliding_window" in FAMILY_MODELS[family][2]:
+        # the window (4 keys, the query's own included) is in the pattern the mass is read from: a sliding layer's
+        # previous-5 mass is over 3 keys, the pattern beyond them exactly 0
+        assert sliding, family
+        toks = torch.tensor([next(take_rows(shards, MAX_TOKENS))[1].tokens])
+        pattern = capture_hf(hf, toks)["pattern"]
+        T = pattern.shape[-1]
+        outside = torch.ones(T, T).tril(-WINDOW).bool()
+        for layer in range(len(pattern)):
+            assert (pattern[layer][:, outside].abs().max() == 0) == (layer in sliding), layer

@@ -44,11 +44,6 @@ def model_ids():
     return list(SPECS)
 
 
-def stage_models():
-    """The models the stages-of-inference stage runs on (resolve.STAGES_OF_INFERENCE: the families it is tested on)."""
-    return [mid for mid in SPECS if SPECS[mid].family in R.STAGES_OF_INFERENCE]
-
-
 def model_name(mid):
     """The hub name or folder behind a model id."""
     return SPECS[mid].name

@@ -1,7 +1,8 @@
 # Stages of inference (docs/science.md "Stages of inference", docs/contracts.md): per-layer statistics of the model
 # over the first stages.max_tokens positions of the token shards (`stages_layers`), every block deleted and every
 # adjacent pair swapped (`stages_interventions`), then the stages figure beside the weights pass's neuron classes;
-# with several models, one figure of all of them against relative depth. Changing stages.* reruns only these rules.
+# with several models, one figure of all of them against relative depth. Every family of anneuron/architecture.py
+# (tests/stages/). Changing stages.* reruns only these rules.
 
 
 rule stages_layers:
@@ -93,9 +94,9 @@ rule stages_figure:
 
 rule stages_models_figure:
     input:
-        layers=expand(K.PATHS["stages_layers"], model=stage_models(), allow_missing=True),
-        interventions=expand(K.PATHS["stages_interventions"], model=stage_models(), allow_missing=True),
-        neurons=expand(K.PATHS["neurons"], model=stage_models()),
+        layers=expand(K.PATHS["stages_layers"], model=model_ids(), allow_missing=True),
+        interventions=expand(K.PATHS["stages_interventions"], model=model_ids(), allow_missing=True),
+        neurons=expand(K.PATHS["neurons"], model=model_ids()),
     output:
         png=report(
             K.PATHS["figures_stages_models"],
@@ -108,7 +109,7 @@ rule stages_models_figure:
     wildcard_constraints:
         dataset=DATASET_RE,
     params:
-        models=stage_models(),
+        models=model_ids(),
     log:
         "logs/stages_models_figure/{dataset}.log",
     benchmark:
@@ -124,23 +125,9 @@ rule stages_models_figure:
         "../../scripts/stages_models_figure.py"
 
 
-from snakemake.logging import logger
-
-for _mid in sorted(set(model_ids()) - set(stage_models())):
-    logger.warning(
-        f"stages: skipped for {_mid} (family {SPECS[_mid].family}): the stage is tested on "
-        f"{', '.join(sorted(R.STAGES_OF_INFERENCE))} only"
-    )
-
 TARGETS.append(
-    lambda mid: (
-        [K.path(k, model=mid, dataset=DATASET_ID) for k in ("stages_layers", "stages_interventions", "figures_stages")]
-        if mid in stage_models()
-        else []
-    )
-    + (
-        [K.path("figures_stages_models", dataset=DATASET_ID)]
-        if len(stage_models()) > 1 and mid == stage_models()[0]
-        else []
-    )
+    lambda mid: [
+        K.path(k, model=mid, dataset=DATASET_ID) for k in ("stages_layers", "stages_interventions", "figures_stages")
+    ]
+    + ([K.path("figures_stages_models", dataset=DATASET_ID)] if len(model_ids()) > 1 and mid == model_ids()[0] else [])
 )
