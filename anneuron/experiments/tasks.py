@@ -107,7 +107,7 @@ class PairsModel(P.SuffixModel):
                 if start:
                     kvs = [self.attention.cache(l, r.corrupted.acts["resid_pre"][l, :start][None]).kv for r in runs]
                     cache.kv = (torch.cat([k for k, _ in kvs]), torch.cat([v for _, v in kvs]))
-        bases = [{**P.suffix_base(r.corrupted, start), "act": r.corrupted.acts["post"][:, start:]} for r in runs]
+        bases = [P.suffix_base(r.corrupted, start) for r in runs]
         self.base = {point: torch.stack([b[point] for b in bases], dim=1) for point in bases[0]}  # [L, P, S, d]
         self.mlp_base = torch.stack([r.corrupted.acts["mlp_out"][:, start:] for r in runs], dim=1)
         directions = [P.unembed_direction(bridge, r.pair.answer, r.pair.wrong) for r in runs]
