@@ -206,3 +206,19 @@ def test_head_tables(head_case, min_agreement):
         rows.setdefault((r["layer"], r["head"], r["prompt"], r["query"]), 0.0)
         rows[(r["layer"], r["head"], r["prompt"], r["query"])] += r["weight"]
     assert all(abs(v - 1) < 1e-5 for v in rows.values())  # each query's weights over its keys sum to 1
+
+
+def test_component_tables_are_written_on_every_family(head_case):
+    """What an experiment job writes beyond the neurons (experiment.component_tables): every family's heads,
+    positions, patterns and direct effects, none empty, the engine check passed (it raises otherwise)."""
+    from anneuron.experiments.experiment import COMPONENT_TABLES, component_tables
+    from anneuron.stage_config import PatchingConfig
+
+    bridge, task, model = head_case
+    pc = PatchingConfig(auto_threshold=0.2, auto_method="mlp_out", max_auto_layers=2, attribution_exact_top=5,
+                        standout_z=1.0, standout_min_score=0.0, batch_size=8, joint_k=(1,))
+    exact = torch.full((model.n_layers, bridge.cfg.d_mlp), float("nan"))
+    tokens = [str(i) for i in range(task.runs[0].pair.n_pos)]
+    tables, top = component_tables(bridge, task, model, exact, tokens, pc, 0.8)
+    assert set(tables) == set(COMPONENT_TABLES) and all(t.num_rows > 0 for t in tables.values())
+    assert len(top) == H.TOP_HEADS and tables["direct"].num_rows == model.n_layers * bridge.cfg.d_mlp
