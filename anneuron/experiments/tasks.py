@@ -19,8 +19,9 @@ deviation over pairs of the per-pair scores) and the sign agreement (fraction of
 aggregate's sign). A neuron or head stands out in a task when its aggregate does by the single-pair rule AND its
 agreement is at least the task's `min_agreement`.
 
-Memory: the cached runs of every pair, 2P × L × T × (3·d_model + d_mlp) floats (SmolLM2, 12 pairs of 22 tokens:
-~60 MB), plus one forward of `patching.batch_size` rows (a task's copy is P rows, so batch_size // P copies).
+Memory: the cached runs of every pair, 2P × L × T × (3·d_model + d_mlp + n_heads·d_head) values (the heads' z
+last; SmolLM2, 12 pairs of 22 tokens: 61 M, 243 MB in float32), plus one forward of `patching.batch_size` rows (a
+task's copy is P rows, so batch_size // P copies).
 """
 
 from __future__ import annotations
