@@ -136,15 +136,16 @@ def head_dla(bridge, task: TaskRuns, model: PairsModel) -> tuple[Float[Tensor, "
     return tuple(torch.stack([x[i].view(n_heads, -1).sum(-1) for x in per_layer]) for i in range(2))
 
 
-def hooked_head_ld(bridge, runs: P.PairRuns, clean_z: Float[Tensor, "T d_head"], layer: int, head: int) -> float:
+def hooked_head_ld(bridge, runs: P.PairRuns, clean_z: Float[Tensor, "T d_head"], layer: int, head: int,
+                   pos: int | slice = slice(None)) -> float:
     """The reference: one full forward of the corrupted prompt with head `head`'s slice of the output projection's
-    input set to its clean z (all positions)."""
+    input set to its clean z at positions `pos` (default: all)."""
     d_head = bridge.cfg.d_head
     cols = slice(head * d_head, (head + 1) * d_head)
 
     def pre_hook(module, args):
         x = args[0].clone()
-        x[0, :, cols] = clean_z.to(x.dtype)
+        x[0, pos, cols] = clean_z[pos].to(x.dtype)
         return (x, *args[1:])
 
     handle = out_projection(bridge, layer).register_forward_pre_hook(pre_hook)

@@ -316,9 +316,9 @@ class _CachedAttention:
         """What the attention of block l writes to the residual (after its post-norm, if any)."""
         return self._run(l, x, self.start, cache, self.masks[l])
 
-    def write(self, l: int, z: Float[Tensor, "B S H*d_head"]) -> Float[Tensor, "B S d_model"]:
-        """What the attention of block l writes to the residual given its heads' z (the output projection's input):
-        the projection, then the post-norm, if any."""
+    def write(self, l: int, z: Float[Tensor, "B S d_z"]) -> Float[Tensor, "B S d_model"]:
+        """What the attention of block l writes to the residual given its heads' z side by side (the output
+        projection's input, d_z = H · d_head): the projection, then the post-norm, if any."""
         out = self.out[l](z)
         return out if self.post[l] is None else self.post[l](out)
 

@@ -93,6 +93,19 @@ def test_head_patching_equals_transformer_lens_helpers(tiny_bridge):
                                        atol=TOL, rtol=0)
 
 
+def test_head_patching_by_position_equals_a_hooked_forward(head_case):
+    """One head set to its clean z at one position at a time, every suffix position and pair, against a full
+    forward with the output projection's input replaced there alone."""
+    bridge, task, model = head_case
+    th = H.TaskHeads.of(bridge, task)
+    for layer, head in [(0, 1), (model.n_layers - 1, 2)]:
+        lds = H.head_position_lds(model, task, th, layer, head, batch_size=4)  # [S, P]
+        for p, runs in enumerate(task.runs):
+            slow = torch.tensor([H.hooked_head_ld(bridge, runs, th.clean[p, layer, :, head], layer, head, pos)
+                                 for pos in range(model.start, runs.pair.n_pos)])
+            torch.testing.assert_close(lds[:, p].double(), slow.double(), atol=TOL * runs.ld_scale, rtol=0)
+
+
 def test_heads_batched_over_pairs_equal_one_pair_at_a_time(head_case):
     bridge, task, model = head_case
     th = H.TaskHeads.of(bridge, task)
