@@ -8,7 +8,9 @@ attention and the MLP, GeGLU, embeddings x sqrt(d_model); Gemma 2 soft-caps its 
 q/k norms). Each is a row of data (its module paths and facts); the stages run the model's own modules.
 A neuron is always one input of the MLP's output projection (GPT-2's c_proj, Llama's down_proj), so one forward
 pre-hook on that projection records every family's neurons (for Llama: the gated product, TransformerLens'
-`blocks.L.mlp.hook_post`), and its weight gives W_out.
+`blocks.L.mlp.hook_post`), and its weight gives W_out. Likewise an attention head's z (`hook_z`) is one slice of
+the input of the attention's output projection (`attn_out`: c_proj, o_proj, GPT-NeoX's and Phi's dense), whose
+weight gives W_O.
 
 How the final norm enters the unembedding differs: under LayerNorm the TransformerLens processing (fold the gain,
 centre W_out, W_E and W_U) is exact up to a per-position constant of the logits; under RMSNorm centring is not exact
@@ -64,6 +66,7 @@ class Family:
     # in a layer: the self-attention module, whose output is (attn_out, pattern or None); the pattern only under
     # eager attention (anneuron.stages reads both)
     attn: str = "self_attn"
+    attn_out: str = "self_attn.o_proj"  # in a layer: the attention's output projection, whose input is every head's z
 
     @property
     def centres(self) -> bool:
@@ -82,7 +85,7 @@ class Family:
 
 
 GPT2 = Family("gpt2", ("gpt2",), "LN", "transformer.h", "transformer.wte", "transformer.ln_f", "mlp.c_proj",
-              attn_norm="ln_1", mlp_norm="ln_2", attn="attn")
+              attn_norm="ln_1", mlp_norm="ln_2", attn="attn", attn_out="attn.c_proj")
 _LLAMA_NORMS = dict(norm_readers={"input_layernorm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
                                   "post_attention_layernorm": ("mlp.gate_proj", "mlp.up_proj")},
                     attn_norm="input_layernorm", mlp_norm="post_attention_layernorm")
@@ -96,11 +99,12 @@ NEOX = Family("gpt_neox", ("gpt_neox",), "LN", "gpt_neox.layers", "gpt_neox.embe
               "mlp.dense_4h_to_h", {"input_layernorm": ("attention.query_key_value",),
                                     "post_attention_layernorm": ("mlp.dense_h_to_4h",)},
               attn_norm="input_layernorm", mlp_norm="post_attention_layernorm",
-              parallel="use_parallel_residual", cache_kwarg="layer_past", attn="attention")
+              parallel="use_parallel_residual", cache_kwarg="layer_past", attn="attention",
+              attn_out="attention.dense")
 # Phi (1, 1.5, 2): one LayerNorm read by both the attention and the MLP, parallel, partial rotary, lm_head with a bias
 PHI = Family("phi", ("phi",), "LN", "model.layers", "model.embed_tokens", "model.final_layernorm", "mlp.fc2",
              {"input_layernorm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.fc1")},
-             attn_norm="input_layernorm", mlp_norm="input_layernorm", parallel=True)
+             attn_norm="input_layernorm", mlp_norm="input_layernorm", parallel=True, attn_out="self_attn.dense")
 # Gemma 2 / 3: RMSNorm x (1 + w), pre- AND post-norms around attention and MLP, embeddings x sqrt(d_model) (inside
 # the model), GeGLU; Gemma 2 soft-caps attention scores and the final logits (config.final_logit_softcapping)
 _GEMMA = dict(norm_readers={"input_layernorm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
@@ -190,6 +194,11 @@ def writers(layer: nn.Module, fam: Family) -> tuple[nn.Module, nn.Module]:
             mlp_out(layer, fam) if mlp_post is None else mlp_post)
 
 
+def attn_out(layer: nn.Module, fam: Family) -> nn.Module:
+    """The attention's output projection (c_proj, o_proj, dense): its input is every head's z, side by side."""
+    return module(layer, fam.attn_out)
+
+
 def neurons_to_model(proj: nn.Module) -> Float[Tensor, "d_mlp d_model"]:
     """W_out of an MLP output projection as (d_mlp, d_model), a view: Conv1D stores it so, nn.Linear transposed."""
     from torch import nn
@@ -243,6 +252,16 @@ def gain(norm: nn.Module, fam: Family) -> Tensor:
 def post_norms(layer: nn.Module, fam: Family) -> tuple[nn.Module | None, nn.Module | None]:
     """(attention's, MLP's) post-norm of a layer: the norms between each sublayer and the residual, or None."""
     return tuple(None if path is None else module(layer, path) for path in (fam.attn_post_norm, fam.mlp_post_norm))
+
+
+def frozen_post_norm(norm: nn.Module, fam: Family, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+    """What a post-norm (RMSNorm) multiplies each component of its input by when its scale is frozen at input x's:
+    gain / sqrt(mean(x²) + eps). Then norm(x) = factor ⊙ x, and the norm is linear in any split of x (the direct
+    effects' convention, docs/science.md "Direct effect")."""
+    if fam.norm != "RMS":
+        raise ArchitectureError(f"{fam.name}: a frozen post-norm is defined for RMSNorm only")
+    x = x.float()
+    return gain(norm, fam).to(x.device) / (x.pow(2).mean(-1, keepdim=True) + eps_of(norm)).sqrt()
 
 
 def _fold_into(linear: nn.Module, g: Tensor, b: Tensor | None) -> None:

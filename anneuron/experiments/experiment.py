@@ -32,7 +32,6 @@ from anneuron.experiments import patching as P
 from anneuron.experiments.contrast import contrast_scores, contrast_summary, contrast_table
 from anneuron.experiments.direct_effect import direct_table
 from anneuron.experiments.heads import head_tables
-from anneuron.experiments.heads import unsupported as heads_unsupported
 from anneuron.experiments.logit_lens import logit_lens
 from anneuron.experiments.prompts import make_pair, prediction_rows, prompt_check
 from anneuron.experiments.standouts import robust_z, standout_mask, standout_rule
@@ -106,12 +105,7 @@ COMPONENT_TABLES = ("heads", "head_positions", "patterns", "direct")  # beyond t
 def component_tables(bridge, task: TaskRuns, model: PairsModel, exact: torch.Tensor, clean_str: list[str],
                      cfg: PatchingConfig, min_agreement: float) -> tuple[dict[str, pa.Table], list[dict]]:
     """The heads' tables and the neurons' direct effects, for an experiment (one pair) or a task, and the top heads
-    (heads.head_tables); refuses to write head scores the hooked reference disagrees with. Where a family's heads
-    cannot be computed exactly (heads.unsupported) the tables are written empty and the log says why."""
-    reason = heads_unsupported(bridge)
-    if reason is not None:
-        log.warning("heads and direct effects not computed: %s", reason)
-        return {name: SCHEMAS[name].empty_table() for name in COMPONENT_TABLES}, []
+    (heads.head_tables); refuses to write head scores the hooked reference disagrees with."""
     tables, error, top_heads = head_tables(bridge, task, model, clean_str, cfg, min_agreement)
     tolerance = P.ENGINE_TOLERANCE[body_dtype(bridge)]
     if error > tolerance:

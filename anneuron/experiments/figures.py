@@ -258,12 +258,11 @@ def experiment_figures(exp_dir: str | Path, fig_dir: str | Path, exp: str) -> li
         figs["joint"] = joint_figure(read("joint"), summary, exp)
         figs["contrast_vs_exact"] = contrast_figure(read("contrast"), neurons, summary, exp)
         title = _pair_title(exp, summary)
-        if not read("heads").is_empty():  # empty where the family's heads are not computed (heads.unsupported)
-            figs["heads"] = heads_figure(read("heads"), title, f"{summary['standout_rule']}, z over all heads")
-            figs["head_positions"] = head_positions_figure(read("head_positions"), title)
-            figs["head_patterns"] = patterns_figure(read("patterns"), {"clean": summary["tokens_clean"],
-                                                                       "corrupted": summary["tokens_corrupted"]}, title)
-            figs["direct_vs_total"] = direct_figure(read("direct"), title)
+        figs["heads"] = heads_figure(read("heads"), title, f"{summary['standout_rule']}, z over all heads")
+        figs["head_positions"] = head_positions_figure(read("head_positions"), title)
+        figs["head_patterns"] = patterns_figure(read("patterns"), {"clean": summary["tokens_clean"],
+                                                                   "corrupted": summary["tokens_corrupted"]}, title)
+        figs["direct_vs_total"] = direct_figure(read("direct"), title)
     if summary["prompt_check"] != "ok":
         for fig in figs.values():
             note = textwrap.fill(f"prompt check: {summary['prompt_check']}", 110)

@@ -12,7 +12,9 @@ has no real `start_at_layer` (it still runs the blocks before), so `SuffixModel`
 model's own modules (its norms and MLP projections, and, in every family, its own attention modules fed a cache of
 the prefix) and is tested against a full hooked forward on every family of anneuron.architecture. Where a neuron's
 write is not linear in it (a post-norm after the MLP: Gemma 2/3, OLMo-2), neuron patches move the neurons themselves
-(point `act`) and the MLP's output projection and post-norm are rerun. The wrappers below only say which
+(point `act`) and the MLP's output projection and post-norm are rerun; head patches (anneuron.experiments.heads)
+always move the heads' z themselves (point `z`, the attention output projection's input), and the projection, the
+post-norm (if any) and the block's MLP (unless it is parallel) are rerun. The wrappers below only say which
 differences to add.
 
 Precision (docs/science.md "Precision"): float32 by default. A bridge whose body was cast to bfloat16/float16
@@ -43,10 +45,10 @@ from anneuron import models as M
 
 log = logging.getLogger(__name__)
 
-Point = Literal["pre", "mid", "post", "act"]
+Point = Literal["pre", "mid", "post", "act", "z"]
 COMPONENTS: dict[str, Point] = {"resid_pre": "pre", "attn_out": "mid", "mlp_out": "post"}
 HOOKS = {"resid_pre": "blocks.{l}.hook_resid_pre", "attn_out": "blocks.{l}.hook_attn_out",
-         "mlp_out": "blocks.{l}.hook_mlp_out", "post": "blocks.{l}.mlp.hook_post"}
+         "mlp_out": "blocks.{l}.hook_mlp_out", "post": "blocks.{l}.mlp.hook_post", "z": "blocks.{l}.attn.hook_z"}
 
 # check_engine's tolerance per dtype of the bridge's body: the largest |fast − full hooked forward| in LD, relative
 # to PairRuns.ld_scale (rounding noise in LD scales with the logits, not with LD). Both sides compute the same LD in
@@ -91,7 +93,7 @@ class Run:
 
     ld: float  # from the float32 logits
     logits: Float[Tensor, "d_vocab"]  # at the last position, float32 (from the float32 head)
-    acts: dict[str, Tensor]  # resid_pre/attn_out/mlp_out: [L, T, d_model]; post: [L, T, d_mlp]
+    acts: dict[str, Tensor]  # resid_pre/attn_out/mlp_out: [L, T, d_model]; post: [L, T, d_mlp]; z: [L, T, H, d_head]
     grad_post: Float[Tensor, "L T d_mlp"] | None = None  # ∂LD/∂hook_post (corrupted run only)
     cache: ActivationCache | None = None  # the clean run's, for the logit lens
 
@@ -272,6 +274,7 @@ class _CachedAttention:
         self.norm = [_optional(layer, fam.attn_norm) for layer in A.layers(bridge, fam)]
         self.post = [A.post_norms(layer, fam)[0] for layer in A.layers(bridge, fam)]
         self.attn = [blk.attn.original_component for blk in bridge.blocks]
+        self.out = [A.attn_out(layer, fam) for layer in A.layers(bridge, fam)]
         self.cache_kwarg = fam.cache_kwarg
         rotary = getattr(bridge.cfg, "positional_embedding_type", "standard") == "rotary"
         self.rotary = bridge.rotary_emb.original_component if rotary else None
@@ -313,16 +316,24 @@ class _CachedAttention:
         """What the attention of block l writes to the residual (after its post-norm, if any)."""
         return self._run(l, x, self.start, cache, self.masks[l])
 
+    def write(self, l: int, z: Float[Tensor, "B S d_z"]) -> Float[Tensor, "B S d_model"]:
+        """What the attention of block l writes to the residual given its heads' z side by side (the output
+        projection's input, d_z = H · d_head): the projection, then the post-norm, if any."""
+        out = self.out[l](z)
+        return out if self.post[l] is None else self.post[l](out)
+
 
 def _optional(layer, path: str | None):
     """A module of a layer, or None where the family has none there."""
     return None if path is None else A.module(layer, path)
 
 
-def suffix_base(run: Run, start: int) -> dict[Point, Float[Tensor, "L S d_model"]]:
-    """A run's residual on the suffix positions at each point of each layer."""
+def suffix_base(run: Run, start: int) -> dict[Point, Float[Tensor, "L S _"]]:
+    """A run's value on the suffix positions at each point of each layer: the residual (pre, mid, post), the
+    neurons (act) and the heads' z side by side (z, as the attention output projection reads them)."""
     pre, attn, mlp = (run.acts[k][:, start:] for k in ("resid_pre", "attn_out", "mlp_out"))
-    return {"pre": pre, "mid": pre + attn, "post": pre + attn + mlp}
+    return {"pre": pre, "mid": pre + attn, "post": pre + attn + mlp, "act": run.acts["post"][:, start:],
+            "z": run.acts["z"][:, start:].flatten(-2)}
 
 
 class SuffixModel:
@@ -340,7 +351,9 @@ class SuffixModel:
     Points: `pre` / `mid` / `post` are the residual before block L, after its attention, after its MLP (a parallel
     block's `mid` = resid_pre + attn_out, the MLP's input being resid_pre); `act` is the MLP's neurons (hook_post):
     a copy's neurons are run through the rest of the MLP (output projection, post-norm) and on, which stays exact
-    where the write is not linear in one neuron (a post-norm rescales it by the whole MLP output's RMS).
+    where the write is not linear in one neuron (a post-norm rescales it by the whole MLP output's RMS); `z` is the
+    heads' z (hook_z, heads side by side: the input of the attention's output projection), run through the
+    projection and post-norm onto the unpatched resid_pre, then as `mid`.
     """
 
     def __init__(self, bridge, corrupted: Run, start: int, answer: int, wrong: int):
@@ -348,6 +361,7 @@ class SuffixModel:
         layers = A.layers(bridge, fam)
         self.n_layers = bridge.cfg.n_layers
         self.start = start
+        self.family = fam
         self.parallel = fam.is_parallel(A.hf_model(bridge).config)
         self.nonlinear_write = fam.mlp_post_norm is not None  # a neuron's write passes a norm of the MLP output
         self.attention = _CachedAttention(bridge, start, corrupted.acts["resid_pre"].shape[1] - start)
@@ -362,7 +376,7 @@ class SuffixModel:
         with torch.no_grad():
             self.caches = [self.attention.cache(l, corrupted.acts["resid_pre"][l, :start][None])
                            for l in range(self.n_layers)]
-        self.base = {**suffix_base(corrupted, start), "act": corrupted.acts["post"][:, start:]}  # and the neurons
+        self.base = suffix_base(corrupted, start)
         self.mlp_base = corrupted.acts["mlp_out"][:, start:]  # a parallel block's MLP write, unchanged at `mid`
 
     def answer_columns(self, answers: Sequence[int], wrongs: Sequence[int]
@@ -395,8 +409,11 @@ class SuffixModel:
         return self._write(l, self.mlps[l][0](h))
 
     def _block(self, l: int, x: Tensor, point: Point) -> Tensor:
-        """Residual (or neurons, at `act`) at `point` of block l (suffix positions) -> residual after block l."""
+        """Residual (neurons at `act`, z at `z`) at `point` of block l (suffix positions) -> residual after block
+        l."""
         last = l == self.n_layers - 1  # only the last position reaches LD
+        if point == "z":  # the attention's write from the heads' z, then on as from `mid`
+            x, point = self._unpatched("pre", l, x) + self.attention.write(l, x), "mid"
         if point == "act":
             x = x[:, -1:] if last else x
             return self._unpatched("mid", l, x) + self._write(l, x)
@@ -420,8 +437,8 @@ class SuffixModel:
 
     @torch.no_grad()
     def final_resid(self, resid: Float[Tensor, "B S d_model"], layer: int, point: Point) -> Float[Tensor, "B d_model"]:
-        """Each copy's final residual at the last position (float32), given its residual (neurons, at `act`) on the
-        suffix at `point` of `layer`."""
+        """Each copy's final residual at the last position (float32), given its residual (neurons at `act`, z at
+        `z`) on the suffix at `point` of `layer`."""
         x = self._block(layer, resid, point)
         for l in range(layer + 1, self.n_layers):
             x = self._block(l, x, "pre")
@@ -429,7 +446,7 @@ class SuffixModel:
 
     @torch.no_grad()
     def logit_diff(self, resid: Float[Tensor, "B S d"], layer: int, point: Point) -> Float[Tensor, "B"]:
-        """LD of each copy, given its residual (neurons, at `act`) on the suffix at `point` of `layer`."""
+        """LD of each copy, given its residual (neurons at `act`, z at `z`) on the suffix at `point` of `layer`."""
         return self._ld(self.final_resid(resid, layer, point))
 
     def neuron_patches(self, layer: int, d_act: Float[Tensor, "S d_mlp"],
@@ -477,7 +494,7 @@ def patched_logit_diff(
     desc: str | None = None,
 ) -> Float[Tensor, "n"]:
     """THE engine: LD of n patched copies of the corrupted prompt, copy i having `delta(slice)[i]` added to its
-    residual at `point` of `layer` (suffix positions), `batch_size` copies per forward."""
+    value at `point` of `layer` (residual, neurons or z; suffix positions), `batch_size` copies per forward."""
     base = model.base[point][layer]
     out = []
     steps = range(0, n, batch_size)

@@ -19,8 +19,9 @@ deviation over pairs of the per-pair scores) and the sign agreement (fraction of
 aggregate's sign). A neuron or head stands out in a task when its aggregate does by the single-pair rule AND its
 agreement is at least the task's `min_agreement`.
 
-Memory: the cached runs of every pair, 2P × L × T × (3·d_model + d_mlp) floats (SmolLM2, 12 pairs of 22 tokens:
-~60 MB), plus one forward of `patching.batch_size` rows (a task's copy is P rows, so batch_size // P copies).
+Memory: the cached runs of every pair, 2P × L × T × (3·d_model + d_mlp + n_heads·d_head) values (the heads' z
+last; SmolLM2, 12 pairs of 22 tokens: 61 M, 243 MB in float32), plus one forward of `patching.batch_size` rows (a
+task's copy is P rows, so batch_size // P copies).
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class PairsModel(P.SuffixModel):
                 if start:
                     kvs = [self.attention.cache(l, r.corrupted.acts["resid_pre"][l, :start][None]).kv for r in runs]
                     cache.kv = (torch.cat([k for k, _ in kvs]), torch.cat([v for _, v in kvs]))
-        bases = [{**P.suffix_base(r.corrupted, start), "act": r.corrupted.acts["post"][:, start:]} for r in runs]
+        bases = [P.suffix_base(r.corrupted, start) for r in runs]
         self.base = {point: torch.stack([b[point] for b in bases], dim=1) for point in bases[0]}  # [L, P, S, d]
         self.mlp_base = torch.stack([r.corrupted.acts["mlp_out"][:, start:] for r in runs], dim=1)
         directions = [P.unembed_direction(bridge, r.pair.answer, r.pair.wrong) for r in runs]

@@ -298,3 +298,47 @@ def test_unsupported_architecture_is_refused_in_one_line():
         P.SuffixModel(fake, None, 0, 1, 2)
     msg = str(e.value)
     assert "\n" not in msg and "'mamba'" in msg and "SuffixModel" in msg
+
+
+def test_head_patching_equals_the_raw_model_per_head(decoder, decoder_hf, decoder_bridge, runs):
+    """Every head of every layer set to its clean z at every position by the batched engine (heads.head_lds: point
+    `z`, the projection, post-norm and MLP rerun) against the raw Hugging Face model (no bridge, no folding): one
+    full forward per head with that head's slice of its attention output projection's input (o_proj, GPT-NeoX's and
+    Phi's dense) set to the raw clean run's."""
+    from anneuron.experiments import heads as H
+    from anneuron.experiments import tasks as T
+
+    fam, pair, d_head = A.family_of(decoder_hf), runs.pair, decoder_bridge.cfg.d_head
+    projections = [A.attn_out(layer, fam) for layer in A.layers(decoder_hf, fam)]
+    clean_z = {}
+    handles = [proj.register_forward_pre_hook(lambda mod, args, l=l: clean_z.__setitem__(l, args[0].clone()))
+               for l, proj in enumerate(projections)]
+    with torch.no_grad():
+        decoder_hf(pair.clean)
+    for h in handles:
+        h.remove()
+
+    def raw_ld(layer: int, head: int) -> float:
+        cols = slice(head * d_head, (head + 1) * d_head)
+
+        def pre_hook(mod, args):
+            x = args[0].clone()
+            x[..., cols] = clean_z[layer][..., cols]
+            return (x, *args[1:])
+
+        handle = projections[layer].register_forward_pre_hook(pre_hook)
+        try:
+            with torch.no_grad():
+                return float(P.logit_diff(decoder_hf(pair.corrupted).logits[0], pair.answer, pair.wrong))
+        finally:
+            handle.remove()
+
+    task = T.TaskRuns([runs])
+    model, th = T.PairsModel(decoder_bridge, task), H.TaskHeads.of(decoder_bridge, task)
+    ours = torch.stack([H.head_lds(model, task, th, l, batch_size=3)[:, 0] for l in range(model.n_layers)])
+    reference = torch.tensor([[raw_ld(l, h) for h in range(decoder_bridge.cfg.n_heads)] for l in range(model.n_layers)])
+    worst = float((ours.double() - reference.double()).abs().max())
+    print(f"{decoder}: max |engine - raw hooked LD| over heads = {worst:.3g} (LD scale {runs.ld_scale:.3g}; largest "
+          f"head effect {float((reference - runs.ld_corrupted).abs().max()):.3g})")
+    assert worst < TOL * runs.ld_scale
+    assert float((reference - runs.ld_corrupted).abs().max()) > 0.05  # the patches move LD

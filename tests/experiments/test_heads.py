@@ -1,45 +1,70 @@
-"""Attention heads (anneuron.experiments.heads) and direct effects (anneuron.experiments.direct_effect): head patching
-against TransformerLens' own helpers (GPT-2) and a hooked full forward per head (random Llamas with grouped-query
-attention); batched over pairs against one pair at a time; direct logit attributions against the logit lens they
-must add up to."""
+"""Attention heads (anneuron.experiments.heads) and direct effects (anneuron.experiments.direct_effect) on every
+family: head patching against TransformerLens' own helpers (GPT-2) and a hooked full forward per head (random Llamas
+with grouped-query attention, and every family of tests/family_models.py: parallel blocks, post-norms, soft-caps);
+batched over pairs against one pair at a time; direct logit attributions against what each sublayer writes (the
+sum identity, with the post-norm's and final norm's scales frozen) and against the logit lens."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from test_patching import TOL
-from test_tasks import head_case, make_task  # noqa: F401 (the parametrised fixture)
+from test_tasks import CASES, _case, make_task
 from transformer_lens import patching as tl_patching
 
+from anneuron import models as M
+from anneuron.demos.families import FAMILY_MODELS
 from anneuron.experiments import heads as H
 from anneuron.experiments import patching as P
 from anneuron.experiments import tasks as T
-from anneuron.experiments.direct_effect import neuron_direct
+from anneuron.experiments.direct_effect import logit_weights, neuron_direct, write_weights
 from anneuron.experiments.logit_lens import logit_lens
+
+# GPT-2, the Llama layouts and every other family variant (GPT-NeoX with and without its parallel residual, Phi,
+# Gemma 2 and 3, Qwen3, OLMo-2)
+HEAD_CASES = CASES + [v for v in FAMILY_MODELS if v not in CASES]
+
+
+@pytest.fixture(scope="module", params=HEAD_CASES)
+def head_case(request, tiny_bridge, tmp_path_factory):
+    return _case(request.param, tiny_bridge, tmp_path_factory)
 
 
 def one_pair(task: T.TaskRuns, p: int) -> T.TaskRuns:
     return T.TaskRuns([task.runs[p]])
 
 
-def test_heads_decompose_the_attention_output(head_case):  # noqa: F811
-    bridge, task, _ = head_case
+def test_heads_decompose_the_attention_output(head_case):
+    bridge, task, model = head_case
     th = H.TaskHeads.of(bridge, task)
-    for runs, heads in zip(task.runs, th.corrupted):
-        assert H.decomposition_error(runs.corrupted, heads, th.W_O) < 1e-5
+    for runs in task.runs:
+        for run in (runs.clean, runs.corrupted):
+            assert H.decomposition_error(model, run, th.W_O) < 1e-5
     assert th.W_O[0].shape == (bridge.cfg.n_heads, bridge.cfg.d_head, bridge.cfg.d_model)
 
 
-def test_head_patching_equals_a_hooked_forward_per_head(head_case):  # noqa: F811
-    """All positions: one full forward per head with that head's z set to clean (GQA: the query head alone)."""
+def test_head_patching_equals_a_hooked_forward_per_head(head_case):
+    """All positions: one full forward per head with that head's z set to clean (GQA: the query head alone), every
+    pair and layer. The patches move LD (the hooks bite), and under a post-norm adding the head's write
+    (z_clean − z_corr)_h W_O[h] after the attention instead would be wrong by far more than the tolerance."""
     bridge, task, model = head_case
     th = H.TaskHeads.of(bridge, task)
+    moved, naive_gap = 0.0, 0.0
     for layer in range(model.n_layers):
         lds = H.head_lds(model, task, th, layer, batch_size=5)  # [H, P]
+        dz = th.z_delta(layer, model.start)
+        naive = P.patched_logit_diff(model, layer, "mid", bridge.cfg.n_heads,
+                                     lambda sl: H.head_outputs(dz[:, :, sl], th.W_O[layer][sl]).permute(2, 0, 1, 3),
+                                     batch_size=2)  # [H, P]
+        naive_gap = max(naive_gap, float((naive - lds).abs().max()))
         for p, runs in enumerate(task.runs):
-            slow = torch.tensor([H.hooked_head_ld(bridge, runs, th.clean[p], layer, h)
+            slow = torch.tensor([H.hooked_head_ld(bridge, runs, th.clean[p, layer, :, h], layer, h)
                                  for h in range(bridge.cfg.n_heads)])
-            torch.testing.assert_close(lds[:, p].double(), slow.double(), atol=TOL, rtol=0)
+            torch.testing.assert_close(lds[:, p].double(), slow.double(), atol=TOL * runs.ld_scale, rtol=0)
+            moved = max(moved, float((slow - runs.ld_corrupted).abs().max()))
+    print(f"largest head effect on LD {moved:.3g}; additive write vs exact {naive_gap:.3g}")
+    assert moved > 0.05
+    assert (naive_gap > 100 * TOL) == (model.attention.post[0] is not None)
 
 
 def test_head_patching_equals_transformer_lens_helpers(tiny_bridge):
@@ -68,7 +93,20 @@ def test_head_patching_equals_transformer_lens_helpers(tiny_bridge):
                                        atol=TOL, rtol=0)
 
 
-def test_heads_batched_over_pairs_equal_one_pair_at_a_time(head_case):  # noqa: F811
+def test_head_patching_by_position_equals_a_hooked_forward(head_case):
+    """One head set to its clean z at one position at a time, every suffix position and pair, against a full
+    forward with the output projection's input replaced there alone."""
+    bridge, task, model = head_case
+    th = H.TaskHeads.of(bridge, task)
+    for layer, head in [(0, 1), (model.n_layers - 1, 2)]:
+        lds = H.head_position_lds(model, task, th, layer, head, batch_size=4)  # [S, P]
+        for p, runs in enumerate(task.runs):
+            slow = torch.tensor([H.hooked_head_ld(bridge, runs, th.clean[p, layer, :, head], layer, head, pos)
+                                 for pos in range(model.start, runs.pair.n_pos)])
+            torch.testing.assert_close(lds[:, p].double(), slow.double(), atol=TOL * runs.ld_scale, rtol=0)
+
+
+def test_heads_batched_over_pairs_equal_one_pair_at_a_time(head_case):
     bridge, task, model = head_case
     th = H.TaskHeads.of(bridge, task)
     for p in range(task.n_pairs):
@@ -83,31 +121,72 @@ def test_heads_batched_over_pairs_equal_one_pair_at_a_time(head_case):  # noqa: 
                                        atol=TOL, rtol=0)
 
 
-def test_direct_logit_attributions_add_up_to_the_logit_lens(head_case):  # noqa: F811
-    """Per pair (a one-pair task: dla is that pair's), a layer's head DLAs plus its attention bias make the logit
-    lens' step across that attention, and its neuron DLAs plus the MLP's output bias the step across the MLP (the
-    `post` convention: both divide by the final residual's scale)."""
+def bias_direct(model: T.PairsModel, task: T.TaskRuns, final: torch.Tensor, sublayer: str, layer: int) -> float:
+    """The sublayer's output bias (0 without one) through the frozen post-norm and final norm, for a one-pair task's
+    clean run."""
+    proj = model.attention.out[layer] if sublayer == "attn" else model.mlps[layer][1]
+    if proj.bias is None:
+        return 0.0
+    return float(write_weights(model, task, final, "clean", sublayer, layer)[0] @ proj.bias.detach().float().cpu())
+
+
+def test_direct_logit_attributions_add_up_to_what_each_sublayer_writes(head_case):
+    """Per pair (a one-pair task: dla is that pair's), a layer's head DLAs plus its attention bias make what the
+    attention wrote into the residual (hook_attn_out, after any post-norm) through the final norm's frozen scale,
+    and its neuron DLAs plus the MLP's output bias what the MLP wrote: the post-norm's scale frozen at the run's
+    makes the split exact. Without a final soft-cap these are the logit lens' steps (the `post` convention)."""
     bridge, task, model = head_case
+    capped = M.float32_head(bridge).softcap is not None
     for p in range(task.n_pairs):
         single = one_pair(task, p)
-        runs = single.runs[0]
-        th = H.TaskHeads.of(bridge, single)
-        head_dla, _ = H.head_dla(bridge, single, th)
-        neuron_dla, _ = neuron_direct(bridge, single, T.PairsModel(bridge, single))
+        runs, m1 = single.runs[0], T.PairsModel(bridge, single)
+        head_dla, _ = H.head_dla(bridge, single, m1)
+        neuron_dla, _ = neuron_direct(bridge, single, m1)
+        final = logit_weights(bridge, single, "clean")  # [1, d]
         lens = logit_lens(bridge, runs.clean.cache, runs.pair.answer, runs.pair.wrong).post.double()
         for layer in range(model.n_layers):
-            out = H.head_outputs(th.clean[0].z[layer].float(), th.W_O[layer].float()).sum(1)  # [T, d]
-            attn_bias = (runs.clean.acts["attn_out"][layer, -1].float() - out[-1])
-            mlp_bias = runs.clean.acts["mlp_out"][layer, -1].float() - (
-                runs.clean.acts["post"][layer, -1].float() @ model.w_out(layer).float())
-            bias_dla = [float(H.centre(bridge, b.detach()) @ H.logit_weights(bridge, single, "clean")[0])
-                        for b in (attn_bias, mlp_bias)]
-            attn_step, mlp_step = lens[2 * layer + 1] - lens[2 * layer], lens[2 * layer + 2] - lens[2 * layer + 1]
-            assert abs(float(head_dla[layer].sum()) + bias_dla[0] - float(attn_step)) < 1e-4
-            assert abs(float(neuron_dla[layer].sum()) + bias_dla[1] - float(mlp_step)) < 1e-4
+            attn, mlp = (float(runs.clean.acts[k][layer, -1].float().cpu() @ final[0]) for k in ("attn_out", "mlp_out"))
+            heads_sum = float(head_dla[layer].sum()) + bias_direct(m1, single, final, "attn", layer)
+            neurons_sum = float(neuron_dla[layer].sum()) + bias_direct(m1, single, final, "mlp", layer)
+            assert abs(heads_sum - attn) < 1e-4 * max(1.0, abs(attn)), (layer, heads_sum, attn)
+            assert abs(neurons_sum - mlp) < 1e-4 * max(1.0, abs(mlp)), (layer, neurons_sum, mlp)
+            if not capped:
+                attn_step, mlp_step = lens[2 * layer + 1] - lens[2 * layer], lens[2 * layer + 2] - lens[2 * layer + 1]
+                assert abs(attn - float(attn_step)) < 1e-4 and abs(mlp - float(mlp_step)) < 1e-4
 
 
-def test_final_scale_is_the_final_norms_own(head_case):  # noqa: F811
+def test_direct_effects_are_the_change_of_each_write(head_case):
+    """`direct`, summed over a sublayer's heads (neurons), times the LD gap, is the change of the sublayer's write
+    (bias cancels) through the corrupted run's frozen scales: for every pair and layer, against the writes rebuilt
+    from z·W_O (activations·W_out) and, without a post-norm, against hook_attn_out / hook_mlp_out themselves."""
+    bridge, task, model = head_case
+    th = H.TaskHeads.of(bridge, task)
+    for p in range(task.n_pairs):
+        single = one_pair(task, p)
+        runs, m1 = single.runs[0], T.PairsModel(bridge, single)
+        _, head_direct = H.head_dla(bridge, single, m1)
+        _, neuron_dir = neuron_direct(bridge, single, m1)
+        gap = runs.ld_clean - runs.ld_corrupted
+        final = logit_weights(bridge, single, "corrupted")
+        for layer in range(model.n_layers):
+            w = {k: write_weights(m1, single, final, "corrupted", k, layer)[0] for k in ("attn", "mlp")}
+            dz = th.clean[p, layer, -1] - th.corrupted[p, layer, -1]  # [H, d_head]
+            attn = float(H.head_outputs(dz[None].float(), th.W_O[layer].float())[0].sum(0).cpu() @ w["attn"])
+            d_act = (runs.clean.acts["post"][layer, -1] - runs.corrupted.acts["post"][layer, -1]).float()
+            mlp = float((d_act @ model.w_out(layer).detach().float()).cpu() @ w["mlp"])
+            if model.attention.post[layer] is None:
+                hooked = float((runs.clean.acts["attn_out"][layer, -1] - runs.corrupted.acts["attn_out"][layer, -1])
+                               .float().cpu() @ final[0])
+                assert abs(attn - hooked) < 1e-4 * max(1.0, abs(hooked))
+            if model.mlp_posts[layer] is None:
+                hooked = float((runs.clean.acts["mlp_out"][layer, -1] - runs.corrupted.acts["mlp_out"][layer, -1])
+                               .float().cpu() @ final[0])
+                assert abs(mlp - hooked) < 1e-4 * max(1.0, abs(hooked))
+            assert abs(float(head_direct[layer].sum()) * gap - attn) < 1e-4 * max(1.0, abs(attn))
+            assert abs(float(neuron_dir[layer].sum()) * gap - mlp) < 1e-4 * max(1.0, abs(mlp))
+
+
+def test_final_scale_is_the_final_norms_own(head_case):
     """The scale the direct effects divide by, recomputed from the cached blocks, is ln_final's hook_scale."""
     from anneuron.experiments.direct_effect import final_scale
 
@@ -117,7 +196,7 @@ def test_final_scale_is_the_final_norms_own(head_case):  # noqa: F811
 
 
 @pytest.mark.parametrize("min_agreement", [0.0, 1.0])
-def test_head_tables(head_case, min_agreement):  # noqa: F811
+def test_head_tables(head_case, min_agreement):
     from anneuron.stage_config import PatchingConfig
 
     bridge, task, model = head_case
@@ -140,3 +219,19 @@ def test_head_tables(head_case, min_agreement):  # noqa: F811
         rows.setdefault((r["layer"], r["head"], r["prompt"], r["query"]), 0.0)
         rows[(r["layer"], r["head"], r["prompt"], r["query"])] += r["weight"]
     assert all(abs(v - 1) < 1e-5 for v in rows.values())  # each query's weights over its keys sum to 1
+
+
+def test_component_tables_are_written_on_every_family(head_case):
+    """What an experiment job writes beyond the neurons (experiment.component_tables): every family's heads,
+    positions, patterns and direct effects, none empty, the engine check passed (it raises otherwise)."""
+    from anneuron.experiments.experiment import COMPONENT_TABLES, component_tables
+    from anneuron.stage_config import PatchingConfig
+
+    bridge, task, model = head_case
+    pc = PatchingConfig(auto_threshold=0.2, auto_method="mlp_out", max_auto_layers=2, attribution_exact_top=5,
+                        standout_z=1.0, standout_min_score=0.0, batch_size=8, joint_k=(1,))
+    exact = torch.full((model.n_layers, bridge.cfg.d_mlp), float("nan"))
+    tokens = [str(i) for i in range(task.runs[0].pair.n_pos)]
+    tables, top = component_tables(bridge, task, model, exact, tokens, pc, 0.8)
+    assert set(tables) == set(COMPONENT_TABLES) and all(t.num_rows > 0 for t in tables.values())
+    assert len(top) == H.TOP_HEADS and tables["direct"].num_rows == model.n_layers * bridge.cfg.d_mlp
