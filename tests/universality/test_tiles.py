@@ -135,7 +135,7 @@ def dense_acts(model: str, shards) -> np.ndarray:
 @pytest.fixture(scope="module")
 def staged(trio, shards, tmp_path_factory) -> dict:
     # 80 x 80 tiles: blocks (0, 80), (80, 160), (160, 192) split layers and do not divide 192
-    budget = 8 * 8 * 80**2 / 2**20
+    budget = P.tile_bytes(80) / 2**20
     assert P.block_size(budget, 192, 192) == 80
     return run_stage(trio, shards, budget, tmp_path_factory.mktemp("tiles"))
 
@@ -205,7 +205,7 @@ def test_tiling_does_not_change_the_answer(trio, shards, staged, tmp_path):
 
 def test_a_rerun_gives_identical_bytes(trio, shards, tmp_path):
     ids = sorted(trio["models"])[:2]
-    t = P.pair_tiles(ids[0], 192, ids[1], 192, 8 * 8 * 80**2 / 2**20)[5]
+    t = P.pair_tiles(ids[0], 192, ids[1], 192, P.tile_bytes(80) / 2**20)[5]
     outs = []
     for k in range(2):
         f, fp = tmp_path / f"{k}.parquet", tmp_path / f"{k}.pairs.parquet"
