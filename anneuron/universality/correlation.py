@@ -11,8 +11,9 @@ cancel catastrophically: cov = Σxy/n − x̄ȳ of raw activations whose mean is
 in float32 (tests/universality/test_correlation.py has a neuron where the unshifted sums give |error| > 0.1 and
 shifted ones < 1e-5). Each chunk's products go into a float32 accumulator by one in-place GEMM (addmm: no product
 temporary, no extra pass), folded into the float64 sums every `fold_every` chunks; the column sums are float32 per
-chunk (Σ(x−s)² from the chunk squared in place once its products are done), float64 across chunks. So a float32 sum never spans more than `fold_every` chunks (one rounding per chunk on
-top of the GEMM's own), whatever the token count, while the float64 fold costs 1 / fold_every of a pass per chunk.
+chunk (Σ(x−s)² from the chunk squared in place once its products are done), float64 across chunks. So a float32
+sum never spans more than `fold_every` chunks (one rounding per chunk on top of the GEMM's own), whatever the token
+count, while the float64 fold costs 1 / fold_every of a pass over the sums per chunk.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from jaxtyping import Float
 
 # Chunk products summed in float32 before a fold into float64: 8 chunks of plan.CHUNK_TOKENS (4,096) tokens; folding
-# every chunk cost 0.1 s per (2,896 x 2,896) product on the bench's CPU, a tenth of its GEMM
+# every chunk (a float64 read and write of each sum) cost 5-15 % of the chunk's GEMMs on the bench's CPU
 FOLD_EVERY = 8
 _FOLD_ELEMENTS = 2**18  # elements cast to float64 at a time by the fold (2 MB)
 
@@ -41,7 +42,7 @@ class SideResult:
     baseline_max: np.ndarray  # (n,) float64
 
 
-def _column_sums(x: Float[torch.Tensor, "T n"]) -> Float[torch.Tensor, "n"]:
+def _column_sums(x: Float[torch.Tensor, "T n"]) -> Float[torch.Tensor, " n"]:
     """xᵀ·1 as one GEMV: twice the rate of x.sum(0) on the bench's CPU (anneuron.bench universality)."""
     return torch.mv(x.T, x.new_ones(x.shape[0]))
 
@@ -79,7 +80,7 @@ class TileCorrelation:
     the same blocks of the rotated activations; consumed: centred in place); `result()` turns the sums into
     correlations in place and reduces them to per-neuron max, argmax, min and baseline max for both sides, and the
     tile's top-k pairs. Memory: 3 float64 and 3 float32 (na, nb) matrices (plan.BYTES_PER_PAIR), nothing more of
-    that size, in `update` or in `result`.
+    that size in `update`, and in `result` (the float32 ones freed) only a bool mask.
 
     `shifted=False` sums raw activations (only to show in tests why the shift is there)."""
 
