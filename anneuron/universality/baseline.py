@@ -35,6 +35,8 @@ class Rotations:
             self._cache[layer] = torch.from_numpy(r.T.copy()).float().to(self.device)  # stored transposed
         return self._cache[layer]
 
-    def rotate(self, acts: torch.Tensor, layer: int) -> torch.Tensor:
-        """acts (T, d_mlp) of one layer -> (T, d_mlp) rotated neurons."""
-        return acts @ self(layer)
+    def rotate(self, acts: torch.Tensor, layer: int, lo: int = 0, hi: int | None = None,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+        """acts (T, d_mlp) of one layer -> (T, hi − lo): the rotated neurons [lo, hi) only (into `out`, which may
+        be a column slice of a larger matrix)."""
+        return torch.mm(acts, self(layer)[:, lo:hi], out=out)

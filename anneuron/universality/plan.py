@@ -9,16 +9,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import combinations
 
-# The tile's memory budget counts this many (na, nb) float64 matrices: the 3 accumulators of
-# anneuron.universality.correlation.TileCorrelation and the finalisation's temporaries (the correlation, its two
-# baseline twins, reductions); anneuron.bench universality measures peak RSS against it.
-MATRICES_PER_TILE = 8
+# A tile's memory budget (universality.tile_mb) counts everything the tile allocates (anneuron.universality.
+# correlation.TileCorrelation; anneuron.bench universality measures its peak RSS against the budget): per neuron
+# pair, its 3 float64 and 3 float32 cross-product sums (the correlations are computed in place of the float64 ones);
+# per neuron of the side and token of a chunk, the chunk's 4 float32 block activations (A, B and their rotations,
+# centred in place); and a fixed workspace for the column vectors, the reductions' per-thread partials and the fold's
+# float64 blocks (9 MB measured at side 3,000). The forward passes that produce a chunk (the models, one batch's
+# hooked layers) are the job's.
+BYTES_PER_PAIR = 3 * 8 + 3 * 4
+BYTES_PER_CHUNK_CELL = 4 * 4
+WORKSPACE_BYTES = 16 * 2**20
+CHUNK_TOKENS = 4096  # tokens per TileCorrelation.update: enough for the GEMMs' full rate (anneuron.bench universality)
 
 
-def block_size(budget_mb: float, n_a: int, n_b: int) -> int:
-    """The side of a square tile (in neurons) whose matrices fit `budget_mb`: MATRICES_PER_TILE float64
-    (side x side) matrices; capped at the larger model's neuron count (one tile then holds a whole pair)."""
-    side = int((budget_mb * 2**20 / (8 * MATRICES_PER_TILE)) ** 0.5)
+def tile_bytes(side: int, chunk_tokens: int = CHUNK_TOKENS) -> int:
+    """What a square tile of `side` neurons allocates."""
+    return BYTES_PER_PAIR * side * side + BYTES_PER_CHUNK_CELL * chunk_tokens * side + WORKSPACE_BYTES
+
+
+def block_size(budget_mb: float, n_a: int, n_b: int, chunk_tokens: int = CHUNK_TOKENS) -> int:
+    """The largest side of a square tile (in neurons) whose `tile_bytes` fit `budget_mb`; capped at the larger
+    model's neuron count (one tile then holds a whole pair)."""
+    budget = budget_mb * 2**20
+    a, b, c = BYTES_PER_PAIR, BYTES_PER_CHUNK_CELL * chunk_tokens, WORKSPACE_BYTES - budget
+    side = max(int((-b + max(b * b - 4 * a * c, 0) ** 0.5) / (2 * a)), 0)  # the root of a·s² + b·s + c = 0
+    while tile_bytes(side + 1, chunk_tokens) <= budget:  # float rounding of the root, either way
+        side += 1
+    while side > 0 and tile_bytes(side, chunk_tokens) > budget:
+        side -= 1
     if side < 1:
         raise ValueError(f"universality.tile_mb: {budget_mb} MB holds no tile")
     return min(side, max(n_a, n_b))

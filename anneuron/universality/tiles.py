@@ -7,9 +7,10 @@ token shards merged by chunk id, so the tokens do not depend on `data.shards`). 
 `max_tokens` exactly: attention is causal, so cutting a row never changes the positions before the cut.
 
 Each forward stops after the last layer the block needs (an exception from that layer's hook), so a tile of
-early layers costs only those layers. Memory: the tile's accumulators (anneuron.universality.correlation.block_size
-sizes them from `universality.tile_mb`) plus one batch's activations of the layers the blocks touch,
-`batch_size x seq_len x (those layers' neurons) x 4 bytes` per model, twice with the rotation.
+early layers costs only those layers. A batch's counted positions go to the TileCorrelation in chunks of at most
+plan.CHUNK_TOKENS, each chunk's block activations (and their rotations, only the block's columns, written in place)
+in four preallocated (chunk, block) matrices: the tile's memory is what plan.tile_bytes counts, on top of the
+forward's (the models, one batch's hooked layers and one layer's gathered rows at a time).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from anneuron.io import write_parquet
 from anneuron.stage_config import UniversalityTileConfig
 from anneuron.universality.baseline import Rotations
 from anneuron.universality.correlation import SideResult, TileCorrelation
+from anneuron.universality.plan import CHUNK_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +96,22 @@ def layer_activations(engine: Engine, tokens: torch.Tensor, layers: range) -> di
     return out
 
 
-def block_activations(acts: dict[int, torch.Tensor], mask: torch.Tensor, lo: int, hi: int, d_mlp: int,
+def block_activations(acts: dict[int, torch.Tensor], rows: torch.Tensor, lo: int, hi: int, d_mlp: int,
                       rot: Rotations | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The flat neurons [lo, hi) at the counted positions, (T, hi − lo), and the same of the rotated layers."""
-    x, r = [], []
+    """The flat neurons [lo, hi) at `rows` (indices into the batch's flattened positions), (T, hi − lo), and the
+    same columns of the rotated layers (each layer's rows times the rotation's block columns, into place)."""
+    device = next(iter(acts.values())).device
+    rows = rows.to(device)
+    x = torch.empty(len(rows), hi - lo, device=device)
+    r = torch.empty_like(x) if rot is not None else None
     for layer in layer_range(lo, hi, d_mlp):
-        a = acts[layer][mask.to(acts[layer].device)]  # (T, d_mlp)
+        a = acts[layer].reshape(-1, d_mlp).index_select(0, rows)  # (T, d_mlp)
         s, e = max(lo - layer * d_mlp, 0), min(hi - layer * d_mlp, d_mlp)
-        x.append(a[:, s:e])
-        if rot is not None:
-            r.append(rot.rotate(a, layer)[:, s:e])
-    return torch.cat(x, 1), (torch.cat(r, 1) if rot is not None else None)
+        c = layer * d_mlp + s - lo
+        x[:, c: c + e - s] = a[:, s:e]
+        if r is not None:
+            rot.rotate(a, layer, s, e, out=r[:, c: c + e - s])
+    return x, r
 
 
 def layer_range(lo: int, hi: int, d_mlp: int) -> range:
@@ -113,7 +120,8 @@ def layer_range(lo: int, hi: int, d_mlp: int) -> range:
 
 def correlate_tile(engine_a: Engine, engine_b: Engine, ids: tuple[str, str], shards: Sequence[str | Path],
                    a_block: tuple[int, int], b_block: tuple[int, int], *, max_tokens: int, batch_size: int,
-                   seed: int, top_k: int, progress: bool = True) -> tuple[SideResult, SideResult, tuple, int]:
+                   seed: int, top_k: int, progress: bool = True,
+                   chunk_tokens: int = CHUNK_TOKENS) -> tuple[SideResult, SideResult, tuple, int]:
     """Stream the rows through both models and correlate A's block with B's block (and with the rotated twins).
     Returns (A side, B side, top pairs, tokens counted)."""
     (alo, ahi), (blo, bhi) = a_block, b_block
@@ -125,10 +133,13 @@ def correlate_tile(engine_a: Engine, engine_b: Engine, ids: tuple[str, str], sha
     bar = tqdm(total=max_tokens, desc=f"tile {ids[0]}[{alo}:{ahi}] x {ids[1]}[{blo}:{bhi}]", unit="tok",
                unit_scale=True, mininterval=2, disable=not progress)
     for toks, mask in batches(token_rows(shards, max_tokens), batch_size):
-        xa, ra = block_activations(layer_activations(engine_a, toks, la), mask, alo, ahi, engine_a.d_mlp, rot_a)
-        xb, rb = block_activations(layer_activations(engine_b, toks, lb), mask, blo, bhi, engine_b.d_mlp, rot_b)
-        tile.update(xa, xb.to(dev), ra, rb.to(dev))
-        bar.update(int(mask.sum()))
+        acts_a, acts_b = layer_activations(engine_a, toks, la), layer_activations(engine_b, toks, lb)
+        counted = mask.flatten().nonzero().squeeze(1)  # the batch's counted positions, row-major
+        for rows in counted.split(chunk_tokens):
+            xa, ra = block_activations(acts_a, rows, alo, ahi, engine_a.d_mlp, rot_a)
+            xb, rb = block_activations(acts_b, rows, blo, bhi, engine_b.d_mlp, rot_b)
+            tile.update(xa, xb.to(dev), ra, rb.to(dev))
+        bar.update(len(counted))
     bar.close()
     a, b, pairs = tile.result(top_k)
     return a, b, pairs, tile.n
