@@ -20,9 +20,8 @@ from tqdm.auto import tqdm
 
 from anneuron import architecture as A
 from anneuron.contracts import UNIVERSALITY_PROPERTIES
-from anneuron.dataset.engines import HFEngine
+from anneuron.dataset.engines import load_engine
 from anneuron.io import write_parquet
-from anneuron.models import load_hf
 from anneuron.stage_config import UniversalityPropertiesConfig
 from anneuron.universality.tiles import batches, layer_activations, token_rows
 
@@ -80,8 +79,7 @@ def weight_properties(model) -> dict[str, np.ndarray]:
 def neuron_properties(model: str, shards: Sequence[str | Path], cfg: UniversalityPropertiesConfig,
                       progress: bool = True) -> pa.Table:
     """The `universality_properties` table of one model."""
-    hf = load_hf(model, cfg.device, cfg.dtype, "sdpa")
-    engine = HFEngine(hf)
+    engine = load_engine(model, device=cfg.device, dtype=cfg.dtype, engine="hf")  # the family's exact attention
     moments = [Moments(engine.d_mlp) for _ in range(engine.n_layers)]
     bar = tqdm(total=cfg.max_tokens, desc="properties", unit="tok", unit_scale=True, mininterval=2,
                disable=not progress)
@@ -95,7 +93,7 @@ def neuron_properties(model: str, shards: Sequence[str | Path], cfg: Universalit
     n = engine.n_layers * engine.d_mlp
     flat = np.arange(n)
     cols = dict(layer=(flat // engine.d_mlp).astype(np.int32), neuron=(flat % engine.d_mlp).astype(np.int32),
-                **{k: np.concatenate([r[k] for r in res]) for k in res[0]}, **weight_properties(hf))
+                **{k: np.concatenate([r[k] for r in res]) for k in res[0]}, **weight_properties(engine.model))
     return pa.Table.from_pydict(cols, schema=UNIVERSALITY_PROPERTIES)
 
 

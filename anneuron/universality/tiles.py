@@ -90,7 +90,7 @@ def layer_activations(engine: Engine, tokens: torch.Tensor, layers: range) -> di
 
     with torch.no_grad(), engine.hooks(on_post):
         try:
-            engine.logits(tokens.to(engine.device))
+            engine.final_residual(tokens.to(engine.device))
         except _Stop:
             pass
     return out

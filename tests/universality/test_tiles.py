@@ -13,6 +13,8 @@ import pytest
 import torch
 from llama_models import LLAMAS
 
+from anneuron.demos.families import FAMILY_MODELS
+
 from anneuron.dataset.engines import load_engine
 from anneuron.demos.gpt2 import random_gpt2
 from anneuron.stage_config import UniversalityTileConfig
@@ -57,12 +59,17 @@ def permuted_copy(src: Path, dst: Path, seed: int) -> list[np.ndarray]:
     return perms
 
 
+def random_rows(n_rows: int) -> list[list[int]]:
+    """`n_rows` rows of 32 tokens drawn uniformly from GPT-2's vocabulary, BOS first (chunk order)."""
+    rng = np.random.default_rng(3)
+    return [[50256] + rng.integers(0, 50256, 31).tolist() for _ in range(n_rows)]
+
+
 def random_token_shards(folder: Path, n_rows: int) -> list[Path]:
-    """`n_rows` rows of 32 tokens drawn uniformly from GPT-2's vocabulary, BOS first, in 2 shards."""
+    """random_rows(n_rows) in 2 shards."""
     from anneuron.data import Row, write_shards
 
-    rng = np.random.default_rng(3)
-    rows = [Row([50256] + rng.integers(0, 50256, 31).tolist(), [r] * 32, None) for r in range(n_rows)]
+    rows = [Row(toks, [r] * 32, None) for r, toks in enumerate(random_rows(n_rows))]
     paths = [folder / f"shard-{i}.parquet" for i in range(2)]
     write_shards(rows, paths)
     return paths
@@ -253,3 +260,59 @@ def test_a_rerun_gives_identical_bytes(trio, shards, tmp_path):
         outs.append((f.read_bytes(), fp.read_bytes()))
     assert outs[0] == outs[1]
     assert pq.read_table(tmp_path / "0.parquet").schema.metadata[b"n_tokens"] == str(MAX_TOKENS).encode()
+
+
+def raw_activations(folder: str | Path, rows: list[list[int]], max_tokens: int) -> np.ndarray:
+    """The reference, independent of the stage's readers: the raw Hugging Face model (eager attention), one row at
+    a time (no batching, no padding), every MLP output projection's input hooked; the counted positions are the
+    first `max_tokens` after BOS, in row order (docs/science.md "Universality")."""
+    from transformers import AutoModelForCausalLM
+
+    from anneuron import architecture as A
+
+    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    fam = A.family_of(model, "test")
+    out, left = [], max_tokens
+    for row in rows:
+        if left <= 0:
+            break
+        acts: dict[int, torch.Tensor] = {}
+        hooks = [A.mlp_out(layer, fam).register_forward_pre_hook(
+            lambda mod, args, l=l: acts.__setitem__(l, args[0][0, 1:].double()))
+            for l, layer in enumerate(A.layers(model, fam))]
+        with torch.no_grad():
+            model(torch.tensor([row]))
+        for h in hooks:
+            h.remove()
+        out.append(torch.cat([acts[l] for l in sorted(acts)], 1)[:left])
+        left -= len(out[-1])
+    return torch.cat(out).numpy()
+
+
+@pytest.mark.parametrize("variant", list(FAMILY_MODELS))
+def test_every_family_against_numpy_corrcoef_of_the_raw_model(variant, tmp_path_factory, tmp_path):
+    """Every family of tests/family_models.py (parallel blocks, post-norms, gated and ungated MLPs, sliding
+    windows): the stage on a model and its neuron-permuted copy, over 200 counted positions (the seventh row cut),
+    against numpy.corrcoef of the raw model's activations gathered above; the twin is the permutation."""
+    from family_models import family_folder
+
+    src = family_folder(variant, tmp_path_factory)
+    perms = permuted_copy(src, tmp_path / "b", seed=7)
+    shards = random_token_shards(tmp_path, 8)
+    n_layers = len(perms)
+    d_mlp = len(perms[0])
+    trio = dict(models={"a": str(src), "b": str(tmp_path / "b")}, d_mlp=d_mlp, n=n_layers * d_mlp)
+    (tmp_path / "tiles").mkdir()
+    staged = run_stage(trio, shards, 64.0, tmp_path / "tiles", max_tokens=200)
+    acts = {m: raw_activations(trio["models"][m], random_rows(8), 200) for m in ("a", "b")}
+    assert len(acts["a"]) == 200
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dense = np.nan_to_num(np.corrcoef(acts["a"], acts["b"], rowvar=False)[:trio["n"], trio["n"]:])
+    neurons = staged["a"][0]
+    np.testing.assert_allclose(neurons["max_corr"], dense.max(1), atol=1e-5)
+    np.testing.assert_allclose(neurons["min_corr"], dense.min(1), atol=1e-5)
+    twins = np.asarray(neurons["max_layer"]) * d_mlp + np.asarray(neurons["max_neuron"])
+    want = np.concatenate([l * d_mlp + perms[l] for l in range(n_layers)])
+    live = dense.max(1) > 0.5  # a dead neuron (constant over the tokens) has no twin
+    assert live.mean() > 0.9, live.mean()
+    np.testing.assert_array_equal(twins[live], want[live])
