@@ -23,6 +23,7 @@ from anneuron.experiments.logit_lens import logit_lens
 # GPT-2, the Llama layouts and every other family variant (GPT-NeoX with and without its parallel residual, Phi,
 # Gemma 2 and 3, Qwen3, OLMo-2)
 HEAD_CASES = CASES + [v for v in FAMILY_MODELS if v not in CASES]
+POST_NORM_CASES = ("gemma2", "gemma3", "olmo2")
 
 
 @pytest.fixture(scope="module", params=HEAD_CASES)
@@ -235,3 +236,35 @@ def test_component_tables_are_written_on_every_family(head_case):
     tables, top = component_tables(bridge, task, model, exact, tokens, pc, 0.8)
     assert set(tables) == set(COMPONENT_TABLES) and all(t.num_rows > 0 for t in tables.values())
     assert len(top) == H.TOP_HEADS and tables["direct"].num_rows == model.n_layers * bridge.cfg.d_mlp
+
+
+@pytest.mark.parametrize("case_name", [c for c in HEAD_CASES if c not in POST_NORM_CASES])
+def test_each_neurons_direct_effect_from_transformer_lens_own_weights_and_cache(case_name, tiny_bridge,
+                                                                                 tmp_path_factory):
+    """Neuron by neuron (not only their sum over a layer, which would miss values swapped within it): `dla` and
+    `direct` against act · (W_out[l, i] · d) / scale rebuilt from TransformerLens' own stacked W_out and W_U and a
+    fresh run_with_cache (hook_post, ln_final.hook_scale), d = W_U[:, answer] − W_U[:, wrong] (centred under a
+    LayerNorm). The families without a post-norm (through one, a write passes the post-norm's frozen scale, which
+    TransformerLens' cache does not name: the sum identity above covers those)."""
+    bridge, task, model = _case(case_name, tiny_bridge, tmp_path_factory)
+    assert all(p is None for p in model.mlp_posts)
+    single = one_pair(task, 0)
+    runs, m1 = single.runs[0], T.PairsModel(bridge, single)
+    dla, direct = neuron_direct(bridge, single, m1)
+    pair = runs.pair
+    d = (bridge.W_U[:, pair.answer] - bridge.W_U[:, pair.wrong]).detach().double()
+    if M.float32_head(bridge).kind == "LN":
+        d = d - d.mean()
+    names = lambda n: n.endswith("mlp.hook_post") or n == "ln_final.hook_scale"  # noqa: E731
+    caches = {k: bridge.run_with_cache(toks, names_filter=names)[1] for k, toks in (("clean", pair.clean),
+                                                                                   ("corrupted", pair.corrupted))}
+    gap = runs.ld_clean - runs.ld_corrupted
+    for layer in range(model.n_layers):
+        per_neuron = bridge.W_out[layer].detach().double() @ d  # [d_mlp]
+        act = {k: c[f"blocks.{layer}.mlp.hook_post"][0, -1].double() for k, c in caches.items()}
+        scale = {k: float(c["ln_final.hook_scale"][0, -1]) for k, c in caches.items()}
+        want_dla = act["clean"] * per_neuron / scale["clean"]
+        want_direct = (act["clean"] - act["corrupted"]) * per_neuron / scale["corrupted"] / gap
+        torch.testing.assert_close(dla[layer], want_dla, rtol=1e-4, atol=1e-5 * float(want_dla.abs().max()))
+        torch.testing.assert_close(direct[layer], want_direct, rtol=1e-4, atol=1e-5 * float(want_direct.abs().max()))
+        assert float(want_dla.abs().max()) > 10 * float(want_dla.abs().median())  # neurons differ: a swap would show
