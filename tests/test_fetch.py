@@ -191,7 +191,6 @@ def test_after_the_fetch_command_the_workflow_plans_the_study_without_a_fetch_jo
     """The other half of "the workflow's fetch rule finds it done": a dry run of a study naming the fetched hub
     model, offline and with the cache the command filled, schedules every stage on it and no `fetch_model` job."""
     import huggingface_hub
-
     from test_dryrun import dry_run
 
     cache, root, name = tmp_path / "cache", tmp_path / "study", "someone/pythia-tiny"

@@ -6,9 +6,9 @@ normalized residual (`ln_final.hook_normalized`: centred and scaled under LayerN
 - `HFEngine` (the default for every family of anneuron.architecture): the Hugging Face model itself with SDPA
   attention (flash/memory-efficient kernels; the bridge computes attention eagerly, materialising every (T x T)
   pattern; Gemma 2 eager, SDPA has no soft-capped attention scores), hooked with plain forward pre-hooks on each
-  layer's MLP output projection (its input is hook_post) and on the final norm (its input). GPT-2's gelu_new runs as one fused
-  kernel (`gelu(approximate="tanh")`, the same function; the unfused one is ~8 elementwise passes). Raw weights:
-  hook_post is the same as in the processed model; GPT-2's logits differ by a per-position constant (docs/science.md)
+  layer's MLP output projection (its input is hook_post) and, for `final_residual`, on the final norm (its input).
+  GPT-2's gelu_new runs as one fused kernel (`gelu(approximate="tanh")`, the same function; the unfused one is ~8
+  elementwise passes). Raw weights: hook_post is the same as in the processed model; GPT-2's logits differ by a per-position constant (docs/science.md)
   and every other family's not at all, so the argmax, the softmax and `pred_post` are the same (a LayerNorm's
   normalized residual has zero mean, so centring W_E does not change its dot products). GPT-2: 2.5-3x faster than the
   bridge at seq_len 1024 on CPU.

@@ -59,7 +59,8 @@ def family_model(variant: str, tmp_path_factory):
 
 
 # GPT-2, two Llama layouts, and the families whose blocks differ: parallel (GPT-NeoX), post-norms and a final
-# soft-cap (Gemma 2: its neurons are patched through the MLP's projection and post-norm, LD soft-capped per pair); every family of tests/family_models.py
+# soft-cap (Gemma 2: its neurons are patched through the MLP's projection and post-norm, LD soft-capped per pair):
+# every family of tests/family_models.py
 CASES = ["gpt2", "tied-swiglu", "qwen2-qkv-bias", "qwen3", "gpt_neox", "phi", "gemma2", "gemma3", "olmo2"]
 
 

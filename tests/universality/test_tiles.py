@@ -13,9 +13,8 @@ import pytest
 import torch
 from llama_models import LLAMAS
 
-from anneuron.demos.families import FAMILY_MODELS
-
 from anneuron.dataset.engines import load_engine
+from anneuron.demos.families import FAMILY_MODELS
 from anneuron.demos.gpt2 import random_gpt2
 from anneuron.stage_config import UniversalityTileConfig
 from anneuron.universality import plan as P
