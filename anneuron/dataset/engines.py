@@ -8,9 +8,10 @@ normalized residual (`ln_final.hook_normalized`: centred and scaled under LayerN
   pattern; Gemma 2 eager, SDPA has no soft-capped attention scores), hooked with plain forward pre-hooks on each
   layer's MLP output projection (its input is hook_post) and, for `final_residual`, on the final norm (its input).
   GPT-2's gelu_new runs as one fused kernel (`gelu(approximate="tanh")`, the same function; the unfused one is ~8
-  elementwise passes). Raw weights: hook_post is the same as in the processed model; GPT-2's logits differ by a per-position constant (docs/science.md)
-  and every other family's not at all, so the argmax, the softmax and `pred_post` are the same (a LayerNorm's
-  normalized residual has zero mean, so centring W_E does not change its dot products). GPT-2: 2.5-3x faster than the
+  elementwise passes). Raw weights: hook_post is the same as in the processed model; GPT-2's logits differ by a
+  per-position constant (docs/science.md) and every other family's not at all, so the argmax, the softmax and
+  `pred_post` are the same (a LayerNorm's normalized residual has zero mean, so centring W_E does not change its dot
+  products). GPT-2: 2.5-3x faster than the
   bridge at seq_len 1024 on CPU.
 - `BridgeEngine`: any model TransformerLens' bridge supports (processed, as loaded by anneuron.models.load_model).
 
