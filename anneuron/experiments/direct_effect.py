@@ -40,11 +40,8 @@ RUNS = ("clean", "corrupted")
 
 def final_scale(bridge, run: P.Run) -> float:
     """The final norm's scale of a run at its last position (float32), from its cached blocks."""
-    head = M.float32_head(bridge)
-    x = (run.acts["resid_pre"][-1, -1] + run.acts["attn_out"][-1, -1] + run.acts["mlp_out"][-1, -1]).float()
-    if head.kind == "LN":
-        x = x - x.mean()
-    return float((x.pow(2).mean() + head.eps).sqrt())
+    x = run.acts["resid_pre"][-1, -1] + run.acts["attn_out"][-1, -1] + run.acts["mlp_out"][-1, -1]
+    return float(M.float32_head(bridge).scale(x))
 
 
 def logit_weights(bridge, task: TaskRuns, run: str) -> Float[Tensor, "P d_model"]:

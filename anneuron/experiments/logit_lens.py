@@ -61,9 +61,9 @@ def logit_lens(bridge, cache: ActivationCache, answer: int, wrong: int) -> Logit
     stack, labels = _stack(bridge, cache)  # [n, d_model]
     head = M.float32_head(bridge)
     x = stack.float()  # the last entry is the final norm's input
+    scale = head.scale(x)[:, None]  # [n, 1]
     if head.kind == "LN":
         x = x - x.mean(-1, keepdim=True)
-    scale = head.scale(x)[:, None]  # [n, 1]
     if head.softcap is None:
         direction, _ = unembed_direction(bridge, answer, wrong)
         project = lambda v: (v @ direction).detach().cpu()  # noqa: E731
